@@ -1,0 +1,83 @@
+//! Test helper: moves itself into a cgroup, then tries each access and
+//! prints one line per access: `ok` or the errno name (`EPERM`, `ENXIO`...).
+//!
+//! Usage: `vcg2-probe CGROUP_DIR ACCESS...` where ACCESS is
+//! `r:PATH`, `w:PATH`, `rw:PATH` (open with O_RDONLY / O_WRONLY / O_RDWR),
+//! `f:PATH` (access(F_OK)) or `mknod:c|b:MAJOR:MINOR:PATH`.
+//!
+//! It is a separate program so that tests never fork a multi-threaded
+//! process without exec.
+#![forbid(unsafe_code)]
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use nix::unistd::{access, AccessFlags};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::process::ExitCode;
+
+fn open(path: &str, flags: OFlag) -> nix::Result<()> {
+    let mut o = OpenOptions::new();
+    match flags {
+        OFlag::O_RDONLY => o.read(true),
+        OFlag::O_WRONLY => o.write(true),
+        _ => o.read(true).write(true),
+    };
+    o.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map(drop)
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+}
+
+fn probe(spec: &str) -> Result<nix::Result<()>, String> {
+    let (kind, rest) = spec.split_once(':').ok_or(format!("bad access {spec:?}"))?;
+    Ok(match kind {
+        "r" => open(rest, OFlag::O_RDONLY),
+        "w" => open(rest, OFlag::O_WRONLY),
+        "rw" => open(rest, OFlag::O_RDWR),
+        "f" => access(rest, AccessFlags::F_OK),
+        "mknod" => {
+            let parts: Vec<&str> = rest.splitn(4, ':').collect();
+            let [ty, major, minor, path] = parts[..] else {
+                return Err(format!("bad mknod access {spec:?}"));
+            };
+            let kind = if ty == "b" { SFlag::S_IFBLK } else { SFlag::S_IFCHR };
+            let num = |s: &str| s.parse::<u64>().map_err(|e| format!("{s:?}: {e}"));
+            let dev = makedev(num(major)?, num(minor)?);
+            let r = mknod(path, kind, Mode::from_bits_truncate(0o600), dev);
+            if r.is_ok() {
+                let _ = std::fs::remove_file(path);
+            }
+            r
+        }
+        _ => return Err(format!("unknown access kind {kind:?}")),
+    })
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((cgroup, specs)) = args.split_first() else {
+        eprintln!("usage: vcg2-probe CGROUP_DIR ACCESS...");
+        return ExitCode::from(2);
+    };
+    let procs = format!("{cgroup}/cgroup.procs");
+    if let Err(e) = std::fs::write(&procs, "0") {
+        eprintln!("vcg2-probe: cannot join {procs}: {e}");
+        return ExitCode::from(2);
+    }
+    let mut out = std::io::stdout().lock();
+    for spec in specs {
+        match probe(spec) {
+            Ok(Ok(())) => writeln!(out, "ok"),
+            Ok(Err(e)) => writeln!(out, "{e:?}"),
+            Err(msg) => {
+                eprintln!("vcg2-probe: {msg}");
+                return ExitCode::from(2);
+            }
+        }
+        .expect("stdout");
+    }
+    ExitCode::SUCCESS
+}

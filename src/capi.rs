@@ -1,0 +1,500 @@
+//! The C ABI: every `extern "C"` export, in one module.
+//!
+//! # API conventions
+//!
+//! Every `int` function returns 0 on success and -1 on failure, with `errno`
+//! set (the failing system call's errno, or `EINVAL` for a bad argument) and
+//! a message for the calling thread in `vircgroup_v2_last_error()`. A bad
+//! argument changes nothing. `group_path` is an absolute path to a directory
+//! on a cgroup v2 filesystem. Every function is safe to call from several
+//! threads; calls on one cgroup are serialized. No Rust panic crosses this
+//! boundary: one becomes -1 with `errno` `EIO`.
+//!
+//! # The map encoding
+//!
+//! Keys are libvirt's: `(uint64_t)major << 32 | (uint32_t)minor`, with
+//! `0xffffffff` as the wildcard half. A value holds both rules on those
+//! numbers: bits 0-2 the block rule's permissions, bits 8-10 the char
+//! rule's, each as `BPF_DEVCG_ACC_*` bits (mknod 1, read 2, write 4); an `a`
+//! rule sets both; no other bit is set and a value is never 0. So a char and
+//! a block rule on the same numbers never affect each other. `count` counts
+//! map entries (one per key).
+
+use crate::devices::{self, State};
+use crate::rules::{self, Rule};
+use crate::{Error, Result};
+use libc::{c_char, c_int, c_void, size_t, ssize_t};
+use std::cell::RefCell;
+use std::ffi::{CStr, CString};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Once, RwLock};
+
+/// `VIR_CGROUP_DEVICE_READ`.
+pub const VIRCGROUP_DEVICE_READ: c_int = 1;
+/// `VIR_CGROUP_DEVICE_WRITE`.
+pub const VIRCGROUP_DEVICE_WRITE: c_int = 2;
+/// `VIR_CGROUP_DEVICE_MKNOD`.
+pub const VIRCGROUP_DEVICE_MKNOD: c_int = 4;
+/// `VIR_CGROUP_DEVICE_RW`.
+pub const VIRCGROUP_DEVICE_RW: c_int = VIRCGROUP_DEVICE_READ | VIRCGROUP_DEVICE_WRITE;
+/// `VIR_CGROUP_DEVICE_RWM`.
+pub const VIRCGROUP_DEVICE_RWM: c_int = VIRCGROUP_DEVICE_RW | VIRCGROUP_DEVICE_MKNOD;
+
+/// The state of one cgroup, byte for byte the layout of libvirt's
+/// `virCgroupV2Devices`.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct vircgroup_v2_devices {
+    /// BPF map holding the rules, -1 when none.
+    pub mapfd: c_int,
+    /// BPF program attached to the cgroup, -1 when none.
+    pub progfd: c_int,
+    /// Rules (map entries) currently in the map.
+    pub count: ssize_t,
+    /// Capacity of the map (`max_entries`).
+    pub max: ssize_t,
+}
+
+/// Receives the library's log messages. `level` is libvirt's
+/// `virLogPriority`: 1 debug, 2 info, 3 warning, 4 error. `message` is valid
+/// only during the call.
+#[allow(non_camel_case_types)]
+pub type vircgroup_v2_log_func =
+    Option<unsafe extern "C" fn(level: c_int, message: *const c_char, opaque: *mut c_void)>;
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn fail(e: &Error) {
+    log::debug!("{e}");
+    LAST_ERROR.with(|l| {
+        *l.borrow_mut() = CString::new(e.message().replace('\0', "\\0")).unwrap_or_default()
+    });
+    nix::errno::Errno::set_raw(e.errno());
+}
+
+/// Runs `f` with the panic boundary; on error sets errno and the message and
+/// returns `on_error`.
+fn boundary<T>(on_error: T, f: impl FnOnce() -> Result<T>) -> T {
+    let result = catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(Error::new(libc::EIO, format!("internal error: {what}")))
+    });
+    result.unwrap_or_else(|e| {
+        fail(&e);
+        on_error
+    })
+}
+
+fn int_call(f: impl FnOnce() -> Result<()>) -> c_int {
+    boundary(-1, || f().map(|()| 0))
+}
+
+/// Borrows a C string argument.
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string that outlives the call.
+unsafe fn str_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str> {
+    if p.is_null() {
+        return Err(Error::invalid(format!("{what} is NULL")));
+    }
+    // SAFETY: not NULL, and NUL-terminated per the caller's contract.
+    let s = unsafe { CStr::from_ptr(p) };
+    s.to_str()
+        .map_err(|_| Error::invalid(format!("{what} is not valid UTF-8")))
+}
+
+fn rule_arg(ty: c_char, major: c_int, minor: c_int, perms: c_int) -> Result<Rule> {
+    Rule::new(ty as u8, major, minor, perms)
+}
+
+/// True when a `BPF_CGROUP_DEVICE` program can be queried at `group_path`
+/// (libvirt asks at the cgroup2 mount point). Never fails: the reason for
+/// false goes to the log.
+///
+/// # Safety
+/// `group_path` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn vircgroup_v2_devices_available(group_path: *const c_char) -> bool {
+    boundary(false, || {
+        // SAFETY: per this function's contract.
+        let path = unsafe { str_arg(group_path, "group_path") }?;
+        Ok(devices::available(path))
+    })
+}
+
+/// Loads the device program bound to `mapfd` and attaches it to the cgroup,
+/// replacing in one step a program this library or libvirt's C code
+/// attached. `mapfd` must be a BPF hash map with 8-byte keys and 4-byte
+/// values, `max` its `max_entries`, empty or holding rules in the encoding
+/// above; else -1 with `EINVAL` and nothing changes.
+///
+/// Ownership: the library always takes `mapfd`, and closes it on failure. On
+/// success the fds held before for the cgroup are closed and the state is
+/// `{mapfd, progfd, count, max}`.
+///
+/// # Safety
+/// `group_path` is NULL or a NUL-terminated string; `mapfd` is an fd the
+/// caller owns and gives up.
+#[no_mangle]
+pub unsafe extern "C" fn vircgroup_v2_devices_attach_prog(
+    group_path: *const c_char,
+    mapfd: c_int,
+    max: size_t,
+) -> c_int {
+    int_call(|| {
+        if mapfd < 0 {
+            return Err(Error::invalid(format!("mapfd {mapfd} is not a file descriptor")));
+        }
+        // An fd that is not open must not be wrapped (closing it would close
+        // whatever gets that number next).
+        // SAFETY: F_GETFD only reads the fd's flags.
+        if unsafe { libc::fcntl(mapfd, libc::F_GETFD) } < 0 {
+            return Err(Error::invalid(format!("mapfd {mapfd} is not an open file descriptor")));
+        }
+        // SAFETY: the fd is open and the caller hands it over.
+        let map = unsafe { OwnedFd::from_raw_fd(mapfd) };
+        // SAFETY: per this function's contract.
+        let path = unsafe { str_arg(group_path, "group_path") }?;
+        devices::attach_prog(path, map, max)
+    })
+}
+
+/// Adopts a program already attached to the cgroup (after a daemon restart):
+/// this library's, or libvirt's C implementation's, whose map is converted
+/// and whose program is replaced by this library's in one step. A program it
+/// does not recognise is never adopted. No program: the state stays empty
+/// and 0 is returned.
+///
+/// # Safety
+/// `group_path` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn vircgroup_v2_devices_detect_prog(group_path: *const c_char) -> c_int {
+    // SAFETY: per this function's contract.
+    int_call(|| devices::detect_prog(unsafe { str_arg(group_path, "group_path") }?))
+}
+
+/// When no program is held for the cgroup, creates a 64-entry map and
+/// attaches the program with it: every device is denied until rules are
+/// added.
+///
+/// # Safety
+/// `group_path` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn vircgroup_v2_devices_create_prog(group_path: *const c_char) -> c_int {
+    // SAFETY: per this function's contract.
+    int_call(|| devices::create_prog(unsafe { str_arg(group_path, "group_path") }?))
+}
+
+/// Detect, create, and when the map is full grow it to twice its size,
+/// copying every rule and replacing the program in one step.
+///
+/// # Safety
+/// `group_path` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn vircgroup_v2_devices_prepare_prog(group_path: *const c_char) -> c_int {
+    // SAFETY: per this function's contract.
+    int_call(|| devices::prepare_prog(unsafe { str_arg(group_path, "group_path") }?))
+}
+
+/// Closes the library's fds for the cgroup and forgets its state; the
+/// program stays attached (the kernel frees it with the cgroup).
+///
+/// # Safety
+/// `group_path` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn vircgroup_v2_devices_remove_prog(group_path: *const c_char) -> c_int {
+    // SAFETY: per this function's contract.
+    int_call(|| devices::remove_prog(unsafe { str_arg(group_path, "group_path") }?))
+}
+
+/// Detaches the library's program (held or detected) from the cgroup, then
+/// forgets the state. Nothing attached: 0.
+///
+/// # Safety
+/// `group_path` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn vircgroup_v2_devices_detach_prog(group_path: *const c_char) -> c_int {
+    // SAFETY: per this function's contract.
+    int_call(|| devices::detach_prog(unsafe { str_arg(group_path, "group_path") }?))
+}
+
+/// libvirt's value encoding: `access << 16 | type bits` (`'b'` 1, `'c'` 2,
+/// anything else 3; mknod 1, read 2, write 4).
+#[no_mangle]
+pub extern "C" fn vircgroup_v2_devices_get_perms(perms: c_int, r#type: c_char) -> u32 {
+    rules::get_perms(perms, r#type as u8)
+}
+
+/// libvirt's key: `(uint64_t)major << 32 | (uint32_t)minor`; -1 is the
+/// wildcard.
+#[no_mangle]
+pub extern "C" fn vircgroup_v2_devices_get_key(major: c_int, minor: c_int) -> u64 {
+    rules::get_key(major, minor)
+}
+
+/// Grants `perms` (`VIRCGROUP_DEVICE_*`) for `type` (`'c'`, `'b'`, or `'a'`
+/// for both) and `major`:`minor` (-1 for any), creating the program first
+/// when needed. Permissions accumulate (allow r, then allow w: rw).
+/// `EINVAL` for a type other than a/b/c, a major above 4095 or minor above
+/// 1048575 other than -1, perms 0 or outside RWM.
+///
+/// # Safety
+/// `group_path` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn vircgroup_v2_allow_device(
+    group_path: *const c_char,
+    r#type: c_char,
+    major: c_int,
+    minor: c_int,
+    perms: c_int,
+) -> c_int {
+    int_call(|| {
+        let rule = rule_arg(r#type, major, minor, perms)?;
+        // SAFETY: per this function's contract.
+        devices::allow(unsafe { str_arg(group_path, "group_path") }?, &rule)
+    })
+}
+
+/// Removes `perms` from that exact rule; the rule disappears when no
+/// permission is left. Denying a rule that does not exist does nothing.
+/// Arguments as for `vircgroup_v2_allow_device`.
+///
+/// # Safety
+/// `group_path` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn vircgroup_v2_deny_device(
+    group_path: *const c_char,
+    r#type: c_char,
+    major: c_int,
+    minor: c_int,
+    perms: c_int,
+) -> c_int {
+    int_call(|| {
+        let rule = rule_arg(r#type, major, minor, perms)?;
+        // SAFETY: per this function's contract.
+        devices::deny(unsafe { str_arg(group_path, "group_path") }?, &rule)
+    })
+}
+
+/// `a *:* perms`.
+///
+/// # Safety
+/// `group_path` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn vircgroup_v2_allow_all_devices(
+    group_path: *const c_char,
+    perms: c_int,
+) -> c_int {
+    int_call(|| {
+        let rule = rule_arg(b'a' as c_char, -1, -1, perms)?;
+        // SAFETY: per this function's contract.
+        devices::allow(unsafe { str_arg(group_path, "group_path") }?, &rule)
+    })
+}
+
+/// Program attached and every rule removed: every device is denied.
+///
+/// # Safety
+/// `group_path` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn vircgroup_v2_deny_all_devices(group_path: *const c_char) -> c_int {
+    // SAFETY: per this function's contract.
+    int_call(|| devices::deny_all(unsafe { str_arg(group_path, "group_path") }?))
+}
+
+/// Copies the state held for the cgroup into `*out` (`{-1, -1, 0, 0}` when
+/// none; nothing is detected). The fds stay owned by the library.
+///
+/// # Safety
+/// `group_path` is NULL or a NUL-terminated string; `out` is NULL or points
+/// to writable memory for one `vircgroup_v2_devices`.
+#[no_mangle]
+pub unsafe extern "C" fn vircgroup_v2_devices_get_state(
+    group_path: *const c_char,
+    out: *mut vircgroup_v2_devices,
+) -> c_int {
+    int_call(|| {
+        if out.is_null() {
+            return Err(Error::invalid("out is NULL"));
+        }
+        // SAFETY: per this function's contract.
+        let s: State = devices::state(unsafe { str_arg(group_path, "group_path") }?)?;
+        let value = vircgroup_v2_devices {
+            mapfd: s.mapfd,
+            progfd: s.progfd,
+            count: s.count as ssize_t,
+            max: s.max as ssize_t,
+        };
+        // SAFETY: not NULL and writable per this function's contract.
+        unsafe { out.write(value) };
+        Ok(())
+    })
+}
+
+fn device_path_call(
+    group_path: *const c_char,
+    dev_path: *const c_char,
+    perms: c_int,
+    apply: fn(&str, &Rule) -> Result<()>,
+) -> c_int {
+    boundary(-1, || {
+        // SAFETY: per the exported functions' contract.
+        let dev_path = unsafe { str_arg(dev_path, "dev_path") }?;
+        // SAFETY: per the exported functions' contract.
+        let group_path = unsafe { str_arg(group_path, "group_path") }?;
+        match devices::device_rule(dev_path, perms)? {
+            Some(rule) => apply(group_path, &rule).map(|()| 0),
+            None => {
+                log::debug!("'{dev_path}' is not a device node: nothing to do");
+                Ok(1)
+            }
+        }
+    })
+}
+
+/// `stat()`s `dev_path` and allows its char or block device. Returns 0 on
+/// success, 1 when `dev_path` is not a device node (nothing changes), -1 on
+/// error.
+///
+/// # Safety
+/// `group_path` and `dev_path` are NULL or NUL-terminated strings.
+#[no_mangle]
+pub unsafe extern "C" fn vircgroup_v2_allow_device_path(
+    group_path: *const c_char,
+    dev_path: *const c_char,
+    perms: c_int,
+) -> c_int {
+    device_path_call(group_path, dev_path, perms, devices::allow)
+}
+
+/// `stat()`s `dev_path` and denies `perms` on its char or block device.
+/// Returns 0 on success, 1 when `dev_path` is not a device node (nothing
+/// changes), -1 on error.
+///
+/// # Safety
+/// `group_path` and `dev_path` are NULL or NUL-terminated strings.
+#[no_mangle]
+pub unsafe extern "C" fn vircgroup_v2_deny_device_path(
+    group_path: *const c_char,
+    dev_path: *const c_char,
+    perms: c_int,
+) -> c_int {
+    device_path_call(group_path, dev_path, perms, devices::deny)
+}
+
+/// 1 if the rules held for the cgroup allow `perms` on every device that
+/// `type` `major`:`minor` names, 0 if not, -1 on error; it answers as the
+/// kernel program does. A cgroup with no device program allows everything
+/// (1); one whose program this library does not know fails with `ENOENT`.
+///
+/// # Safety
+/// `group_path` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn vircgroup_v2_devices_check(
+    group_path: *const c_char,
+    r#type: c_char,
+    major: c_int,
+    minor: c_int,
+    perms: c_int,
+) -> c_int {
+    boundary(-1, || {
+        let rule = rule_arg(r#type, major, minor, perms)?;
+        // SAFETY: per this function's contract.
+        let path = unsafe { str_arg(group_path, "group_path") }?;
+        devices::check(path, &rule).map(c_int::from)
+    })
+}
+
+/// The rules as cgroup v1 `devices.list` lines (`c 1:3 rw`, `b 8:* r`,
+/// `a *:* rwm`), one per line, each ending in a newline, sorted by type
+/// (a, b, c), major, minor (`*` last). An empty policy is the empty string; a
+/// cgroup with no device program is `a *:* rwm`. Returns a `malloc`ed string
+/// the caller frees with `free()`, or NULL with errno on failure.
+///
+/// # Safety
+/// `group_path` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn vircgroup_v2_devices_list(group_path: *const c_char) -> *mut c_char {
+    boundary(std::ptr::null_mut(), || {
+        // SAFETY: per this function's contract.
+        let text = devices::list(unsafe { str_arg(group_path, "group_path") }?)?;
+        let text = CString::new(text).map_err(|_| Error::new(libc::EIO, "NUL in list"))?;
+        // SAFETY: `text` is a valid C string; strdup copies it into malloc'ed memory.
+        let out = unsafe { libc::strdup(text.as_ptr()) };
+        if out.is_null() {
+            return Err(Error::new(libc::ENOMEM, "strdup: out of memory"));
+        }
+        Ok(out)
+    })
+}
+
+/// The message of the calling thread's last failure ("" when none). Valid
+/// until the thread's next failing call.
+#[no_mangle]
+pub extern "C" fn vircgroup_v2_last_error() -> *const c_char {
+    LAST_ERROR.with(|l| l.borrow().as_ptr())
+}
+
+struct Sink {
+    func: unsafe extern "C" fn(c_int, *const c_char, *mut c_void),
+    opaque: usize,
+}
+
+static SINK: RwLock<Option<Sink>> = RwLock::new(None);
+
+struct CLogger;
+
+impl log::Log for CLogger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        SINK.read().map(|s| s.is_some()).unwrap_or(false)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let Ok(sink) = SINK.read() else { return };
+        let Some(sink) = sink.as_ref() else { return };
+        let level = match record.level() {
+            log::Level::Error => 4,
+            log::Level::Warn => 3,
+            log::Level::Info => 2,
+            log::Level::Debug | log::Level::Trace => 1,
+        };
+        let text = record.args().to_string().replace('\0', "\\0");
+        let Ok(text) = CString::new(text) else { return };
+        // SAFETY: the function and its opaque pointer were handed over by
+        // vircgroup_v2_set_log_func; the message outlives the call.
+        unsafe { (sink.func)(level, text.as_ptr(), sink.opaque as *mut c_void) };
+    }
+
+    fn flush(&self) {}
+}
+
+/// Sends the library's log messages to `func` (with `opaque`), from any
+/// thread; NULL stops them. Nothing is logged by default.
+#[no_mangle]
+pub extern "C" fn vircgroup_v2_set_log_func(func: vircgroup_v2_log_func, opaque: *mut c_void) {
+    static INSTALL: Once = Once::new();
+    let _ = catch_unwind(|| {
+        INSTALL.call_once(|| {
+            // Fails only when the host program installed its own Rust logger.
+            let _ = log::set_logger(&CLogger);
+        });
+        let mut sink = SINK.write().unwrap_or_else(|e| e.into_inner());
+        *sink = func.map(|func| Sink {
+            func,
+            opaque: opaque as usize,
+        });
+        log::set_max_level(if sink.is_some() {
+            log::LevelFilter::Debug
+        } else {
+            log::LevelFilter::Off
+        });
+    });
+}

@@ -1,0 +1,344 @@
+//! The device programs, hand-encoded one instruction per line, with the C
+//! source they are equivalent to above them.
+//!
+//! [`device_program`] is the library's own program; [`libvirt_program`] is
+//! the seed's (libvirt's C implementation), kept so that a cgroup set up by
+//! libvirt can be recognised and its program replaced.
+#![forbid(unsafe_code)]
+
+use crate::insn::op::*;
+use crate::insn::reg::*;
+use crate::insn::*;
+
+/// Program name given at load time, so the program can be recognised later
+/// (at most 15 bytes: `BPF_OBJ_NAME_LEN` is 16 with the NUL).
+pub const PROGRAM_NAME: &str = "vircgroup_v2dev";
+
+/// The library's device program for the rule map `mapfd`.
+///
+/// The map's keys are libvirt's (`major << 32 | minor`, `0xffffffff` as the
+/// wildcard); each value holds the permissions of the block rule in bits 0-2
+/// and of the char rule in bits 8-10 (`BPF_DEVCG_ACC_*` bits), so a char rule
+/// and a block rule on the same numbers are independent. See `rules`.
+///
+/// ```c
+/// SEC("cgroup/dev") int
+/// vircgroup_v2dev(struct bpf_cgroup_dev_ctx *ctx)
+/// {
+///     /* BPF_DEVCG_DEV_BLOCK (1) checks bits 0-2, BPF_DEVCG_DEV_CHAR (2) bits 8-10 */
+///     __u64 need = (__u64)(ctx->access_type >> 16) << ((ctx->access_type & 2) << 2);
+///     __u64 major = (__u64)ctx->major << 32;
+///     __u64 minor = ctx->minor;
+///     __u64 key;
+///     __u32 *val;
+///
+///     key = major | minor;
+///     val = bpf_map_lookup_elem(&devices, &key);
+///     if (val && (*val & need) == need)
+///         return 1;
+///
+///     key = major | 0xffffffff;
+///     val = bpf_map_lookup_elem(&devices, &key);
+///     if (val && (*val & need) == need)
+///         return 1;
+///
+///     key = 0xffffffff00000000 | minor;
+///     val = bpf_map_lookup_elem(&devices, &key);
+///     if (val && (*val & need) == need)
+///         return 1;
+///
+///     key = 0xffffffffffffffff;
+///     val = bpf_map_lookup_elem(&devices, &key);
+///     if (val && (*val & need) == need)
+///         return 1;
+///
+///     return 0;
+/// }
+/// ```
+pub fn device_program(mapfd: i32) -> Vec<Insn> {
+    let [map0, map1] = ld_map_fd(R1, mapfd);
+    vec![
+        /*  0: r2 = *(u32 *)(r1 + 0)        access_type */
+        ldx_mem(BPF_W, R2, R1, 0),
+        /*  1: r3 = r2 */
+        mov64_reg(R3, R2),
+        /*  2: r3 &= 2                      BPF_DEVCG_DEV_CHAR bit */
+        alu64_imm(BPF_AND, R3, 2),
+        /*  3: r3 <<= 2                     shift: block 0, char 8 */
+        alu64_imm(BPF_LSH, R3, 2),
+        /*  4: r2 >>= 16                    access bits */
+        alu64_imm(BPF_RSH, R2, 16),
+        /*  5: r2 <<= r3 */
+        alu64_reg(BPF_LSH, R2, R3),
+        /*  6: r6 = r2                      need */
+        mov64_reg(R6, R2),
+        /*  7: r7 = *(u32 *)(r1 + 4)        major */
+        ldx_mem(BPF_W, R7, R1, 4),
+        /*  8: r7 <<= 32 */
+        alu64_imm(BPF_LSH, R7, 32),
+        /*  9: r8 = *(u32 *)(r1 + 8)        minor */
+        ldx_mem(BPF_W, R8, R1, 8),
+        /* exact: key = major | minor */
+        /* 10: r1 = r7 */
+        mov64_reg(R1, R7),
+        /* 11: r1 |= r8 */
+        alu64_reg(BPF_OR, R1, R8),
+        /* 12: *(u64 *)(r10 - 8) = r1 */
+        stx_mem(BPF_DW, R10, R1, -8),
+        /* 13: r2 = r10 */
+        mov64_reg(R2, R10),
+        /* 14: r2 += -8 */
+        alu64_imm(BPF_ADD, R2, -8),
+        /* 15: r1 = map ll */
+        map0,
+        map1,
+        /* 17: call 1                       bpf_map_lookup_elem */
+        call(BPF_FUNC_MAP_LOOKUP_ELEM),
+        /* 18: if r0 == 0 goto +3 <22> */
+        jmp_imm(BPF_JEQ, R0, 0, 3),
+        /* 19: r1 = *(u32 *)(r0 + 0) */
+        ldx_mem(BPF_W, R1, R0, 0),
+        /* 20: r1 &= r6 */
+        alu64_reg(BPF_AND, R1, R6),
+        /* 21: if r1 == r6 goto +38 <60 allow> */
+        jmp_reg(BPF_JEQ, R1, R6, 38),
+        /* major wildcard: key = major | 0xffffffff */
+        /* 22: w1 = -1                      r1 = 0xffffffff */
+        Insn::raw(BPF_ALU | BPF_MOV | BPF_K, R1, 0, 0, -1),
+        /* 23: r1 |= r7 */
+        alu64_reg(BPF_OR, R1, R7),
+        /* 24: *(u64 *)(r10 - 8) = r1 */
+        stx_mem(BPF_DW, R10, R1, -8),
+        /* 25: r2 = r10 */
+        mov64_reg(R2, R10),
+        /* 26: r2 += -8 */
+        alu64_imm(BPF_ADD, R2, -8),
+        /* 27: r1 = map ll */
+        map0,
+        map1,
+        /* 29: call 1 */
+        call(BPF_FUNC_MAP_LOOKUP_ELEM),
+        /* 30: if r0 == 0 goto +3 <34> */
+        jmp_imm(BPF_JEQ, R0, 0, 3),
+        /* 31: r1 = *(u32 *)(r0 + 0) */
+        ldx_mem(BPF_W, R1, R0, 0),
+        /* 32: r1 &= r6 */
+        alu64_reg(BPF_AND, R1, R6),
+        /* 33: if r1 == r6 goto +26 <60 allow> */
+        jmp_reg(BPF_JEQ, R1, R6, 26),
+        /* minor wildcard: key = 0xffffffff00000000 | minor */
+        /* 34: r1 = -1 */
+        mov64_imm(R1, -1),
+        /* 35: r1 <<= 32 */
+        alu64_imm(BPF_LSH, R1, 32),
+        /* 36: r1 |= r8 */
+        alu64_reg(BPF_OR, R1, R8),
+        /* 37: *(u64 *)(r10 - 8) = r1 */
+        stx_mem(BPF_DW, R10, R1, -8),
+        /* 38: r2 = r10 */
+        mov64_reg(R2, R10),
+        /* 39: r2 += -8 */
+        alu64_imm(BPF_ADD, R2, -8),
+        /* 40: r1 = map ll */
+        map0,
+        map1,
+        /* 42: call 1 */
+        call(BPF_FUNC_MAP_LOOKUP_ELEM),
+        /* 43: if r0 == 0 goto +3 <47> */
+        jmp_imm(BPF_JEQ, R0, 0, 3),
+        /* 44: r1 = *(u32 *)(r0 + 0) */
+        ldx_mem(BPF_W, R1, R0, 0),
+        /* 45: r1 &= r6 */
+        alu64_reg(BPF_AND, R1, R6),
+        /* 46: if r1 == r6 goto +13 <60 allow> */
+        jmp_reg(BPF_JEQ, R1, R6, 13),
+        /* all: key = 0xffffffffffffffff */
+        /* 47: r1 = -1 */
+        mov64_imm(R1, -1),
+        /* 48: *(u64 *)(r10 - 8) = r1 */
+        stx_mem(BPF_DW, R10, R1, -8),
+        /* 49: r2 = r10 */
+        mov64_reg(R2, R10),
+        /* 50: r2 += -8 */
+        alu64_imm(BPF_ADD, R2, -8),
+        /* 51: r1 = map ll */
+        map0,
+        map1,
+        /* 53: call 1 */
+        call(BPF_FUNC_MAP_LOOKUP_ELEM),
+        /* 54: if r0 == 0 goto +3 <58 deny> */
+        jmp_imm(BPF_JEQ, R0, 0, 3),
+        /* 55: r1 = *(u32 *)(r0 + 0) */
+        ldx_mem(BPF_W, R1, R0, 0),
+        /* 56: r1 &= r6 */
+        alu64_reg(BPF_AND, R1, R6),
+        /* 57: if r1 == r6 goto +2 <60 allow> */
+        jmp_reg(BPF_JEQ, R1, R6, 2),
+        /* deny: */
+        /* 58: r0 = 0 */
+        mov64_imm(R0, 0),
+        /* 59: exit */
+        exit(),
+        /* allow: */
+        /* 60: r0 = 1 */
+        mov64_imm(R0, 1),
+        /* 61: exit */
+        exit(),
+    ]
+}
+
+/// libvirt's program (the seed, `virCgroupV2DevicesLoadProg`), instruction
+/// for instruction. Its value is `access << 16 | type bits` under the key
+/// `major << 32 | minor`; see the seed for the C source.
+pub fn libvirt_program(mapfd: i32) -> Vec<Insn> {
+    let [map0, map1] = ld_map_fd(R1, mapfd);
+    let [ffff0, ffff1] = ld_imm64(R2, 0xffff_ffff);
+    let [hi0, hi1] = ld_imm64(R2, 0xffff_ffff_0000_0000);
+    vec![
+        /*  0:  r6 = r1 */
+        mov64_reg(R6, R1),
+        /*  1:  r1 = *(u32 *)(r6 + 8) */
+        ldx_mem(BPF_W, R1, R6, 8),
+        /*  2:  r2 = *(u32 *)(r6 + 4) */
+        ldx_mem(BPF_W, R2, R6, 4),
+        /*  3:  r2 <<= 32 */
+        alu64_imm(BPF_LSH, R2, 32),
+        /*  4:  r2 |= r1 */
+        alu64_reg(BPF_OR, R2, R1),
+        /*  5:  *(u64 *)(r10 - 8) = r2 */
+        stx_mem(BPF_DW, R10, R2, -8),
+        /*  6:  r2 = r10 */
+        mov64_reg(R2, R10),
+        /*  7:  r2 += -8 */
+        alu64_imm(BPF_ADD, R2, -8),
+        /*  8:  r1 = 0 ll */
+        map0,
+        map1,
+        /* 10:  call 1 */
+        call(BPF_FUNC_MAP_LOOKUP_ELEM),
+        /* 11:  r1 = r0 */
+        mov64_reg(R1, R0),
+        /* 12:  if r1 == 0 goto +5 <LBB0_2> */
+        jmp_imm(BPF_JEQ, R1, 0, 5),
+        /* 13:  r0 = 1 */
+        mov64_imm(R0, 1),
+        /* 14:  r2 = *(u32 *)(r6 + 0) */
+        ldx_mem(BPF_W, R2, R6, 0),
+        /* 15:  r1 = *(u32 *)(r1 + 0) */
+        ldx_mem(BPF_W, R1, R1, 0),
+        /* 16:  r1 &= r2 */
+        alu64_reg(BPF_AND, R1, R2),
+        /* 17:  if r1 == r2 goto +50 <LBB0_9> */
+        jmp_reg(BPF_JEQ, R1, R2, 50),
+        /* LBB0_2: */
+        /* 18:  r1 = *(u32 *)(r6 + 4) */
+        ldx_mem(BPF_W, R1, R6, 4),
+        /* 19:  r1 <<= 32 */
+        alu64_imm(BPF_LSH, R1, 32),
+        /* 20:  r2 = 4294967295 ll */
+        ffff0,
+        ffff1,
+        /* 22:  r1 |= r2 */
+        alu64_reg(BPF_OR, R1, R2),
+        /* 23:  *(u64 *)(r10 - 8) = r1 */
+        stx_mem(BPF_DW, R10, R1, -8),
+        /* 24:  r2 = r10 */
+        mov64_reg(R2, R10),
+        /* 25:  r2 += -8 */
+        alu64_imm(BPF_ADD, R2, -8),
+        /* 26:  r1 = 0 ll */
+        map0,
+        map1,
+        /* 28:  call 1 */
+        call(BPF_FUNC_MAP_LOOKUP_ELEM),
+        /* 29:  r1 = r0 */
+        mov64_reg(R1, R0),
+        /* 30:  if r1 == 0 goto +5 <LBB0_4> */
+        jmp_imm(BPF_JEQ, R1, 0, 5),
+        /* 31:  r0 = 1 */
+        mov64_imm(R0, 1),
+        /* 32:  r2 = *(u32 *)(r6 + 0) */
+        ldx_mem(BPF_W, R2, R6, 0),
+        /* 33:  r1 = *(u32 *)(r1 + 0) */
+        ldx_mem(BPF_W, R1, R1, 0),
+        /* 34:  r1 &= r2 */
+        alu64_reg(BPF_AND, R1, R2),
+        /* 35:  if r1 == r2 goto +32 <LBB0_9> */
+        jmp_reg(BPF_JEQ, R1, R2, 32),
+        /* LBB0_4: */
+        /* 36:  r1 = *(u32 *)(r6 + 8) */
+        ldx_mem(BPF_W, R1, R6, 8),
+        /* 37:  r2 = -4294967296 ll */
+        hi0,
+        hi1,
+        /* 39:  r1 |= r2 */
+        alu64_reg(BPF_OR, R1, R2),
+        /* 40:  *(u64 *)(r10 - 8) = r1 */
+        stx_mem(BPF_DW, R10, R1, -8),
+        /* 41:  r2 = r10 */
+        mov64_reg(R2, R10),
+        /* 42:  r2 += -8 */
+        alu64_imm(BPF_ADD, R2, -8),
+        /* 43:  r1 = 0 ll */
+        map0,
+        map1,
+        /* 45:  call 1 */
+        call(BPF_FUNC_MAP_LOOKUP_ELEM),
+        /* 46:  r1 = r0 */
+        mov64_reg(R1, R0),
+        /* 47:  if r1 == 0 goto +5 <LBB0_6> */
+        jmp_imm(BPF_JEQ, R1, 0, 5),
+        /* 48:  r0 = 1 */
+        mov64_imm(R0, 1),
+        /* 49:  r2 = *(u32 *)(r6 + 0) */
+        ldx_mem(BPF_W, R2, R6, 0),
+        /* 50:  r1 = *(u32 *)(r1 + 0) */
+        ldx_mem(BPF_W, R1, R1, 0),
+        /* 51:  r1 &= r2 */
+        alu64_reg(BPF_AND, R1, R2),
+        /* 52:  if r1 == r2 goto +15 <LBB0_9> */
+        jmp_reg(BPF_JEQ, R1, R2, 15),
+        /* LBB0_6: */
+        /* 53:  r1 = -1 */
+        mov64_imm(R1, -1),
+        /* 54:  *(u64 *)(r10 - 8) = r1 */
+        stx_mem(BPF_DW, R10, R1, -8),
+        /* 55:  r2 = r10 */
+        mov64_reg(R2, R10),
+        /* 56:  r2 += -8 */
+        alu64_imm(BPF_ADD, R2, -8),
+        /* 57:  r1 = 0 ll */
+        map0,
+        map1,
+        /* 59:  call 1 */
+        call(BPF_FUNC_MAP_LOOKUP_ELEM),
+        /* 60:  r1 = r0 */
+        mov64_reg(R1, R0),
+        /* 61:  if r1 == 0 goto +5 <LBB0_8> */
+        jmp_imm(BPF_JEQ, R1, 0, 5),
+        /* 62:  r0 = 1 */
+        mov64_imm(R0, 1),
+        /* 63:  r2 = *(u32 *)(r6 + 0) */
+        ldx_mem(BPF_W, R2, R6, 0),
+        /* 64:  r1 = *(u32 *)(r1 + 0) */
+        ldx_mem(BPF_W, R1, R1, 0),
+        /* 65:  r1 &= r2 */
+        alu64_reg(BPF_AND, R1, R2),
+        /* 66:  if r1 == r2 goto +1 <LBB0_9> */
+        jmp_reg(BPF_JEQ, R1, R2, 1),
+        /* LBB0_8: */
+        /* 67:  r0 = 0 */
+        mov64_imm(R0, 0),
+        /* LBB0_9: */
+        /* 68:  exit */
+        exit(),
+    ]
+}
+
+/// The instructions as the bytes the kernel receives.
+pub fn to_bytes(prog: &[Insn]) -> Vec<u8> {
+    prog.iter().flat_map(|i| i.to_bytes()).collect()
+}
+
+#[cfg(test)]
+pub(crate) mod interp;

@@ -1,0 +1,405 @@
+//! Device rules: validation, the map encoding, libvirt's encoding, and
+//! cgroup v1 `devices.list` text.
+//!
+//! # The map encoding
+//!
+//! Key: libvirt's, `(u64)major << 32 | (u32)minor`, with `0xffffffff` in
+//! either half as the wildcard (`*`).
+//!
+//! Value: unlike libvirt's (`access << 16 | type bits`, one type per key, so a
+//! block rule overwrites a char rule on the same numbers), one value holds
+//! both rules on those numbers: bits 0-2 are the block rule's permissions,
+//! bits 8-10 the char rule's, each as `BPF_DEVCG_ACC_*` bits (mknod 1, read 2,
+//! write 4). An `a` rule sets both. No other bit is ever set and a value is
+//! never 0 (the entry is deleted instead).
+#![forbid(unsafe_code)]
+
+use crate::{Error, Result};
+use std::fmt::Write as _;
+
+/// `VIR_CGROUP_DEVICE_READ`.
+pub const READ: i32 = 1;
+/// `VIR_CGROUP_DEVICE_WRITE`.
+pub const WRITE: i32 = 2;
+/// `VIR_CGROUP_DEVICE_MKNOD`.
+pub const MKNOD: i32 = 4;
+/// `VIR_CGROUP_DEVICE_RW`.
+pub const RW: i32 = READ | WRITE;
+/// `VIR_CGROUP_DEVICE_RWM`.
+pub const RWM: i32 = RW | MKNOD;
+
+/// Highest major number the kernel uses (12 bits).
+pub const MAX_MAJOR: u32 = 4095;
+/// Highest minor number the kernel uses (20 bits).
+pub const MAX_MINOR: u32 = 1_048_575;
+/// Wildcard half of a key.
+pub const WILDCARD: u32 = 0xffff_ffff;
+
+/// `BPF_DEVCG_ACC_MKNOD`.
+pub const ACC_MKNOD: u32 = 1;
+/// `BPF_DEVCG_ACC_READ`.
+pub const ACC_READ: u32 = 2;
+/// `BPF_DEVCG_ACC_WRITE`.
+pub const ACC_WRITE: u32 = 4;
+/// `BPF_DEVCG_DEV_BLOCK`.
+pub const DEV_BLOCK: u32 = 1;
+/// `BPF_DEVCG_DEV_CHAR`.
+pub const DEV_CHAR: u32 = 2;
+
+/// Bit position of the block rule's permissions in a value.
+pub const BLOCK_SHIFT: u32 = 0;
+/// Bit position of the char rule's permissions in a value.
+pub const CHAR_SHIFT: u32 = 8;
+const VALUE_MASK: u32 = (7 << BLOCK_SHIFT) | (7 << CHAR_SHIFT);
+
+/// Device type of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DevType {
+    /// `a`: both.
+    All,
+    /// `b`.
+    Block,
+    /// `c`.
+    Char,
+}
+
+impl DevType {
+    /// Parses `'a'`, `'b'` or `'c'`.
+    pub fn from_char(c: u8) -> Result<Self> {
+        match c {
+            b'a' => Ok(DevType::All),
+            b'b' => Ok(DevType::Block),
+            b'c' => Ok(DevType::Char),
+            _ => Err(Error::invalid(format!(
+                "invalid device type {} (expected 'a', 'b' or 'c')",
+                describe_char(c)
+            ))),
+        }
+    }
+
+    /// The cgroup v1 letter.
+    pub fn letter(self) -> char {
+        match self {
+            DevType::All => 'a',
+            DevType::Block => 'b',
+            DevType::Char => 'c',
+        }
+    }
+
+    /// The bit positions of this type's permissions in a value.
+    fn shifts(self) -> &'static [u32] {
+        match self {
+            DevType::All => &[BLOCK_SHIFT, CHAR_SHIFT],
+            DevType::Block => &[BLOCK_SHIFT],
+            DevType::Char => &[CHAR_SHIFT],
+        }
+    }
+}
+
+fn describe_char(c: u8) -> String {
+    if c.is_ascii_graphic() {
+        format!("'{}'", c as char)
+    } else {
+        format!("{c:#04x}")
+    }
+}
+
+/// A validated rule: type, numbers (None is `*`) and `VIR_CGROUP_DEVICE_*` permissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    /// Type.
+    pub ty: DevType,
+    /// Major number, None for any.
+    pub major: Option<u32>,
+    /// Minor number, None for any.
+    pub minor: Option<u32>,
+    /// `VIR_CGROUP_DEVICE_*` bits, 1..=7.
+    pub perms: i32,
+}
+
+fn number(what: &str, n: i32, max: u32) -> Result<Option<u32>> {
+    match n {
+        -1 => Ok(None),
+        0.. if n as u32 <= max => Ok(Some(n as u32)),
+        _ => Err(Error::invalid(format!(
+            "invalid {what} number {n} (expected 0-{max}, or -1 for any)"
+        ))),
+    }
+}
+
+/// Checks `VIR_CGROUP_DEVICE_*` permissions: at least one bit, none outside RWM.
+pub fn check_perms(perms: i32) -> Result<i32> {
+    if perms <= 0 || perms & !RWM != 0 {
+        return Err(Error::invalid(format!(
+            "invalid permissions {perms} (expected a non-empty combination of \
+             VIRCGROUP_DEVICE_READ 1, _WRITE 2 and _MKNOD 4)"
+        )));
+    }
+    Ok(perms)
+}
+
+impl Rule {
+    /// Validates C arguments into a rule.
+    pub fn new(ty: u8, major: i32, minor: i32, perms: i32) -> Result<Self> {
+        Ok(Rule {
+            ty: DevType::from_char(ty)?,
+            major: number("major", major, MAX_MAJOR)?,
+            minor: number("minor", minor, MAX_MINOR)?,
+            perms: check_perms(perms)?,
+        })
+    }
+
+    /// The map key.
+    pub fn key(&self) -> u64 {
+        key_of(self.major, self.minor)
+    }
+
+    /// The value bits this rule grants.
+    pub fn value(&self) -> u32 {
+        let acc = acc_bits(self.perms);
+        self.ty.shifts().iter().fold(0, |v, s| v | acc << s)
+    }
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let num = |n: Option<u32>| n.map_or("*".to_string(), |n| n.to_string());
+        write!(
+            f,
+            "{} {}:{} {}",
+            self.ty.letter(),
+            num(self.major),
+            num(self.minor),
+            perms_text(self.perms)
+        )
+    }
+}
+
+/// `rwm` text of `VIR_CGROUP_DEVICE_*` bits.
+pub fn perms_text(perms: i32) -> String {
+    [(READ, 'r'), (WRITE, 'w'), (MKNOD, 'm')]
+        .iter()
+        .filter(|(bit, _)| perms & bit != 0)
+        .map(|(_, c)| c)
+        .collect()
+}
+
+/// The key for numbers (None is `*`).
+pub fn key_of(major: Option<u32>, minor: Option<u32>) -> u64 {
+    (u64::from(major.unwrap_or(WILDCARD)) << 32) | u64::from(minor.unwrap_or(WILDCARD))
+}
+
+fn split_key(key: u64) -> (Option<u32>, Option<u32>) {
+    let half = |h: u32| (h != WILDCARD).then_some(h);
+    (half((key >> 32) as u32), half(key as u32))
+}
+
+/// libvirt's `virCgroupV2DevicesGetKey`.
+pub fn get_key(major: i32, minor: i32) -> u64 {
+    (u64::from(major as u32) << 32) | u64::from(minor as u32)
+}
+
+/// `VIR_CGROUP_DEVICE_*` bits -> `BPF_DEVCG_ACC_*` bits.
+pub fn acc_bits(perms: i32) -> u32 {
+    let mut acc = 0;
+    if perms & READ != 0 {
+        acc |= ACC_READ;
+    }
+    if perms & WRITE != 0 {
+        acc |= ACC_WRITE;
+    }
+    if perms & MKNOD != 0 {
+        acc |= ACC_MKNOD;
+    }
+    acc
+}
+
+/// `BPF_DEVCG_ACC_*` bits -> `VIR_CGROUP_DEVICE_*` bits.
+pub fn vir_perms(acc: u32) -> i32 {
+    let mut perms = 0;
+    if acc & ACC_READ != 0 {
+        perms |= READ;
+    }
+    if acc & ACC_WRITE != 0 {
+        perms |= WRITE;
+    }
+    if acc & ACC_MKNOD != 0 {
+        perms |= MKNOD;
+    }
+    perms
+}
+
+/// libvirt's `virCgroupV2DevicesGetPerms`: `access << 16 | type bits`.
+pub fn get_perms(perms: i32, ty: u8) -> u32 {
+    let types = match ty {
+        b'b' => DEV_BLOCK,
+        b'c' => DEV_CHAR,
+        _ => DEV_BLOCK | DEV_CHAR,
+    };
+    (acc_bits(perms) << 16) | types
+}
+
+/// Converts a value written by libvirt's C code into this library's value;
+/// None when it is not one libvirt writes.
+pub fn from_libvirt_value(v: u32) -> Option<u32> {
+    let (acc, types) = ((v >> 16) & 7, v & 3);
+    if v & !(0x7_0003) != 0 || acc == 0 || types == 0 {
+        return None;
+    }
+    let mut out = 0;
+    if types & DEV_BLOCK != 0 {
+        out |= acc << BLOCK_SHIFT;
+    }
+    if types & DEV_CHAR != 0 {
+        out |= acc << CHAR_SHIFT;
+    }
+    Some(out)
+}
+
+/// Whether a (key, value) pair is in this library's encoding.
+pub fn valid_entry(key: u64, value: u32) -> bool {
+    let (major, minor) = split_key(key);
+    major.is_none_or(|m| m <= MAX_MAJOR)
+        && minor.is_none_or(|m| m <= MAX_MINOR)
+        && value != 0
+        && value & !VALUE_MASK == 0
+}
+
+/// The cgroup v1 rules one map entry stands for: one `a` rule when block and
+/// char permissions are the same, else one rule per type that has any.
+pub fn entry_rules(key: u64, value: u32) -> Vec<Rule> {
+    let (major, minor) = split_key(key);
+    let block = vir_perms((value >> BLOCK_SHIFT) & 7);
+    let char_ = vir_perms((value >> CHAR_SHIFT) & 7);
+    let rule = |ty, perms| Rule {
+        ty,
+        major,
+        minor,
+        perms,
+    };
+    if block == char_ {
+        return vec![rule(DevType::All, block)];
+    }
+    [(DevType::Block, block), (DevType::Char, char_)]
+        .into_iter()
+        .filter(|&(_, p)| p != 0)
+        .map(|(t, p)| rule(t, p))
+        .collect()
+}
+
+/// `devices.list` text of map entries: one rule per line, sorted by type
+/// (`a`, `b`, `c`), then major, then minor, `*` after every number.
+pub fn list_text(entries: &[(u64, u32)]) -> String {
+    let mut rules: Vec<Rule> = entries
+        .iter()
+        .flat_map(|&(k, v)| entry_rules(k, v))
+        .collect();
+    rules.sort_by_key(|r| (r.ty, r.major.unwrap_or(WILDCARD), r.minor.unwrap_or(WILDCARD)));
+    rules.iter().fold(String::new(), |mut s, r| {
+        let _ = writeln!(s, "{r}");
+        s
+    })
+}
+
+/// The keys whose rules cover every device `(major, minor)` stands for, in
+/// the order the program looks them up (exact, major, minor, all).
+pub fn covering_keys(major: Option<u32>, minor: Option<u32>) -> Vec<u64> {
+    let mut keys = Vec::with_capacity(4);
+    for (ma, mi) in [(major, minor), (major, None), (None, minor), (None, None)] {
+        let key = key_of(ma, mi);
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys
+}
+
+/// Whether the values found under [`covering_keys`] grant `rule`, as the
+/// program decides: one entry must hold every requested bit for the type
+/// (for `a`, for both types).
+pub fn allows(rule: &Rule, values: &[u32]) -> bool {
+    let acc = acc_bits(rule.perms);
+    rule.ty.shifts().iter().all(|s| {
+        let need = acc << s;
+        values.iter().any(|v| v & need == need)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libvirt_key_and_perms() {
+        assert_eq!(get_key(1, 3), 0x0000_0001_0000_0003);
+        assert_eq!(get_perms(RW, b'c'), 0x0006_0002);
+        assert_eq!(get_key(136, -1), 0x0000_0088_ffff_ffff);
+        assert_eq!(get_key(-1, -1), u64::MAX);
+        assert_eq!(get_perms(RWM, b'b'), 0x0007_0001);
+        assert_eq!(get_perms(MKNOD, b'a'), 0x0001_0003);
+        assert_eq!(get_perms(READ, b'x'), 0x0002_0003);
+    }
+
+    #[test]
+    fn rule_validation_names_the_bad_argument() {
+        let err = |t, ma, mi, p| Rule::new(t, ma, mi, p).unwrap_err().to_string();
+        assert!(err(b'x', 1, 3, RW).contains("device type 'x'"));
+        assert!(err(b'c', 4096, 3, RW).contains("major number 4096"));
+        assert!(err(b'c', -2, 3, RW).contains("major number -2"));
+        assert!(err(b'c', 1, 1_048_576, RW).contains("minor number 1048576"));
+        assert!(err(b'c', 1, 3, 0).contains("permissions 0"));
+        assert!(err(b'c', 1, 3, 8).contains("permissions 8"));
+        assert!(Rule::new(b'b', 4095, 1_048_575, RWM).is_ok());
+        assert_eq!(Rule::new(0, 1, 1, 1).unwrap_err().errno(), libc::EINVAL);
+    }
+
+    #[test]
+    fn values_keep_char_and_block_apart() {
+        let c = Rule::new(b'c', 1, 3, RW).unwrap();
+        let b = Rule::new(b'b', 1, 3, READ).unwrap();
+        assert_eq!(c.key(), b.key());
+        let v = c.value() | b.value();
+        assert_eq!(v, (6 << CHAR_SHIFT) | 2);
+        assert!(allows(&Rule::new(b'c', 1, 3, RW).unwrap(), &[v]));
+        assert!(!allows(&Rule::new(b'b', 1, 3, RW).unwrap(), &[v]));
+        assert_eq!(list_text(&[(c.key(), v)]), "b 1:3 r\nc 1:3 rw\n");
+        let a = Rule::new(b'a', -1, -1, RWM).unwrap();
+        assert_eq!(list_text(&[(a.key(), a.value())]), "a *:* rwm\n");
+    }
+
+    #[test]
+    fn libvirt_values_convert() {
+        assert_eq!(from_libvirt_value(get_perms(RW, b'c')), Some(6 << CHAR_SHIFT));
+        assert_eq!(from_libvirt_value(get_perms(READ, b'b')), Some(2));
+        assert_eq!(from_libvirt_value(get_perms(MKNOD, b'a')), Some(0x101));
+        assert_eq!(from_libvirt_value(0), None);
+        assert_eq!(from_libvirt_value(0x0006_0000), None);
+        assert_eq!(from_libvirt_value(0x0008_0002), None);
+    }
+
+    #[test]
+    fn list_is_sorted_with_wildcards_last() {
+        let e = |t, ma, mi, p| {
+            let r = Rule::new(t, ma, mi, p).unwrap();
+            (r.key(), r.value())
+        };
+        let text = list_text(&[
+            e(b'c', 136, -1, RW),
+            e(b'c', 10, 232, RW),
+            e(b'c', 1, 3, RW),
+            e(b'b', 8, 0, READ),
+            e(b'c', 0, 0, MKNOD),
+        ]);
+        assert_eq!(text, "b 8:0 r\nc 0:0 m\nc 1:3 rw\nc 10:232 rw\nc 136:* rw\n");
+    }
+
+    #[test]
+    fn covering_keys_for_wildcard_queries() {
+        assert_eq!(covering_keys(Some(1), Some(3)).len(), 4);
+        assert_eq!(
+            covering_keys(Some(1), None),
+            vec![key_of(Some(1), None), u64::MAX]
+        );
+        assert_eq!(covering_keys(None, None), vec![u64::MAX]);
+    }
+}

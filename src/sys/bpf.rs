@@ -1,0 +1,550 @@
+use crate::insn::Insn;
+use crate::{Error, Result};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// `enum bpf_cmd` values used here.
+#[allow(missing_docs)]
+pub mod cmd {
+    pub const MAP_CREATE: i32 = 0;
+    pub const MAP_LOOKUP_ELEM: i32 = 1;
+    pub const MAP_UPDATE_ELEM: i32 = 2;
+    pub const MAP_DELETE_ELEM: i32 = 3;
+    pub const MAP_GET_NEXT_KEY: i32 = 4;
+    pub const PROG_LOAD: i32 = 5;
+    pub const PROG_ATTACH: i32 = 8;
+    pub const PROG_DETACH: i32 = 9;
+    pub const PROG_GET_FD_BY_ID: i32 = 13;
+    pub const MAP_GET_FD_BY_ID: i32 = 14;
+    pub const OBJ_GET_INFO_BY_FD: i32 = 15;
+    pub const PROG_QUERY: i32 = 16;
+}
+
+/// `BPF_MAP_TYPE_HASH`.
+pub const BPF_MAP_TYPE_HASH: u32 = 1;
+/// `BPF_PROG_TYPE_CGROUP_DEVICE`.
+pub const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+/// `BPF_CGROUP_DEVICE` attach type.
+pub const BPF_CGROUP_DEVICE: u32 = 6;
+/// `BPF_F_ALLOW_OVERRIDE`.
+pub const BPF_F_ALLOW_OVERRIDE: u32 = 1;
+/// `BPF_F_ALLOW_MULTI`.
+pub const BPF_F_ALLOW_MULTI: u32 = 2;
+/// `BPF_F_REPLACE`.
+pub const BPF_F_REPLACE: u32 = 4;
+/// `BPF_ANY` update flag.
+pub const BPF_ANY: u64 = 0;
+
+/// The one entry into bpf(2). Returns the syscall's non-negative result or
+/// the errno.
+fn bpf<T>(cmd: i32, attr: &mut T) -> std::result::Result<i64, i32> {
+    // SAFETY: `attr` is a live, initialised `#[repr(C)]` struct laid out as the
+    // kernel's `union bpf_attr` member for `cmd`, and its exact size is passed;
+    // the kernel reads and writes only within that size. Every pointer inside
+    // it was set by the caller to memory that outlives this call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T as *mut libc::c_void,
+            std::mem::size_of::<T>() as libc::c_uint,
+        )
+    };
+    if ret < 0 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+    } else {
+        Ok(ret as i64)
+    }
+}
+
+fn fd_result(ret: i64) -> OwnedFd {
+    // SAFETY: the command returned a new fd that nothing else owns.
+    unsafe { OwnedFd::from_raw_fd(ret as RawFd) }
+}
+
+fn ptr<T: ?Sized>(p: *const T) -> u64 {
+    p as *const u8 as usize as u64
+}
+
+fn obj_name(name: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let n = name.len().min(15);
+    out[..n].copy_from_slice(&name.as_bytes()[..n]);
+    out
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+    numa_node: u32,
+    map_name: [u8; 16],
+}
+
+/// `BPF_MAP_CREATE`.
+pub fn map_create(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    name: &str,
+) -> Result<OwnedFd> {
+    let mut attr = MapCreateAttr {
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        map_name: obj_name(name),
+        ..Default::default()
+    };
+    bpf(cmd::MAP_CREATE, &mut attr).map(fd_result).map_err(|e| {
+        Error::sys(
+            format_args!(
+                "bpf(BPF_MAP_CREATE, type {map_type}, key {key_size}, value {value_size}, \
+                 max_entries {max_entries})"
+            ),
+            e,
+        )
+    })
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value_or_next_key: u64,
+    flags: u64,
+}
+
+fn elem_attr(map: BorrowedFd<'_>, key: *const u64, value: u64, flags: u64) -> MapElemAttr {
+    MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: if key.is_null() { 0 } else { ptr(key) },
+        value_or_next_key: value,
+        flags,
+        ..Default::default()
+    }
+}
+
+/// `BPF_MAP_LOOKUP_ELEM` on a map with 8-byte keys and 4-byte values;
+/// `Ok(None)` when the key is absent.
+pub fn map_lookup(map: BorrowedFd<'_>, key: u64) -> Result<Option<u32>> {
+    let mut value = 0u32;
+    let mut attr = elem_attr(map, &key, ptr(&mut value as *mut u32), 0);
+    match bpf(cmd::MAP_LOOKUP_ELEM, &mut attr) {
+        Ok(_) => Ok(Some(value)),
+        Err(libc::ENOENT) => Ok(None),
+        Err(e) => Err(Error::sys(
+            format_args!(
+                "bpf(BPF_MAP_LOOKUP_ELEM, map fd {}, key {key:#018x})",
+                map.as_raw_fd()
+            ),
+            e,
+        )),
+    }
+}
+
+/// `BPF_MAP_UPDATE_ELEM` with `BPF_ANY`.
+pub fn map_update(map: BorrowedFd<'_>, key: u64, value: u32) -> Result<()> {
+    let mut attr = elem_attr(map, &key, ptr(&value as *const u32), BPF_ANY);
+    bpf(cmd::MAP_UPDATE_ELEM, &mut attr).map(drop).map_err(|e| {
+        Error::sys(
+            format_args!(
+                "bpf(BPF_MAP_UPDATE_ELEM, map fd {}, key {key:#018x}, value {value:#010x})",
+                map.as_raw_fd()
+            ),
+            e,
+        )
+    })
+}
+
+/// `BPF_MAP_DELETE_ELEM`; `Ok(false)` when the key was absent.
+pub fn map_delete(map: BorrowedFd<'_>, key: u64) -> Result<bool> {
+    let mut attr = elem_attr(map, &key, 0, 0);
+    match bpf(cmd::MAP_DELETE_ELEM, &mut attr) {
+        Ok(_) => Ok(true),
+        Err(libc::ENOENT) => Ok(false),
+        Err(e) => Err(Error::sys(
+            format_args!(
+                "bpf(BPF_MAP_DELETE_ELEM, map fd {}, key {key:#018x})",
+                map.as_raw_fd()
+            ),
+            e,
+        )),
+    }
+}
+
+/// `BPF_MAP_GET_NEXT_KEY`: the key after `key`, or the first key when `key`
+/// is None (a NULL key, so no real key is skipped); `Ok(None)` at the end.
+pub fn map_next_key(map: BorrowedFd<'_>, key: Option<u64>) -> Result<Option<u64>> {
+    let mut next = 0u64;
+    let current = key.unwrap_or(0);
+    let key_ptr: *const u64 = if key.is_some() {
+        &current
+    } else {
+        std::ptr::null()
+    };
+    let mut attr = elem_attr(map, key_ptr, ptr(&mut next as *mut u64), 0);
+    match bpf(cmd::MAP_GET_NEXT_KEY, &mut attr) {
+        Ok(_) => Ok(Some(next)),
+        Err(libc::ENOENT) => Ok(None),
+        Err(e) => Err(Error::sys(
+            format_args!(
+                "bpf(BPF_MAP_GET_NEXT_KEY, map fd {}, key {})",
+                map.as_raw_fd(),
+                key.map_or("NULL".to_string(), |k| format!("{k:#018x}"))
+            ),
+            e,
+        )),
+    }
+}
+
+/// Every (key, value) of a map with 8-byte keys and 4-byte values, from the
+/// first key. A key deleted between next-key and lookup is skipped.
+pub fn map_entries(map: BorrowedFd<'_>) -> Result<Vec<(u64, u32)>> {
+    let mut out = Vec::new();
+    let mut key = None;
+    while let Some(k) = map_next_key(map, key)? {
+        if let Some(v) = map_lookup(map, k)? {
+            out.push((k, v));
+        }
+        key = Some(k);
+    }
+    Ok(out)
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+const LOG_START: usize = 64 * 1024;
+const LOG_MAX: usize = 16 * 1024 * 1024;
+
+/// `BPF_PROG_LOAD`. When the kernel refuses the program, the load is
+/// retried with the verifier log on (growing the buffer while the log does
+/// not fit) and the log ends up in the error.
+pub fn prog_load(prog_type: u32, insns: &[Insn], license: &str, name: &str) -> Result<OwnedFd> {
+    let license = CString::new(license).map_err(|_| Error::invalid("license has a NUL byte"))?;
+    let attempt = |log: &mut [u8], level: u32| {
+        let mut attr = ProgLoadAttr {
+            prog_type,
+            insn_cnt: insns.len() as u32,
+            insns: ptr(insns.as_ptr()),
+            license: ptr(license.as_ptr()),
+            log_level: level,
+            log_size: log.len() as u32,
+            log_buf: if log.is_empty() { 0 } else { ptr(log.as_mut_ptr()) },
+            prog_name: obj_name(name),
+            ..Default::default()
+        };
+        bpf(cmd::PROG_LOAD, &mut attr).map(fd_result)
+    };
+    let call = format!(
+        "bpf(BPF_PROG_LOAD, type {prog_type}, {} instructions, name {name:?})",
+        insns.len()
+    );
+    let errno = match attempt(&mut [], 0) {
+        Ok(fd) => return Ok(fd),
+        Err(e) => e,
+    };
+    let mut size = LOG_START;
+    loop {
+        let mut log = vec![0u8; size];
+        match attempt(&mut log, 1) {
+            // Loaded with the log on: a transient failure the first time.
+            Ok(fd) => return Ok(fd),
+            Err(libc::ENOSPC) if size < LOG_MAX => size *= 4,
+            Err(e) => {
+                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+                let text = String::from_utf8_lossy(&log[..end]);
+                let text = text.trim_end();
+                let err = Error::sys(&call, if e == libc::ENOSPC { errno } else { e });
+                return Err(if text.is_empty() {
+                    err
+                } else {
+                    Error::new(err.errno(), format!("{err}; verifier log:\n{text}"))
+                });
+            }
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ProgAttachAttr {
+    target_fd: u32,
+    attach_bpf_fd: u32,
+    attach_type: u32,
+    attach_flags: u32,
+    replace_bpf_fd: u32,
+}
+
+/// `BPF_PROG_ATTACH` of `prog` to the cgroup `target`; with `replace`,
+/// `BPF_F_REPLACE` is added and that program is replaced in one step.
+pub fn prog_attach(
+    target: BorrowedFd<'_>,
+    prog: BorrowedFd<'_>,
+    attach_type: u32,
+    flags: u32,
+    replace: Option<BorrowedFd<'_>>,
+) -> Result<()> {
+    let mut attr = ProgAttachAttr {
+        target_fd: target.as_raw_fd() as u32,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
+        attach_type,
+        attach_flags: flags | replace.map_or(0, |_| BPF_F_REPLACE),
+        replace_bpf_fd: replace.map_or(0, |r| r.as_raw_fd() as u32),
+    };
+    let flags = attr.attach_flags;
+    bpf(cmd::PROG_ATTACH, &mut attr).map(drop).map_err(|e| {
+        Error::sys(
+            format_args!(
+                "bpf(BPF_PROG_ATTACH, cgroup fd {}, prog fd {}, type {attach_type}, \
+                 flags {flags:#x}, replace fd {})",
+                target.as_raw_fd(),
+                prog.as_raw_fd(),
+                replace.map_or(-1, |r| r.as_raw_fd())
+            ),
+            e,
+        )
+    })
+}
+
+/// `BPF_PROG_DETACH` of `prog` from the cgroup `target`.
+pub fn prog_detach(target: BorrowedFd<'_>, prog: BorrowedFd<'_>, attach_type: u32) -> Result<()> {
+    let mut attr = ProgAttachAttr {
+        target_fd: target.as_raw_fd() as u32,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
+        attach_type,
+        ..Default::default()
+    };
+    bpf(cmd::PROG_DETACH, &mut attr).map(drop).map_err(|e| {
+        Error::sys(
+            format_args!(
+                "bpf(BPF_PROG_DETACH, cgroup fd {}, prog fd {}, type {attach_type})",
+                target.as_raw_fd(),
+                prog.as_raw_fd()
+            ),
+            e,
+        )
+    })
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ProgQueryAttr {
+    target_fd: u32,
+    attach_type: u32,
+    query_flags: u32,
+    attach_flags: u32,
+    prog_ids: u64,
+    prog_cnt: u32,
+    _pad: u32,
+}
+
+/// What `BPF_PROG_QUERY` says of a cgroup's own programs of one attach type.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attached {
+    /// The cgroup's attach flags for the type (`BPF_F_ALLOW_*`), 0 when none.
+    pub flags: u32,
+    /// Program ids, in run order.
+    pub ids: Vec<u32>,
+}
+
+/// `BPF_PROG_QUERY`: the programs attached to the cgroup `target` itself.
+pub fn prog_query(target: BorrowedFd<'_>, attach_type: u32) -> Result<Attached> {
+    let mut ids: Vec<u32> = vec![0; 8];
+    loop {
+        let mut attr = ProgQueryAttr {
+            target_fd: target.as_raw_fd() as u32,
+            attach_type,
+            prog_ids: ptr(ids.as_mut_ptr()),
+            prog_cnt: ids.len() as u32,
+            ..Default::default()
+        };
+        match bpf(cmd::PROG_QUERY, &mut attr) {
+            Ok(_) => {
+                ids.truncate(attr.prog_cnt as usize);
+                return Ok(Attached {
+                    flags: attr.attach_flags,
+                    ids,
+                });
+            }
+            Err(libc::ENOSPC) if ids.len() < 1 << 16 => ids = vec![0; ids.len() * 8],
+            Err(e) => {
+                return Err(Error::sys(
+                    format_args!(
+                        "bpf(BPF_PROG_QUERY, cgroup fd {}, type {attach_type})",
+                        target.as_raw_fd()
+                    ),
+                    e,
+                ))
+            }
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct GetFdByIdAttr {
+    id: u32,
+    next_id: u32,
+    open_flags: u32,
+}
+
+fn get_fd_by_id(command: i32, what: &str, id: u32) -> Result<OwnedFd> {
+    let mut attr = GetFdByIdAttr {
+        id,
+        ..Default::default()
+    };
+    bpf(command, &mut attr)
+        .map(fd_result)
+        .map_err(|e| Error::sys(format_args!("bpf(BPF_{what}_GET_FD_BY_ID, id {id})"), e))
+}
+
+/// `BPF_PROG_GET_FD_BY_ID`.
+pub fn prog_get_fd_by_id(id: u32) -> Result<OwnedFd> {
+    get_fd_by_id(cmd::PROG_GET_FD_BY_ID, "PROG", id)
+}
+
+/// `BPF_MAP_GET_FD_BY_ID`.
+pub fn map_get_fd_by_id(id: u32) -> Result<OwnedFd> {
+    get_fd_by_id(cmd::MAP_GET_FD_BY_ID, "MAP", id)
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+fn obj_info<T>(fd: BorrowedFd<'_>, info: &mut T) -> Result<()> {
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<T>() as u32,
+        info: ptr(info as *mut T),
+    };
+    bpf(cmd::OBJ_GET_INFO_BY_FD, &mut attr).map(drop).map_err(|e| {
+        Error::sys(
+            format_args!("bpf(BPF_OBJ_GET_INFO_BY_FD, fd {})", fd.as_raw_fd()),
+            e,
+        )
+    })
+}
+
+/// The leading fields of `struct bpf_prog_info`.
+#[repr(C)]
+#[derive(Default)]
+struct RawProgInfo {
+    prog_type: u32,
+    id: u32,
+    tag: [u8; 8],
+    jited_prog_len: u32,
+    xlated_prog_len: u32,
+    jited_prog_insns: u64,
+    xlated_prog_insns: u64,
+    load_time: u64,
+    created_by_uid: u32,
+    nr_map_ids: u32,
+    map_ids: u64,
+    name: [u8; 16],
+}
+
+/// What the kernel tells of a loaded program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgInfo {
+    /// `BPF_PROG_TYPE_*`.
+    pub prog_type: u32,
+    /// Program id.
+    pub id: u32,
+    /// The kernel's tag: a hash of the instructions with map fds zeroed.
+    pub tag: [u8; 8],
+    /// The name given at load time.
+    pub name: String,
+    /// Ids of the maps the program uses.
+    pub map_ids: Vec<u32>,
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` on a program fd.
+pub fn prog_info(prog: BorrowedFd<'_>) -> Result<ProgInfo> {
+    let mut map_ids = vec![0u32; 4];
+    loop {
+        let mut info = RawProgInfo {
+            nr_map_ids: map_ids.len() as u32,
+            map_ids: ptr(map_ids.as_mut_ptr()),
+            ..Default::default()
+        };
+        obj_info(prog, &mut info)?;
+        let n = info.nr_map_ids as usize;
+        if n > map_ids.len() {
+            map_ids = vec![0; n];
+            continue;
+        }
+        map_ids.truncate(n);
+        let end = info.name.iter().position(|&b| b == 0).unwrap_or(16);
+        return Ok(ProgInfo {
+            prog_type: info.prog_type,
+            id: info.id,
+            tag: info.tag,
+            name: String::from_utf8_lossy(&info.name[..end]).into_owned(),
+            map_ids,
+        });
+    }
+}
+
+/// The leading fields of `struct bpf_map_info`.
+#[repr(C)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MapInfo {
+    /// `BPF_MAP_TYPE_*`.
+    pub map_type: u32,
+    /// Map id.
+    pub id: u32,
+    /// Key size in bytes.
+    pub key_size: u32,
+    /// Value size in bytes.
+    pub value_size: u32,
+    /// Capacity.
+    pub max_entries: u32,
+    /// `BPF_F_*` map flags.
+    pub map_flags: u32,
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` on a map fd (check [`fd_kind`] first: the
+/// kernel fills in whatever info matches the fd's kind).
+pub fn map_info(map: BorrowedFd<'_>) -> Result<MapInfo> {
+    let mut info = MapInfo::default();
+    obj_info(map, &mut info)?;
+    Ok(info)
+}
+
+/// What an fd refers to, as `/proc/self/fd` names it (`anon_inode:bpf-map`
+/// for a BPF map).
+pub fn fd_kind(fd: RawFd) -> Result<String> {
+    let link = format!("/proc/self/fd/{fd}");
+    std::fs::read_link(&link)
+        .map(|p| p.to_string_lossy().into_owned())
+        .map_err(|e| Error::sys(format_args!("readlink({link})"), e.raw_os_error().unwrap_or(libc::EIO)))
+}

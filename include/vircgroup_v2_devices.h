@@ -13,11 +13,12 @@
  *
  * The map encoding: keys are libvirt's, (uint64_t)major << 32 |
  * (uint32_t)minor, with 0xffffffff as the wildcard half. A value holds both
- * rules on those numbers: bits 0-2 the block rule's permissions, bits 8-10
- * the char rule's, each as BPF_DEVCG_ACC_* bits (mknod 1, read 2, write 4);
- * an 'a' rule sets both; no other bit is set and a value is never 0. So a
- * char and a block rule on the same numbers never affect each other. count
- * counts map entries (one per key).
+ * rules on those numbers: bits 0-3 the block rule, bits 8-11 the char rule,
+ * each as BPF_DEVCG_ACC_* bits (mknod 1, read 2, write 4) plus 8, set
+ * exactly when the rule exists; an 'a' rule sets both; no other bit is set
+ * and a value is never 0. Example: "c 1:3 rw" is key 0x0000000100000003,
+ * value 0x00000e00. So a char and a block rule on the same numbers never
+ * affect each other. count counts map entries (one per key).
  */
 
 #ifndef VIRCGROUP_V2_DEVICES_H

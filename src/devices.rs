@@ -141,7 +141,7 @@ pub fn deny(path: &str, rule: &Rule) -> Result<()> {
         let Some(old) = sys::map_lookup(h.map.as_fd(), key)? else {
             return Ok(());
         };
-        let new = old & !rule.value();
+        let new = rule.remove_from(old);
         if new == 0 {
             if sys::map_delete(h.map.as_fd(), key)? {
                 h.count -= 1;

@@ -17,16 +17,18 @@ pub const PROGRAM_NAME: &str = "vircgroup_v2dev";
 /// The library's device program for the rule map `mapfd`.
 ///
 /// The map's keys are libvirt's (`major << 32 | minor`, `0xffffffff` as the
-/// wildcard); each value holds the permissions of the block rule in bits 0-2
-/// and of the char rule in bits 8-10 (`BPF_DEVCG_ACC_*` bits), so a char rule
+/// wildcard); each value holds the block rule in bits 0-3 and the char rule
+/// in bits 8-11 (`BPF_DEVCG_ACC_*` bits and a presence bit), so a char rule
 /// and a block rule on the same numbers are independent. See `rules`.
 ///
 /// ```c
 /// SEC("cgroup/dev") int
 /// vircgroup_v2dev(struct bpf_cgroup_dev_ctx *ctx)
 /// {
-///     /* BPF_DEVCG_DEV_BLOCK (1) checks bits 0-2, BPF_DEVCG_DEV_CHAR (2) bits 8-10 */
-///     __u64 need = (__u64)(ctx->access_type >> 16) << ((ctx->access_type & 2) << 2);
+///     /* BPF_DEVCG_DEV_BLOCK (1) checks bits 0-3, BPF_DEVCG_DEV_CHAR (2) bits 8-11;
+///      * bit 3 (11) says a rule of the type exists, so access(F_OK), which asks
+///      * for no access bit, is allowed only where a rule of the type is */
+///     __u64 need = (__u64)((ctx->access_type >> 16) | 8) << ((ctx->access_type & 2) << 2);
 ///     __u64 major = (__u64)ctx->major << 32;
 ///     __u64 minor = ctx->minor;
 ///     __u64 key;
@@ -68,121 +70,123 @@ pub fn device_program(mapfd: i32) -> Vec<Insn> {
         alu64_imm(BPF_LSH, R3, 2),
         /*  4: r2 >>= 16                    access bits */
         alu64_imm(BPF_RSH, R2, 16),
-        /*  5: r2 <<= r3 */
+        /*  5: r2 |= 8                      the type's presence bit */
+        alu64_imm(BPF_OR, R2, 8),
+        /*  6: r2 <<= r3 */
         alu64_reg(BPF_LSH, R2, R3),
-        /*  6: r6 = r2                      need */
+        /*  7: r6 = r2                      need */
         mov64_reg(R6, R2),
-        /*  7: r7 = *(u32 *)(r1 + 4)        major */
+        /*  8: r7 = *(u32 *)(r1 + 4)        major */
         ldx_mem(BPF_W, R7, R1, 4),
-        /*  8: r7 <<= 32 */
+        /*  9: r7 <<= 32 */
         alu64_imm(BPF_LSH, R7, 32),
-        /*  9: r8 = *(u32 *)(r1 + 8)        minor */
+        /* 10: r8 = *(u32 *)(r1 + 8)        minor */
         ldx_mem(BPF_W, R8, R1, 8),
         /* exact: key = major | minor */
-        /* 10: r1 = r7 */
+        /* 11: r1 = r7 */
         mov64_reg(R1, R7),
-        /* 11: r1 |= r8 */
+        /* 12: r1 |= r8 */
         alu64_reg(BPF_OR, R1, R8),
-        /* 12: *(u64 *)(r10 - 8) = r1 */
+        /* 13: *(u64 *)(r10 - 8) = r1 */
         stx_mem(BPF_DW, R10, R1, -8),
-        /* 13: r2 = r10 */
+        /* 14: r2 = r10 */
         mov64_reg(R2, R10),
-        /* 14: r2 += -8 */
+        /* 15: r2 += -8 */
         alu64_imm(BPF_ADD, R2, -8),
-        /* 15: r1 = map ll */
+        /* 16: r1 = map ll */
         map0,
         map1,
-        /* 17: call 1                       bpf_map_lookup_elem */
+        /* 18: call 1                       bpf_map_lookup_elem */
         call(BPF_FUNC_MAP_LOOKUP_ELEM),
-        /* 18: if r0 == 0 goto +3 <22> */
+        /* 19: if r0 == 0 goto +3 <23> */
         jmp_imm(BPF_JEQ, R0, 0, 3),
-        /* 19: r1 = *(u32 *)(r0 + 0) */
+        /* 20: r1 = *(u32 *)(r0 + 0) */
         ldx_mem(BPF_W, R1, R0, 0),
-        /* 20: r1 &= r6 */
+        /* 21: r1 &= r6 */
         alu64_reg(BPF_AND, R1, R6),
-        /* 21: if r1 == r6 goto +38 <60 allow> */
+        /* 22: if r1 == r6 goto +38 <61 allow> */
         jmp_reg(BPF_JEQ, R1, R6, 38),
         /* major wildcard: key = major | 0xffffffff */
-        /* 22: w1 = -1                      r1 = 0xffffffff */
+        /* 23: w1 = -1                      r1 = 0xffffffff */
         Insn::raw(BPF_ALU | BPF_MOV | BPF_K, R1, 0, 0, -1),
-        /* 23: r1 |= r7 */
+        /* 24: r1 |= r7 */
         alu64_reg(BPF_OR, R1, R7),
-        /* 24: *(u64 *)(r10 - 8) = r1 */
+        /* 25: *(u64 *)(r10 - 8) = r1 */
         stx_mem(BPF_DW, R10, R1, -8),
-        /* 25: r2 = r10 */
+        /* 26: r2 = r10 */
         mov64_reg(R2, R10),
-        /* 26: r2 += -8 */
+        /* 27: r2 += -8 */
         alu64_imm(BPF_ADD, R2, -8),
-        /* 27: r1 = map ll */
+        /* 28: r1 = map ll */
         map0,
         map1,
-        /* 29: call 1 */
+        /* 30: call 1 */
         call(BPF_FUNC_MAP_LOOKUP_ELEM),
-        /* 30: if r0 == 0 goto +3 <34> */
+        /* 31: if r0 == 0 goto +3 <35> */
         jmp_imm(BPF_JEQ, R0, 0, 3),
-        /* 31: r1 = *(u32 *)(r0 + 0) */
+        /* 32: r1 = *(u32 *)(r0 + 0) */
         ldx_mem(BPF_W, R1, R0, 0),
-        /* 32: r1 &= r6 */
+        /* 33: r1 &= r6 */
         alu64_reg(BPF_AND, R1, R6),
-        /* 33: if r1 == r6 goto +26 <60 allow> */
+        /* 34: if r1 == r6 goto +26 <61 allow> */
         jmp_reg(BPF_JEQ, R1, R6, 26),
         /* minor wildcard: key = 0xffffffff00000000 | minor */
-        /* 34: r1 = -1 */
+        /* 35: r1 = -1 */
         mov64_imm(R1, -1),
-        /* 35: r1 <<= 32 */
+        /* 36: r1 <<= 32 */
         alu64_imm(BPF_LSH, R1, 32),
-        /* 36: r1 |= r8 */
+        /* 37: r1 |= r8 */
         alu64_reg(BPF_OR, R1, R8),
-        /* 37: *(u64 *)(r10 - 8) = r1 */
+        /* 38: *(u64 *)(r10 - 8) = r1 */
         stx_mem(BPF_DW, R10, R1, -8),
-        /* 38: r2 = r10 */
+        /* 39: r2 = r10 */
         mov64_reg(R2, R10),
-        /* 39: r2 += -8 */
+        /* 40: r2 += -8 */
         alu64_imm(BPF_ADD, R2, -8),
-        /* 40: r1 = map ll */
+        /* 41: r1 = map ll */
         map0,
         map1,
-        /* 42: call 1 */
+        /* 43: call 1 */
         call(BPF_FUNC_MAP_LOOKUP_ELEM),
-        /* 43: if r0 == 0 goto +3 <47> */
+        /* 44: if r0 == 0 goto +3 <48> */
         jmp_imm(BPF_JEQ, R0, 0, 3),
-        /* 44: r1 = *(u32 *)(r0 + 0) */
+        /* 45: r1 = *(u32 *)(r0 + 0) */
         ldx_mem(BPF_W, R1, R0, 0),
-        /* 45: r1 &= r6 */
+        /* 46: r1 &= r6 */
         alu64_reg(BPF_AND, R1, R6),
-        /* 46: if r1 == r6 goto +13 <60 allow> */
+        /* 47: if r1 == r6 goto +13 <61 allow> */
         jmp_reg(BPF_JEQ, R1, R6, 13),
         /* all: key = 0xffffffffffffffff */
-        /* 47: r1 = -1 */
+        /* 48: r1 = -1 */
         mov64_imm(R1, -1),
-        /* 48: *(u64 *)(r10 - 8) = r1 */
+        /* 49: *(u64 *)(r10 - 8) = r1 */
         stx_mem(BPF_DW, R10, R1, -8),
-        /* 49: r2 = r10 */
+        /* 50: r2 = r10 */
         mov64_reg(R2, R10),
-        /* 50: r2 += -8 */
+        /* 51: r2 += -8 */
         alu64_imm(BPF_ADD, R2, -8),
-        /* 51: r1 = map ll */
+        /* 52: r1 = map ll */
         map0,
         map1,
-        /* 53: call 1 */
+        /* 54: call 1 */
         call(BPF_FUNC_MAP_LOOKUP_ELEM),
-        /* 54: if r0 == 0 goto +3 <58 deny> */
+        /* 55: if r0 == 0 goto +3 <59 deny> */
         jmp_imm(BPF_JEQ, R0, 0, 3),
-        /* 55: r1 = *(u32 *)(r0 + 0) */
+        /* 56: r1 = *(u32 *)(r0 + 0) */
         ldx_mem(BPF_W, R1, R0, 0),
-        /* 56: r1 &= r6 */
+        /* 57: r1 &= r6 */
         alu64_reg(BPF_AND, R1, R6),
-        /* 57: if r1 == r6 goto +2 <60 allow> */
+        /* 58: if r1 == r6 goto +2 <61 allow> */
         jmp_reg(BPF_JEQ, R1, R6, 2),
         /* deny: */
-        /* 58: r0 = 0 */
+        /* 59: r0 = 0 */
         mov64_imm(R0, 0),
-        /* 59: exit */
+        /* 60: exit */
         exit(),
         /* allow: */
-        /* 60: r0 = 1 */
+        /* 61: r0 = 1 */
         mov64_imm(R0, 1),
-        /* 61: exit */
+        /* 62: exit */
         exit(),
     ]
 }

@@ -8,10 +8,12 @@
 //!
 //! Value: unlike libvirt's (`access << 16 | type bits`, one type per key, so a
 //! block rule overwrites a char rule on the same numbers), one value holds
-//! both rules on those numbers: bits 0-2 are the block rule's permissions,
-//! bits 8-10 the char rule's, each as `BPF_DEVCG_ACC_*` bits (mknod 1, read 2,
-//! write 4). An `a` rule sets both. No other bit is ever set and a value is
-//! never 0 (the entry is deleted instead).
+//! both rules on those numbers: bits 0-3 the block rule, bits 8-11 the char
+//! rule, each as `BPF_DEVCG_ACC_*` bits (mknod 1, read 2, write 4) plus 8,
+//! set exactly when the rule exists (so that `access(F_OK)`, which the
+//! kernel checks with no access bit, is allowed only where a rule of the
+//! device's type is, as in cgroup v1). An `a` rule sets both. No other bit
+//! is ever set and a value is never 0 (the entry is deleted instead).
 #![forbid(unsafe_code)]
 
 use crate::{Error, Result};
@@ -46,11 +48,14 @@ pub const DEV_BLOCK: u32 = 1;
 /// `BPF_DEVCG_DEV_CHAR`.
 pub const DEV_CHAR: u32 = 2;
 
-/// Bit position of the block rule's permissions in a value.
+/// Bit position of the block rule in a value.
 pub const BLOCK_SHIFT: u32 = 0;
-/// Bit position of the char rule's permissions in a value.
+/// Bit position of the char rule in a value.
 pub const CHAR_SHIFT: u32 = 8;
-const VALUE_MASK: u32 = (7 << BLOCK_SHIFT) | (7 << CHAR_SHIFT);
+/// Set (at a rule's position) exactly when the rule exists.
+pub const PRESENT: u32 = 8;
+const HALF: u32 = PRESENT | 7;
+const SHIFTS: [u32; 2] = [BLOCK_SHIFT, CHAR_SHIFT];
 
 /// Device type of a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -154,10 +159,23 @@ impl Rule {
         key_of(self.major, self.minor)
     }
 
-    /// The value bits this rule grants.
+    /// The value bits this rule grants (with the presence bits).
     pub fn value(&self) -> u32 {
-        let acc = acc_bits(self.perms);
+        let acc = acc_bits(self.perms) | PRESENT;
         self.ty.shifts().iter().fold(0, |v, s| v | acc << s)
+    }
+
+    /// `value` with this rule's permissions taken away; a type left with
+    /// no permission loses its presence bit. 0 means no rule is left.
+    pub fn remove_from(&self, value: u32) -> u32 {
+        let acc = acc_bits(self.perms);
+        let mut v = self.ty.shifts().iter().fold(value, |v, s| v & !(acc << s));
+        for s in SHIFTS {
+            if (v >> s) & 7 == 0 {
+                v &= !(HALF << s);
+            }
+        }
+        v
     }
 }
 
@@ -248,10 +266,10 @@ pub fn from_libvirt_value(v: u32) -> Option<u32> {
     }
     let mut out = 0;
     if types & DEV_BLOCK != 0 {
-        out |= acc << BLOCK_SHIFT;
+        out |= (acc | PRESENT) << BLOCK_SHIFT;
     }
     if types & DEV_CHAR != 0 {
-        out |= acc << CHAR_SHIFT;
+        out |= (acc | PRESENT) << CHAR_SHIFT;
     }
     Some(out)
 }
@@ -259,10 +277,15 @@ pub fn from_libvirt_value(v: u32) -> Option<u32> {
 /// Whether a (key, value) pair is in this library's encoding.
 pub fn valid_entry(key: u64, value: u32) -> bool {
     let (major, minor) = split_key(key);
+    let half_ok = |s: u32| {
+        let half = (value >> s) & HALF;
+        (half & 7 != 0) == (half & PRESENT != 0)
+    };
     major.is_none_or(|m| m <= MAX_MAJOR)
         && minor.is_none_or(|m| m <= MAX_MINOR)
         && value != 0
-        && value & !VALUE_MASK == 0
+        && value & !SHIFTS.iter().fold(0, |m, s| m | HALF << s) == 0
+        && SHIFTS.into_iter().all(half_ok)
 }
 
 /// The cgroup v1 rules one map entry stands for: one `a` rule when block and
@@ -315,10 +338,10 @@ pub fn covering_keys(major: Option<u32>, minor: Option<u32>) -> Vec<u64> {
 }
 
 /// Whether the values found under [`covering_keys`] grant `rule`, as the
-/// program decides: one entry must hold every requested bit for the type
-/// (for `a`, for both types).
+/// program decides: one entry must hold a rule of the type with every
+/// requested bit (for `a`, for both types).
 pub fn allows(rule: &Rule, values: &[u32]) -> bool {
-    let acc = acc_bits(rule.perms);
+    let acc = acc_bits(rule.perms) | PRESENT;
     rule.ty.shifts().iter().all(|s| {
         let need = acc << s;
         values.iter().any(|v| v & need == need)
@@ -359,7 +382,14 @@ mod tests {
         let b = Rule::new(b'b', 1, 3, READ).unwrap();
         assert_eq!(c.key(), b.key());
         let v = c.value() | b.value();
-        assert_eq!(v, (6 << CHAR_SHIFT) | 2);
+        assert_eq!(v, (0xe << CHAR_SHIFT) | 0xa);
+        assert!(valid_entry(c.key(), v));
+        assert_eq!(Rule::new(b'b', 1, 3, READ).unwrap().remove_from(v), c.value());
+        assert_eq!(Rule::new(b'a', 1, 3, RWM).unwrap().remove_from(v), 0);
+        assert_eq!(
+            Rule::new(b'c', 1, 3, WRITE).unwrap().remove_from(c.value()),
+            Rule::new(b'c', 1, 3, READ).unwrap().value()
+        );
         assert!(allows(&Rule::new(b'c', 1, 3, RW).unwrap(), &[v]));
         assert!(!allows(&Rule::new(b'b', 1, 3, RW).unwrap(), &[v]));
         assert_eq!(list_text(&[(c.key(), v)]), "b 1:3 r\nc 1:3 rw\n");
@@ -369,12 +399,23 @@ mod tests {
 
     #[test]
     fn libvirt_values_convert() {
-        assert_eq!(from_libvirt_value(get_perms(RW, b'c')), Some(6 << CHAR_SHIFT));
-        assert_eq!(from_libvirt_value(get_perms(READ, b'b')), Some(2));
-        assert_eq!(from_libvirt_value(get_perms(MKNOD, b'a')), Some(0x101));
+        assert_eq!(from_libvirt_value(get_perms(RW, b'c')), Some(0xe << CHAR_SHIFT));
+        assert_eq!(from_libvirt_value(get_perms(READ, b'b')), Some(0xa));
+        assert_eq!(from_libvirt_value(get_perms(MKNOD, b'a')), Some(0x909));
         assert_eq!(from_libvirt_value(0), None);
         assert_eq!(from_libvirt_value(0x0006_0000), None);
         assert_eq!(from_libvirt_value(0x0008_0002), None);
+    }
+
+    #[test]
+    fn entries_in_other_encodings_are_refused() {
+        let key = get_key(1, 3);
+        assert!(!valid_entry(key, 0));
+        assert!(!valid_entry(key, 6)); // permissions without presence
+        assert!(!valid_entry(key, 8)); // presence without permissions
+        assert!(!valid_entry(key, get_perms(RW, b'c'))); // libvirt's value
+        assert!(!valid_entry(get_key(4096, 0), 0xa));
+        assert!(valid_entry(get_key(-1, -1), 0xf0f));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use vircgroup_v2_devices::devices;
+use vircgroup_v2_devices::rules::Rule;
 
 /// The cgroup2 mount point, from /proc/self/mountinfo.
 pub fn cgroup2_mount() -> Option<PathBuf> {
@@ -22,7 +23,8 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
 /// None after printing why, or a panic under CI=true, where a privileged
 /// test that cannot run is a failure.
 pub fn privileged() -> Option<PathBuf> {
-    let reason = if !std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0) {
+    let reason = // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
         "not running as root"
     } else if let Some(mount) = cgroup2_mount() {
         return Some(mount);
@@ -96,6 +98,41 @@ impl Scratch {
 
     pub fn list(&self) -> String {
         devices::list(self.p()).expect("list")
+    }
+
+    pub fn state(&self) -> devices::State {
+        devices::state(self.p()).expect("state")
+    }
+
+    /// Ids of the device programs attached to this cgroup.
+    pub fn attached(&self) -> Vec<u32> {
+        vircgroup_v2_devices::cgroup::Cgroup::open(self.p())
+            .and_then(|c| c.attached())
+            .expect("query")
+            .ids
+    }
+
+    /// Probes every access at once; asserts the kernel's answer and, where
+    /// a rule is given, that `check` answers the same.
+    pub fn expect(&self, cases: &[(String, Option<Rule>, bool)]) {
+        let accesses: Vec<String> = cases.iter().map(|c| c.0.clone()).collect();
+        let results = self.probe(&accesses);
+        for ((access, rule, allowed), result) in cases.iter().zip(&results) {
+            assert_eq!(
+                result != "EPERM",
+                *allowed,
+                "{access}: kernel said {result}, expected {}; rules:\n{}",
+                if *allowed { "allowed" } else { "EPERM" },
+                self.list()
+            );
+            if let Some(rule) = rule {
+                assert_eq!(
+                    devices::check(self.p(), rule).expect("check"),
+                    *allowed,
+                    "check({rule}) disagrees with the kernel on {access}"
+                );
+            }
+        }
     }
 }
 

@@ -1,0 +1,15 @@
+#!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# The committed include/vircgroup_v2_devices.h equals a fresh run of the
+# pinned cbindgen (the Rust test tests/header.rs does the comparison).
+#
+# Usage: scripts/check-header.sh CARGO SOURCE_DIR TARGET_DIR
+set -eu
+
+cargo=$1
+src=$2
+target_dir=$3
+# Never rewrite the header from a test run.
+unset UPDATE_HEADER
+exec "$cargo" test --locked --quiet --manifest-path "$src/Cargo.toml" \
+    --target-dir "$target_dir" --test header

@@ -1,0 +1,64 @@
+#!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Audits the dynamic symbols of the shared library: every function of the C
+# ABI contract is exported, and nothing else but vircgroup_v2_* is (no Rust
+# internals, no std, no dependencies).
+#
+# Usage: scripts/check-symbols.sh [path/to/libvircgroup_v2_devices.so]
+# (default: target/release/libvircgroup_v2_devices.so)
+set -eu
+
+lib=${1:-target/release/libvircgroup_v2_devices.so}
+[ -f "$lib" ] || { echo "check-symbols: $lib: no such file" >&2; exit 1; }
+
+expected='vircgroup_v2_allow_all_devices
+vircgroup_v2_allow_device
+vircgroup_v2_allow_device_path
+vircgroup_v2_deny_all_devices
+vircgroup_v2_deny_device
+vircgroup_v2_deny_device_path
+vircgroup_v2_devices_attach_prog
+vircgroup_v2_devices_available
+vircgroup_v2_devices_check
+vircgroup_v2_devices_create_prog
+vircgroup_v2_devices_detach_prog
+vircgroup_v2_devices_detect_prog
+vircgroup_v2_devices_get_key
+vircgroup_v2_devices_get_perms
+vircgroup_v2_devices_get_state
+vircgroup_v2_devices_list
+vircgroup_v2_devices_prepare_prog
+vircgroup_v2_devices_remove_prog
+vircgroup_v2_last_error
+vircgroup_v2_set_log_func'
+
+defined=$(nm -D --defined-only "$lib" | awk 'NF >= 3 { print $2 " " $3 }')
+status=0
+
+# Functions of the contract: present, as code (T).
+for sym in $expected; do
+    if ! printf '%s\n' "$defined" | grep -qx "T $sym"; then
+        echo "missing export: $sym" >&2
+        status=1
+    fi
+done
+
+# Nothing else: every defined dynamic symbol is a vircgroup_v2_* one.
+extra=$(printf '%s\n' "$defined" | awk '{ print $2 }' | grep -v '^vircgroup_v2_' || true)
+if [ -n "$extra" ]; then
+    echo "exported symbols outside vircgroup_v2_*:" >&2
+    printf '  %s\n' $extra >&2
+    status=1
+fi
+
+# And no vircgroup_v2_* symbol that the contract does not name.
+unknown=$(printf '%s\n' "$defined" | awk '{ print $2 }' | grep '^vircgroup_v2_' |
+          grep -vxF "$expected" || true)
+if [ -n "$unknown" ]; then
+    echo "exported symbols not in the contract (update API.md and this list):" >&2
+    printf '  %s\n' $unknown >&2
+    status=1
+fi
+
+[ $status -eq 0 ] && echo "check-symbols: $(printf '%s\n' "$expected" | wc -l) functions, nothing else exported"
+exit $status

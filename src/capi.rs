@@ -153,13 +153,17 @@ pub unsafe extern "C" fn vircgroup_v2_devices_attach_prog(
 ) -> c_int {
     int_call(|| {
         if mapfd < 0 {
-            return Err(Error::invalid(format!("mapfd {mapfd} is not a file descriptor")));
+            return Err(Error::invalid(format!(
+                "mapfd {mapfd} is not a file descriptor"
+            )));
         }
         // An fd that is not open must not be wrapped (closing it would close
         // whatever gets that number next).
         // SAFETY: F_GETFD only reads the fd's flags.
         if unsafe { libc::fcntl(mapfd, libc::F_GETFD) } < 0 {
-            return Err(Error::invalid(format!("mapfd {mapfd} is not an open file descriptor")));
+            return Err(Error::invalid(format!(
+                "mapfd {mapfd} is not an open file descriptor"
+            )));
         }
         // SAFETY: the fd is open and the caller hands it over.
         let map = unsafe { OwnedFd::from_raw_fd(mapfd) };

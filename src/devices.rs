@@ -94,7 +94,11 @@ pub fn detach_prog(path: &str) -> Result<()> {
         detect(&cg, held)?;
         if let Some(h) = held.take() {
             sys::prog_detach(cg.as_fd(), h.prog.as_fd(), sys::BPF_CGROUP_DEVICE)?;
-            log::debug!("detached program {} from '{}'", h.prog_id, cg.path().display());
+            log::debug!(
+                "detached program {} from '{}'",
+                h.prog_id,
+                cg.path().display()
+            );
         }
         Ok(())
     })
@@ -265,7 +269,9 @@ fn check_rule_map(map: BorrowedFd<'_>, max: usize) -> Result<(u32, usize)> {
     let fd = map.as_raw_fd();
     let kind = sys::fd_kind(fd)?;
     if kind != "anon_inode:bpf-map" {
-        return Err(Error::invalid(format!("mapfd {fd} is not a BPF map ({kind})")));
+        return Err(Error::invalid(format!(
+            "mapfd {fd} is not a BPF map ({kind})"
+        )));
     }
     let info = sys::map_info(map)?;
     if info.map_type != BPF_MAP_TYPE_HASH || info.key_size != 8 || info.value_size != 4 {
@@ -445,9 +451,10 @@ fn prepare<'a>(cg: &Cgroup, held: &'a mut Option<Held>) -> Result<&'a mut Held> 
     if h.count < h.max as usize {
         return Ok(held.as_mut().expect("held"));
     }
-    let max = h.max.checked_mul(2).ok_or_else(|| {
-        Error::new(libc::E2BIG, format!("map of {} entries cannot grow", h.max))
-    })?;
+    let max = h
+        .max
+        .checked_mul(2)
+        .ok_or_else(|| Error::new(libc::E2BIG, format!("map of {} entries cannot grow", h.max)))?;
     let entries = sys::map_entries(h.map.as_fd())?;
     let map = new_map(max)?;
     for &(key, value) in &entries {
@@ -504,7 +511,13 @@ fn install(
             ),
         ));
     };
-    sys::prog_attach(cg.as_fd(), prog.as_fd(), sys::BPF_CGROUP_DEVICE, flags, replace)?;
+    sys::prog_attach(
+        cg.as_fd(),
+        prog.as_fd(),
+        sys::BPF_CGROUP_DEVICE,
+        flags,
+        replace,
+    )?;
     log::debug!(
         "attached program {prog_id} to '{}' (map of {max}, {count} rules)",
         cg.path().display()

@@ -186,24 +186,54 @@ mod tests {
     #[test]
     fn encodings_match_the_kernel() {
         assert_eq!(mov64_reg(R6, R1).to_bytes(), [0xbf, 0x16, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(ldx_mem(BPF_W, R1, R6, 8).to_bytes(), [0x61, 0x61, 8, 0, 0, 0, 0, 0]);
-        assert_eq!(alu64_imm(BPF_LSH, R2, 32).to_bytes(), [0x67, 0x02, 0, 0, 32, 0, 0, 0]);
-        assert_eq!(alu64_reg(BPF_OR, R2, R1).to_bytes(), [0x4f, 0x12, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(stx_mem(BPF_DW, R10, R2, -8).to_bytes(), [0x7b, 0x2a, 0xf8, 0xff, 0, 0, 0, 0]);
-        assert_eq!(alu64_imm(BPF_ADD, R2, -8).to_bytes(), [0x07, 0x02, 0, 0, 0xf8, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            ldx_mem(BPF_W, R1, R6, 8).to_bytes(),
+            [0x61, 0x61, 8, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            alu64_imm(BPF_LSH, R2, 32).to_bytes(),
+            [0x67, 0x02, 0, 0, 32, 0, 0, 0]
+        );
+        assert_eq!(
+            alu64_reg(BPF_OR, R2, R1).to_bytes(),
+            [0x4f, 0x12, 0, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            stx_mem(BPF_DW, R10, R2, -8).to_bytes(),
+            [0x7b, 0x2a, 0xf8, 0xff, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            alu64_imm(BPF_ADD, R2, -8).to_bytes(),
+            [0x07, 0x02, 0, 0, 0xf8, 0xff, 0xff, 0xff]
+        );
         assert_eq!(
             ld_map_fd(R1, 5).map(Insn::to_bytes),
             [[0x18, 0x11, 0, 0, 5, 0, 0, 0], [0; 8]]
         );
         assert_eq!(
             ld_imm64(R2, 0xffff_ffff_0000_0000).map(Insn::to_bytes),
-            [[0x18, 0x02, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]]
+            [
+                [0x18, 0x02, 0, 0, 0, 0, 0, 0],
+                [0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]
+            ]
         );
         assert_eq!(call(1).to_bytes(), [0x85, 0, 0, 0, 1, 0, 0, 0]);
-        assert_eq!(jmp_imm(BPF_JEQ, R1, 0, 5).to_bytes(), [0x15, 0x01, 5, 0, 0, 0, 0, 0]);
-        assert_eq!(jmp_reg(BPF_JEQ, R1, R2, 50).to_bytes(), [0x1d, 0x21, 50, 0, 0, 0, 0, 0]);
-        assert_eq!(mov64_imm(R1, -1).to_bytes(), [0xb7, 0x01, 0, 0, 0xff, 0xff, 0xff, 0xff]);
-        assert_eq!(alu32_imm(BPF_AND, R3, 2).to_bytes(), [0x54, 0x03, 0, 0, 2, 0, 0, 0]);
+        assert_eq!(
+            jmp_imm(BPF_JEQ, R1, 0, 5).to_bytes(),
+            [0x15, 0x01, 5, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            jmp_reg(BPF_JEQ, R1, R2, 50).to_bytes(),
+            [0x1d, 0x21, 50, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            mov64_imm(R1, -1).to_bytes(),
+            [0xb7, 0x01, 0, 0, 0xff, 0xff, 0xff, 0xff]
+        );
+        assert_eq!(
+            alu32_imm(BPF_AND, R3, 2).to_bytes(),
+            [0x54, 0x03, 0, 0, 2, 0, 0, 0]
+        );
         assert_eq!(exit().to_bytes(), [0x95, 0, 0, 0, 0, 0, 0, 0]);
     }
 }

@@ -360,7 +360,13 @@ mod tests {
 
     fn hex(prog: &[Insn]) -> String {
         prog.iter()
-            .map(|i| i.to_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>() + "\n")
+            .map(|i| {
+                i.to_bytes()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+                    + "\n"
+            })
             .collect()
     }
 
@@ -373,7 +379,9 @@ mod tests {
         let other = libvirt_program(7);
         let changed: Vec<usize> = (0..69).filter(|&i| prog[i] != other[i]).collect();
         assert_eq!(changed, vec![8, 26, 43, 57]);
-        assert!(changed.iter().all(|&i| other[i].imm == 7 && other[i].src() == 1));
+        assert!(changed
+            .iter()
+            .all(|&i| other[i].imm == 7 && other[i].src() == 1));
     }
 
     #[test]
@@ -439,9 +447,21 @@ mod tests {
         let empty = HashMap::new();
         assert!(!run(&empty, c, ACC_READ, 0, 0));
         // Device 0:0 is a key like any other.
-        assert!(run(&map_of(&[rule(b'c', 0, 0, rules::READ)]), c, ACC_READ, 0, 0));
+        assert!(run(
+            &map_of(&[rule(b'c', 0, 0, rules::READ)]),
+            c,
+            ACC_READ,
+            0,
+            0
+        ));
         let all = map_of(&[rule(b'a', -1, -1, rules::RWM)]);
-        assert!(run(&all, b, ACC_READ | ACC_WRITE | ACC_MKNOD, 4095, 1_048_575));
+        assert!(run(
+            &all,
+            b,
+            ACC_READ | ACC_WRITE | ACC_MKNOD,
+            4095,
+            1_048_575
+        ));
     }
 
     /// The program, `rules::allows` (what `check` uses) and the map agree on
@@ -465,7 +485,8 @@ mod tests {
                             .filter_map(|k| map.get(k).copied())
                             .collect();
                         let t = if ty == b'b' { DEV_BLOCK } else { DEV_CHAR };
-                        let kernel = run(&map, t, rules::acc_bits(perms), major as u32, minor as u32);
+                        let kernel =
+                            run(&map, t, rules::acc_bits(perms), major as u32, minor as u32);
                         assert_eq!(rules::allows(&r, &values), kernel, "{r}");
                     }
                 }
@@ -481,7 +502,10 @@ mod tests {
         map.insert(rules::get_key(1, 3), rules::get_perms(rules::RW, b'c'));
         map.insert(rules::get_key(1, 3), rules::get_perms(rules::READ, b'b'));
         let rw = (ACC_READ | ACC_WRITE) << 16;
-        assert_eq!(interp::run(&libvirt_program(3), &map, rw | DEV_CHAR, 1, 3), 0);
+        assert_eq!(
+            interp::run(&libvirt_program(3), &map, rw | DEV_CHAR, 1, 3),
+            0
+        );
         // Ours keeps both.
         let ours = map_of(&[rule(b'c', 1, 3, rules::RW), rule(b'b', 1, 3, rules::READ)]);
         assert!(run(&ours, DEV_CHAR, ACC_READ | ACC_WRITE, 1, 3));

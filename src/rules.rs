@@ -317,7 +317,13 @@ pub fn list_text(entries: &[(u64, u32)]) -> String {
         .iter()
         .flat_map(|&(k, v)| entry_rules(k, v))
         .collect();
-    rules.sort_by_key(|r| (r.ty, r.major.unwrap_or(WILDCARD), r.minor.unwrap_or(WILDCARD)));
+    rules.sort_by_key(|r| {
+        (
+            r.ty,
+            r.major.unwrap_or(WILDCARD),
+            r.minor.unwrap_or(WILDCARD),
+        )
+    });
     rules.iter().fold(String::new(), |mut s, r| {
         let _ = writeln!(s, "{r}");
         s
@@ -384,7 +390,10 @@ mod tests {
         let v = c.value() | b.value();
         assert_eq!(v, (0xe << CHAR_SHIFT) | 0xa);
         assert!(valid_entry(c.key(), v));
-        assert_eq!(Rule::new(b'b', 1, 3, READ).unwrap().remove_from(v), c.value());
+        assert_eq!(
+            Rule::new(b'b', 1, 3, READ).unwrap().remove_from(v),
+            c.value()
+        );
         assert_eq!(Rule::new(b'a', 1, 3, RWM).unwrap().remove_from(v), 0);
         assert_eq!(
             Rule::new(b'c', 1, 3, WRITE).unwrap().remove_from(c.value()),
@@ -399,7 +408,10 @@ mod tests {
 
     #[test]
     fn libvirt_values_convert() {
-        assert_eq!(from_libvirt_value(get_perms(RW, b'c')), Some(0xe << CHAR_SHIFT));
+        assert_eq!(
+            from_libvirt_value(get_perms(RW, b'c')),
+            Some(0xe << CHAR_SHIFT)
+        );
         assert_eq!(from_libvirt_value(get_perms(READ, b'b')), Some(0xa));
         assert_eq!(from_libvirt_value(get_perms(MKNOD, b'a')), Some(0x909));
         assert_eq!(from_libvirt_value(0), None);
@@ -431,7 +443,10 @@ mod tests {
             e(b'b', 8, 0, READ),
             e(b'c', 0, 0, MKNOD),
         ]);
-        assert_eq!(text, "b 8:0 r\nc 0:0 m\nc 1:3 rw\nc 10:232 rw\nc 136:* rw\n");
+        assert_eq!(
+            text,
+            "b 8:0 r\nc 0:0 m\nc 1:3 rw\nc 10:232 rw\nc 136:* rw\n"
+        );
     }
 
     #[test]

@@ -15,7 +15,12 @@ fn rule(t: u8, ma: i32, mi: i32, p: i32) -> Rule {
 }
 
 /// An access and the rule `check` is asked about for it.
-fn case(access: &str, path: &str, rule: Option<Rule>, allowed: bool) -> (String, Option<Rule>, bool) {
+fn case(
+    access: &str,
+    path: &str,
+    rule: Option<Rule>,
+    allowed: bool,
+) -> (String, Option<Rule>, bool) {
     (format!("{access}:{path}"), rule, allowed)
 }
 
@@ -100,7 +105,11 @@ fn deny_all_denies_everything_and_drops_old_rules() {
         case("r", &d.c240_1, Some(rule(b'c', 240, 1, READ)), false),
         case("r", &d.b240_1, Some(rule(b'b', 240, 1, READ)), false),
         case("f", &d.null, None, false),
-        (format!("mknod:c:240:1:{}", d.nodes.fresh("m1")), Some(rule(b'c', 240, 1, rules::MKNOD)), false),
+        (
+            format!("mknod:c:240:1:{}", d.nodes.fresh("m1")),
+            Some(rule(b'c', 240, 1, rules::MKNOD)),
+            false,
+        ),
     ]);
     assert_eq!(cg.attached().len(), 1);
 }
@@ -139,7 +148,11 @@ fn exact_and_wildcard_rules() {
         case("rw", &d.null, Some(rule(b'c', 1, 3, RW)), true),
         case("rw", &d.c240_2, Some(rule(b'c', 240, 2, RW)), true),
         case("rw", &d.b243_9, Some(rule(b'b', 243, 9, RW)), true),
-        (format!("mknod:b:240:7:{}", d.nodes.fresh("m2")), Some(rule(b'b', 240, 7, rules::MKNOD)), true),
+        (
+            format!("mknod:b:240:7:{}", d.nodes.fresh("m2")),
+            Some(rule(b'b', 240, 7, rules::MKNOD)),
+            true,
+        ),
     ]);
     assert!(devices::check(cg.p(), &rule(b'a', -1, -1, RWM)).unwrap());
 }
@@ -202,19 +215,33 @@ fn access_f_ok_and_mknod() {
     let d = Devs::new();
     devices::allow(cg.p(), &rule(b'c', 240, 1, READ)).unwrap();
     devices::allow(cg.p(), &rule(b'b', 243, 9, READ)).unwrap();
-    let m = |ty: &str, ma: u32, mi: u32, name: &str| format!("mknod:{ty}:{ma}:{mi}:{}", d.nodes.fresh(name));
+    let m = |ty: &str, ma: u32, mi: u32, name: &str| {
+        format!("mknod:{ty}:{ma}:{mi}:{}", d.nodes.fresh(name))
+    };
     cg.expect(&[
         case("f", &d.c240_1, None, true),
         case("f", &d.c240_2, None, false),
         // a block rule does not let the char device with its numbers be seen
         case("f", &d.c243_9, None, false),
         case("f", &d.b243_9, None, true),
-        (m("c", 240, 1, "n1"), Some(rule(b'c', 240, 1, rules::MKNOD)), false),
+        (
+            m("c", 240, 1, "n1"),
+            Some(rule(b'c', 240, 1, rules::MKNOD)),
+            false,
+        ),
     ]);
     devices::allow(cg.p(), &rule(b'c', 240, 1, rules::MKNOD)).unwrap();
     cg.expect(&[
-        (m("c", 240, 1, "n2"), Some(rule(b'c', 240, 1, rules::MKNOD)), true),
-        (m("b", 240, 1, "n3"), Some(rule(b'b', 240, 1, rules::MKNOD)), false),
+        (
+            m("c", 240, 1, "n2"),
+            Some(rule(b'c', 240, 1, rules::MKNOD)),
+            true,
+        ),
+        (
+            m("b", 240, 1, "n3"),
+            Some(rule(b'b', 240, 1, rules::MKNOD)),
+            false,
+        ),
     ]);
 }
 
@@ -229,7 +256,9 @@ fn device_paths() {
     assert_eq!(cg.list(), "c 241:5 rw\n");
     assert_eq!(devices::device_rule("/proc/self/status", RW).unwrap(), None);
     assert_eq!(
-        devices::device_rule("/nonexistent/dev", RW).unwrap_err().errno(),
+        devices::device_rule("/nonexistent/dev", RW)
+            .unwrap_err()
+            .errno(),
         libc::ENOENT
     );
     cg.expect(&[case("rw", &d.c241_5, None, true)]);
@@ -256,8 +285,17 @@ fn growth_keeps_every_rule_and_one_program() {
     assert_eq!(cg.attached().len(), 1, "exactly one program after growing");
     let other = nodes.node("other", 'c', 240, 300);
     cases.push(case("r", &other, Some(rule(b'c', 240, 300, READ)), false));
-    cases.push(case("w", &nodes.node("w0", 'c', 240, 0), Some(rule(b'c', 240, 0, WRITE)), false));
-    cases.push((format!("mknod:b:0:0:{}", nodes.fresh("zero")), Some(rule(b'b', 0, 0, rules::MKNOD)), true));
+    cases.push(case(
+        "w",
+        &nodes.node("w0", 'c', 240, 0),
+        Some(rule(b'c', 240, 0, WRITE)),
+        false,
+    ));
+    cases.push((
+        format!("mknod:b:0:0:{}", nodes.fresh("zero")),
+        Some(rule(b'b', 0, 0, rules::MKNOD)),
+        true,
+    ));
     cg.expect(&cases);
     assert_eq!(cg.list().lines().count(), 301);
     assert!(cg.list().starts_with("b 0:0 m\n"));
@@ -278,7 +316,13 @@ fn restart_detects_the_program_in_a_new_process() {
     devices::remove_prog(cg.p()).unwrap();
     assert_eq!(cg.state().mapfd, -1);
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "restart_second_process", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "restart_second_process",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("VCG2_RESTART_CGROUP", cg.p())
         .env("VCG2_RESTART_LIST", &before)
         .output()
@@ -306,7 +350,11 @@ fn restart_detects_the_program_in_a_new_process() {
 fn restart_second_process() {
     let path = std::env::var("VCG2_RESTART_CGROUP").expect("run by the restart test");
     let before = std::env::var("VCG2_RESTART_LIST").unwrap();
-    assert_eq!(devices::state(&path).unwrap().mapfd, -1, "a fresh process holds nothing");
+    assert_eq!(
+        devices::state(&path).unwrap().mapfd,
+        -1,
+        "a fresh process holds nothing"
+    );
     devices::detect_prog(&path).unwrap();
     let s = devices::state(&path).unwrap();
     assert_eq!((s.count, s.max), (71, 128));
@@ -341,7 +389,12 @@ fn a_cgroup_set_up_by_libvirt_is_adopted_and_converted() {
     let d = Devs::new();
     let libvirt_id = attach_like_libvirt(
         &cg,
-        &[(b'c', 1, 3, RW), (b'c', 136, -1, RW), (b'b', 0, 0, rules::MKNOD), (b'a', 240, 1, READ)],
+        &[
+            (b'c', 1, 3, RW),
+            (b'c', 136, -1, RW),
+            (b'b', 0, 0, rules::MKNOD),
+            (b'a', 240, 1, READ),
+        ],
     );
     assert_eq!(cg.attached(), vec![libvirt_id]);
     devices::detect_prog(cg.p()).unwrap();
@@ -356,7 +409,11 @@ fn a_cgroup_set_up_by_libvirt_is_adopted_and_converted() {
         case("r", &d.c240_1, Some(rule(b'c', 240, 1, READ)), true),
         case("r", &d.b240_1, Some(rule(b'b', 240, 1, READ)), true),
         case("r", &d.c240_2, Some(rule(b'c', 240, 2, READ)), false),
-        (format!("mknod:b:0:0:{}", d.nodes.fresh("z")), Some(rule(b'b', 0, 0, rules::MKNOD)), true),
+        (
+            format!("mknod:b:0:0:{}", d.nodes.fresh("z")),
+            Some(rule(b'b', 0, 0, rules::MKNOD)),
+            true,
+        ),
     ]);
     // And now the block rule no longer wipes the char one.
     devices::allow(cg.p(), &rule(b'b', 1, 3, READ)).unwrap();
@@ -366,7 +423,13 @@ fn a_cgroup_set_up_by_libvirt_is_adopted_and_converted() {
 /// A program that allows everything: someone else's.
 fn foreign_program() -> std::os::fd::OwnedFd {
     use vircgroup_v2_devices::insn::{exit, mov64_imm, reg::R0};
-    sys::prog_load(sys::BPF_PROG_TYPE_CGROUP_DEVICE, &[mov64_imm(R0, 1), exit()], "GPL", "foreign").unwrap()
+    sys::prog_load(
+        sys::BPF_PROG_TYPE_CGROUP_DEVICE,
+        &[mov64_imm(R0, 1), exit()],
+        "GPL",
+        "foreign",
+    )
+    .unwrap()
 }
 
 #[test]
@@ -375,7 +438,14 @@ fn a_foreign_program_is_never_adopted_nor_replaced() {
     let cg = Scratch::new(&mount);
     let foreign = foreign_program();
     let cgfd = std::fs::File::open(&cg.path).unwrap();
-    sys::prog_attach(cgfd.as_fd(), foreign.as_fd(), sys::BPF_CGROUP_DEVICE, 0, None).unwrap();
+    sys::prog_attach(
+        cgfd.as_fd(),
+        foreign.as_fd(),
+        sys::BPF_CGROUP_DEVICE,
+        0,
+        None,
+    )
+    .unwrap();
     let ids = cg.attached();
     devices::detect_prog(cg.p()).unwrap();
     assert_eq!(cg.state().mapfd, -1);
@@ -393,8 +463,14 @@ fn next_to_allow_multi_programs_of_others() {
     let foreign = foreign_program();
     let foreign_id = sys::prog_info(foreign.as_fd()).unwrap().id;
     let cgfd = std::fs::File::open(&cg.path).unwrap();
-    sys::prog_attach(cgfd.as_fd(), foreign.as_fd(), sys::BPF_CGROUP_DEVICE, sys::BPF_F_ALLOW_MULTI, None)
-        .unwrap();
+    sys::prog_attach(
+        cgfd.as_fd(),
+        foreign.as_fd(),
+        sys::BPF_CGROUP_DEVICE,
+        sys::BPF_F_ALLOW_MULTI,
+        None,
+    )
+    .unwrap();
     devices::deny_all(cg.p()).unwrap();
     assert_eq!(cg.attached().len(), 2);
     for i in 0..70 {

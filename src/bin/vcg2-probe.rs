@@ -43,7 +43,11 @@ fn probe(spec: &str) -> Result<nix::Result<()>, String> {
             let [ty, major, minor, path] = parts[..] else {
                 return Err(format!("bad mknod access {spec:?}"));
             };
-            let kind = if ty == "b" { SFlag::S_IFBLK } else { SFlag::S_IFCHR };
+            let kind = if ty == "b" {
+                SFlag::S_IFBLK
+            } else {
+                SFlag::S_IFCHR
+            };
             let num = |s: &str| s.parse::<u64>().map_err(|e| format!("{s:?}: {e}"));
             let dev = makedev(num(major)?, num(minor)?);
             let r = mknod(path, kind, Mode::from_bits_truncate(0o600), dev);

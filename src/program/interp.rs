@@ -13,7 +13,13 @@ const VALUE: u64 = 0x3000_0000;
 
 /// Runs `prog` (built for any map fd) on `struct bpf_cgroup_dev_ctx
 /// { access_type, major, minor }` with `map` as the rule map; returns r0.
-pub fn run(prog: &[Insn], map: &HashMap<u64, u32>, access_type: u32, major: u32, minor: u32) -> u64 {
+pub fn run(
+    prog: &[Insn],
+    map: &HashMap<u64, u32>,
+    access_type: u32,
+    major: u32,
+    minor: u32,
+) -> u64 {
     let ctx = [access_type, major, minor];
     let mut stack = [0u8; 512];
     let mut value: Option<u32> = None;
@@ -43,7 +49,10 @@ pub fn run(prog: &[Insn], map: &HashMap<u64, u32>, access_type: u32, major: u32,
             // stx DW
             0x7b => {
                 let addr = r[d].wrapping_add(i.off as i64 as u64);
-                assert!((STACK_BASE..STACK_TOP - 7).contains(&addr), "store to {addr:#x}");
+                assert!(
+                    (STACK_BASE..STACK_TOP - 7).contains(&addr),
+                    "store to {addr:#x}"
+                );
                 let o = (addr - STACK_BASE) as usize;
                 stack[o..o + 8].copy_from_slice(&r[s].to_le_bytes());
             }

@@ -51,7 +51,9 @@ fn bpf<T>(cmd: i32, attr: &mut T) -> std::result::Result<i64, i32> {
         )
     };
     if ret < 0 {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+        Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO))
     } else {
         Ok(ret as i64)
     }
@@ -253,7 +255,11 @@ pub fn prog_load(prog_type: u32, insns: &[Insn], license: &str, name: &str) -> R
             license: ptr(license.as_ptr()),
             log_level: level,
             log_size: log.len() as u32,
-            log_buf: if log.is_empty() { 0 } else { ptr(log.as_mut_ptr()) },
+            log_buf: if log.is_empty() {
+                0
+            } else {
+                ptr(log.as_mut_ptr())
+            },
             prog_name: obj_name(name),
             ..Default::default()
         };
@@ -446,12 +452,14 @@ fn obj_info<T>(fd: BorrowedFd<'_>, info: &mut T) -> Result<()> {
         info_len: std::mem::size_of::<T>() as u32,
         info: ptr(info as *mut T),
     };
-    bpf(cmd::OBJ_GET_INFO_BY_FD, &mut attr).map(drop).map_err(|e| {
-        Error::sys(
-            format_args!("bpf(BPF_OBJ_GET_INFO_BY_FD, fd {})", fd.as_raw_fd()),
-            e,
-        )
-    })
+    bpf(cmd::OBJ_GET_INFO_BY_FD, &mut attr)
+        .map(drop)
+        .map_err(|e| {
+            Error::sys(
+                format_args!("bpf(BPF_OBJ_GET_INFO_BY_FD, fd {})", fd.as_raw_fd()),
+                e,
+            )
+        })
 }
 
 /// The leading fields of `struct bpf_prog_info`.
@@ -546,5 +554,10 @@ pub fn fd_kind(fd: RawFd) -> Result<String> {
     let link = format!("/proc/self/fd/{fd}");
     std::fs::read_link(&link)
         .map(|p| p.to_string_lossy().into_owned())
-        .map_err(|e| Error::sys(format_args!("readlink({link})"), e.raw_os_error().unwrap_or(libc::EIO)))
+        .map_err(|e| {
+            Error::sys(
+                format_args!("readlink({link})"),
+                e.raw_os_error().unwrap_or(libc::EIO),
+            )
+        })
 }

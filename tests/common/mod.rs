@@ -170,9 +170,18 @@ impl Nodes {
     pub fn node(&self, name: &str, ty: char, major: u64, minor: u64) -> String {
         use nix::sys::stat::{makedev, mknod, Mode, SFlag};
         let path = self.dir.join(name);
-        let kind = if ty == 'b' { SFlag::S_IFBLK } else { SFlag::S_IFCHR };
-        mknod(&path, kind, Mode::from_bits_truncate(0o666), makedev(major, minor))
-            .expect("mknod");
+        let kind = if ty == 'b' {
+            SFlag::S_IFBLK
+        } else {
+            SFlag::S_IFCHR
+        };
+        mknod(
+            &path,
+            kind,
+            Mode::from_bits_truncate(0o666),
+            makedev(major, minor),
+        )
+        .expect("mknod");
         path.to_str().unwrap().to_string()
     }
 

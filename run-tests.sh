@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The one command that runs every test: ./run-tests.sh (as root, so the
+# kernel tests run; with CI=true a privileged test that cannot run fails).
+# Installs what a fresh Debian machine lacks, then runs, in order:
+#   lint:    cargo fmt --check, cargo clippy -D warnings
+#   rust:    unit tests, kernel tests, C-boundary tests, header freshness
+#   meson:   the library built and installed as distros do, the symbol
+#            audit, SONAME, pkg-config, and the C harness (TAP)
+#   valgrind: the C harness again under valgrind
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need=()
+for tool in meson:meson ninja:ninja-build pkg-config:pkg-config valgrind:valgrind \
+            bpftool:bpftool nm:binutils readelf:binutils cc:gcc; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    echo "== installing: ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+echo "== lint"
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+
+echo "== rust tests"
+cargo test --locked
+
+echo "== meson build and C tests"
+build=build-tests
+rm -rf "$build"
+meson setup "$build" >/dev/null
+meson compile -C "$build"
+meson test -C "$build" --print-errorlogs
+
+echo "== C tests under valgrind"
+meson test -C "$build" --setup valgrind --print-errorlogs --no-rebuild

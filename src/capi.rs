@@ -18,9 +18,8 @@
 //! `BPF_DEVCG_ACC_*` bits (mknod 1, read 2, write 4) plus 8, set exactly
 //! when the rule exists; an `a` rule sets both; no other bit is set and a
 //! value is never 0. Example: `c 1:3 rw` is key 0x0000000100000003, value
-//! 0x00000e00. So a char and
-//! a block rule on the same numbers never affect each other. `count` counts
-//! map entries (one per key).
+//! 0x00000e00. So a char and a block rule on the same numbers never affect
+//! each other. `count` counts map entries (one per key).
 
 use crate::devices::{self, State};
 use crate::rules::{self, Rule};

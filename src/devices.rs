@@ -169,9 +169,7 @@ pub fn deny_all(path: &str) -> Result<()> {
             .map(|(k, _)| k)
             .collect();
         for key in keys {
-            if sys::map_delete(h.map.as_fd(), key)? {
-                h.count -= 1;
-            }
+            sys::map_delete(h.map.as_fd(), key)?;
         }
         h.count = 0;
         log::debug!("denied all devices in '{}'", cg.path().display());
@@ -479,13 +477,6 @@ fn install(
     max: u32,
     count: usize,
 ) -> Result<()> {
-    let prog = sys::prog_load(
-        BPF_PROG_TYPE_CGROUP_DEVICE,
-        &device_program(map.as_raw_fd()),
-        LICENSE,
-        PROGRAM_NAME,
-    )?;
-    let prog_id = sys::prog_info(prog.as_fd())?.id;
     let attached = cg.attached()?;
     let found;
     let old: Option<BorrowedFd<'_>> = match held {
@@ -511,6 +502,13 @@ fn install(
             ),
         ));
     };
+    let prog = sys::prog_load(
+        BPF_PROG_TYPE_CGROUP_DEVICE,
+        &device_program(map.as_raw_fd()),
+        LICENSE,
+        PROGRAM_NAME,
+    )?;
+    let prog_id = sys::prog_info(prog.as_fd())?.id;
     sys::prog_attach(
         cg.as_fd(),
         prog.as_fd(),

@@ -486,3 +486,74 @@ fn next_to_allow_multi_programs_of_others() {
     devices::detach_prog(cg.p()).unwrap();
     assert_eq!(cg.attached(), vec![foreign_id]);
 }
+
+#[test]
+fn concurrent_calls_on_one_cgroup_are_serialized() {
+    let Some(mount) = privileged() else { return };
+    let cg = Scratch::new(&mount);
+    devices::deny_all(cg.p()).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let path = cg.p();
+            s.spawn(move || {
+                for i in 0..40 {
+                    devices::allow(path, &rule(b'c', 240 + t, i, READ)).unwrap();
+                    // Some re-allows, which must not count twice.
+                    devices::allow(path, &rule(b'c', 240 + t, i / 2, READ)).unwrap();
+                }
+            });
+        }
+    });
+    let s = cg.state();
+    assert_eq!((s.count, s.max), (320, 512));
+    assert_eq!(cg.list().lines().count(), 320);
+    assert_eq!(cg.attached().len(), 1);
+}
+
+#[test]
+fn a_new_cgroup_at_the_same_path_is_not_trusted_with_the_old_state() {
+    let Some(mount) = privileged() else { return };
+    let cg = Scratch::new(&mount);
+    devices::allow(cg.p(), &rule(b'c', 1, 3, RW)).unwrap();
+    assert_eq!(cg.state().count, 1);
+    std::fs::remove_dir(&cg.path).unwrap();
+    std::fs::create_dir(&cg.path).unwrap();
+    assert_eq!(
+        cg.state().mapfd,
+        -1,
+        "state of the removed cgroup forgotten"
+    );
+    assert_eq!(cg.list(), "a *:* rwm\n");
+}
+
+#[test]
+fn a_program_detached_by_someone_else_is_not_trusted() {
+    let Some(mount) = privileged() else { return };
+    let cg = Scratch::new(&mount);
+    let d = Devs::new();
+    devices::allow(cg.p(), &rule(b'c', 1, 3, RW)).unwrap();
+    let held = cg.state();
+    let cgfd = std::fs::File::open(&cg.path).unwrap();
+    // SAFETY: the fd is the library's and stays open during the call.
+    let prog = unsafe { std::os::fd::BorrowedFd::borrow_raw(held.progfd) };
+    sys::prog_detach(cgfd.as_fd(), prog, sys::BPF_CGROUP_DEVICE).unwrap();
+    assert_eq!(cg.state().mapfd, -1);
+    devices::allow(cg.p(), &rule(b'c', 240, 1, READ)).unwrap();
+    assert_eq!(cg.list(), "c 240:1 r\n");
+    cg.expect(&[case("r", &d.null, Some(rule(b'c', 1, 3, READ)), false)]);
+}
+
+#[test]
+fn detach_prog_leaves_the_cgroup_unrestricted() {
+    let Some(mount) = privileged() else { return };
+    let cg = Scratch::new(&mount);
+    let d = Devs::new();
+    devices::deny_all(cg.p()).unwrap();
+    cg.expect(&[case("r", &d.null, Some(rule(b'c', 1, 3, READ)), false)]);
+    devices::detach_prog(cg.p()).unwrap();
+    assert!(cg.attached().is_empty());
+    assert_eq!(cg.state().mapfd, -1);
+    cg.expect(&[case("r", &d.null, Some(rule(b'c', 1, 3, READ)), true)]);
+    // Nothing attached: nothing to do.
+    devices::detach_prog(cg.p()).unwrap();
+}

@@ -61,7 +61,10 @@ fn run(cg: &str) -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("\nrules (devices.list):\n{}", devices::list(cg)?.trim_end());
     let s = devices::state(cg)?;
-    println!("state: mapfd {} progfd {} count {} max {}", s.mapfd, s.progfd, s.count, s.max);
+    println!(
+        "state: mapfd {} progfd {} count {} max {}",
+        s.mapfd, s.progfd, s.count, s.max
+    );
     println!("\nfrom inside the cgroup:");
     try_devices(cg, &devs);
     Ok(())

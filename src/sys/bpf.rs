@@ -478,6 +478,28 @@ struct RawProgInfo {
     nr_map_ids: u32,
     map_ids: u64,
     name: [u8; 16],
+    ifindex: u32,
+    gpl_compatible: u32,
+    netns_dev: u64,
+    netns_ino: u64,
+    nr_jited_ksyms: u32,
+    nr_jited_func_lens: u32,
+    jited_ksyms: u64,
+    jited_func_lens: u64,
+    btf_id: u32,
+    func_info_rec_size: u32,
+    func_info: u64,
+    nr_func_info: u32,
+    nr_line_info: u32,
+    line_info: u64,
+    jited_line_info: u64,
+    nr_jited_line_info: u32,
+    line_info_rec_size: u32,
+    jited_line_info_rec_size: u32,
+    nr_prog_tags: u32,
+    prog_tags: u64,
+    run_time_ns: u64,
+    run_cnt: u64,
 }
 
 /// What the kernel tells of a loaded program.
@@ -493,6 +515,10 @@ pub struct ProgInfo {
     pub name: String,
     /// Ids of the maps the program uses.
     pub map_ids: Vec<u32>,
+    /// Time spent in the program, counted while `kernel.bpf_stats_enabled` is 1.
+    pub run_time_ns: u64,
+    /// Runs counted while `kernel.bpf_stats_enabled` is 1.
+    pub run_cnt: u64,
 }
 
 /// `BPF_OBJ_GET_INFO_BY_FD` on a program fd.
@@ -518,6 +544,8 @@ pub fn prog_info(prog: BorrowedFd<'_>) -> Result<ProgInfo> {
             tag: info.tag,
             name: String::from_utf8_lossy(&info.name[..end]).into_owned(),
             map_ids,
+            run_time_ns: info.run_time_ns,
+            run_cnt: info.run_cnt,
         });
     }
 }
@@ -560,4 +588,25 @@ pub fn fd_kind(fd: RawFd) -> Result<String> {
                 e.raw_os_error().unwrap_or(libc::EIO),
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    /// Offsets of `linux/bpf.h` (stable UAPI).
+    #[test]
+    fn attr_and_info_layouts_match_the_kernel() {
+        assert_eq!(offset_of!(MapCreateAttr, map_name), 28);
+        assert_eq!(size_of::<MapElemAttr>(), 32);
+        assert_eq!(offset_of!(ProgLoadAttr, prog_name), 48);
+        assert_eq!(offset_of!(ProgLoadAttr, expected_attach_type), 68);
+        assert_eq!(size_of::<ProgAttachAttr>(), 20);
+        assert_eq!(offset_of!(ProgQueryAttr, prog_cnt), 24);
+        assert_eq!(offset_of!(RawProgInfo, name), 64);
+        assert_eq!(offset_of!(RawProgInfo, run_time_ns), 192);
+        assert_eq!(offset_of!(RawProgInfo, run_cnt), 200);
+        assert_eq!(offset_of!(MapInfo, map_flags), 20);
+    }
 }

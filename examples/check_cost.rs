@@ -10,8 +10,8 @@
 //! Run as root: `cargo run --release --example check_cost [ROUNDS] [N]`
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::PathBuf;
 use std::process::Command;
+use vircgroup_v2_devices::cgroup::cgroup2_mount;
 use vircgroup_v2_devices::program::libvirt_program;
 use vircgroup_v2_devices::rules::{self, Rule, RW};
 use vircgroup_v2_devices::{devices, sys};
@@ -27,15 +27,6 @@ const RULES: &[(u8, i32, i32)] = &[
     (b'c', 5, 2),
     (b'c', 10, 232),
 ];
-
-fn cgroup2_mount() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        let mount = left.split_whitespace().nth(4)?;
-        right.starts_with("cgroup2 ").then(|| PathBuf::from(mount))
-    })
-}
 
 /// libvirt's setup: its map encoding and program, attached without flags.
 fn attach_libvirt(cg: &str) -> Result<OwnedFd, Box<dyn std::error::Error>> {

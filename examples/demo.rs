@@ -4,19 +4,10 @@
 //!
 //! Run: `cargo run --example demo`
 
-use std::path::PathBuf;
 use std::process::Command;
+use vircgroup_v2_devices::cgroup::cgroup2_mount;
 use vircgroup_v2_devices::devices;
 use vircgroup_v2_devices::rules::{Rule, RW};
-
-fn cgroup2_mount() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        let mount = left.split_whitespace().nth(4)?;
-        right.starts_with("cgroup2 ").then(|| PathBuf::from(mount))
-    })
-}
 
 /// A shell moved into the cgroup tries to read each path.
 fn try_devices(cgroup: &str, paths: &[&str]) {

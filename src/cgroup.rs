@@ -10,6 +10,18 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+/// Where the cgroup v2 filesystem is mounted, from `/proc/self/mountinfo`
+/// (the first cgroup2 mount), whatever the distribution's layout.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        // "id parent major:minor root mount-point options ... - fstype source ..."
+        let (left, right) = line.split_once(" - ")?;
+        let mount = left.split_whitespace().nth(4)?;
+        (right.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(mount))
+    })
+}
+
 /// An open cgroup v2 directory.
 #[derive(Debug)]
 pub struct Cgroup {

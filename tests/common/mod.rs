@@ -5,19 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use vircgroup_v2_devices::cgroup::cgroup2_mount;
 use vircgroup_v2_devices::devices;
 use vircgroup_v2_devices::rules::Rule;
-
-/// The cgroup2 mount point, from /proc/self/mountinfo.
-pub fn cgroup2_mount() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        let fstype = right.split_whitespace().next()?;
-        let mount = left.split_whitespace().nth(4)?;
-        (fstype == "cgroup2").then(|| PathBuf::from(mount))
-    })
-}
 
 /// The cgroup2 mount when the test can run (root, cgroup2 mounted); else
 /// None after printing why, or a panic under CI=true, where a privileged

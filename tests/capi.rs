@@ -289,10 +289,20 @@ fn attach_prog_checks_the_map_and_always_takes_the_fd() {
     let cg = Scratch::new(&mount);
     let path = CString::new(cg.p()).unwrap();
     let p = path.as_ptr();
-    let closed = |fd: i32| {
-        // SAFETY: F_GETFD only reads flags.
-        (unsafe { libc::fcntl(fd, libc::F_GETFD) }) == -1 && errno() == libc::EBADF
+    // What an fd refers to: its link and, for a BPF object, its id. Other
+    // tests run in this process and may reuse a closed fd's number, so
+    // "closed" means "no longer this object".
+    let identity = |fd: i32| {
+        let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap_or_default();
+        let id = info
+            .lines()
+            .find(|l| l.starts_with("map_id:"))
+            .unwrap_or("");
+        Some(format!("{} {id}", link.display()))
     };
+    let track = |fd: i32| (fd, identity(fd).expect("an open fd"));
+    let closed = |(fd, id): &(i32, String)| identity(*fd).as_ref() != Some(id);
     let hash = |k, v, max| {
         sys::map_create(sys::BPF_MAP_TYPE_HASH, k, v, max, "t")
             .unwrap()
@@ -306,47 +316,48 @@ fn attach_prog_checks_the_map_and_always_takes_the_fd() {
         );
         let before = list(&path);
         let st = state(&path);
+        let old_map = track(st.mapfd);
 
         let (r, w) = nix::unistd::pipe().unwrap();
-        let pipe_fd = r.into_raw_fd();
+        let pipe = track(r.into_raw_fd());
         assert_fails(
             "pipe",
-            vircgroup_v2_devices_attach_prog(p, pipe_fd, 64),
+            vircgroup_v2_devices_attach_prog(p, pipe.0, 64),
             libc::EINVAL,
             "not a BPF map",
         );
-        assert!(closed(pipe_fd));
+        assert!(closed(&pipe));
         drop(w);
 
-        let fd = hash(4, 4, 64);
+        let map = track(hash(4, 4, 64));
         assert_fails(
             "shape",
-            vircgroup_v2_devices_attach_prog(p, fd, 64),
+            vircgroup_v2_devices_attach_prog(p, map.0, 64),
             libc::EINVAL,
             "8-byte keys",
         );
-        assert!(closed(fd));
+        assert!(closed(&map));
 
-        let fd = hash(8, 4, 32);
+        let map = track(hash(8, 4, 32));
         assert_fails(
             "max",
-            vircgroup_v2_devices_attach_prog(p, fd, 64),
+            vircgroup_v2_devices_attach_prog(p, map.0, 64),
             libc::EINVAL,
             "max 64",
         );
-        assert!(closed(fd));
+        assert!(closed(&map));
 
         // libvirt's value encoding is not ours.
-        let fd = hash(8, 4, 64);
-        let map = std::os::fd::BorrowedFd::borrow_raw(fd);
-        sys::map_update(map, rules::get_key(1, 3), rules::get_perms(3, b'c')).unwrap();
+        let map = track(hash(8, 4, 64));
+        let fd = std::os::fd::BorrowedFd::borrow_raw(map.0);
+        sys::map_update(fd, rules::get_key(1, 3), rules::get_perms(3, b'c')).unwrap();
         assert_fails(
             "encoding",
-            vircgroup_v2_devices_attach_prog(p, fd, 64),
+            vircgroup_v2_devices_attach_prog(p, map.0, 64),
             libc::EINVAL,
             "not a rule",
         );
-        assert!(closed(fd));
+        assert!(closed(&map));
 
         assert_fails(
             "negative",
@@ -361,32 +372,37 @@ fn attach_prog_checks_the_map_and_always_takes_the_fd() {
             "not an open",
         );
 
-        let fd = hash(8, 4, 64);
+        let map = track(hash(8, 4, 64));
         assert_fails(
             "bad path",
-            vircgroup_v2_devices_attach_prog(c"relative".as_ptr(), fd, 64),
+            vircgroup_v2_devices_attach_prog(c"relative".as_ptr(), map.0, 64),
             libc::EINVAL,
             "not absolute",
         );
-        assert!(closed(fd));
+        assert!(closed(&map));
 
         assert_eq!(list(&path), before);
         assert_eq!(state(&path), st);
 
         // A good map with one rule in our encoding replaces the program.
-        let fd = hash(8, 4, 16);
+        let map = track(hash(8, 4, 16));
         let r = rules::Rule::new(b'b', 8, 0, 1).unwrap();
-        sys::map_update(std::os::fd::BorrowedFd::borrow_raw(fd), r.key(), r.value()).unwrap();
+        sys::map_update(
+            std::os::fd::BorrowedFd::borrow_raw(map.0),
+            r.key(),
+            r.value(),
+        )
+        .unwrap();
         let old_ids = cg.attached();
         assert_eq!(
-            vircgroup_v2_devices_attach_prog(p, fd, 16),
+            vircgroup_v2_devices_attach_prog(p, map.0, 16),
             0,
             "{}",
             last_error()
         );
         let s = state(&path);
-        assert_eq!((s.mapfd, s.count, s.max), (fd, 1, 16));
-        assert!(closed(st.mapfd) || st.mapfd == fd, "old map fd closed");
+        assert_eq!((s.mapfd, s.count, s.max), (map.0, 1, 16));
+        assert!(closed(&old_map), "the old map fd was closed");
         let ids = cg.attached();
         assert_eq!(ids.len(), 1);
         assert_ne!(ids, old_ids);
@@ -407,33 +423,37 @@ fn last_error_is_per_thread_and_logs_reach_the_callback() {
         LOGS.lock().unwrap().push((level, msg));
     }
     vircgroup_v2_set_log_func(Some(sink), 42 as *mut libc::c_void);
-    let t1 = std::thread::spawn(|| {
-        // SAFETY: NULL path is an accepted input.
-        unsafe { vircgroup_v2_devices_detect_prog(ptr::null()) };
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        last_error()
+    // Both threads fail, then both read their message while the other's
+    // error is also set.
+    let barrier = std::sync::Barrier::new(2);
+    let (e1, e2) = std::thread::scope(|s| {
+        let t1 = s.spawn(|| {
+            // SAFETY: valid C string.
+            unsafe { vircgroup_v2_devices_detect_prog(c"vcg2-log-while-set".as_ptr()) };
+            barrier.wait();
+            last_error()
+        });
+        let t2 = s.spawn(|| {
+            // SAFETY: valid C string.
+            unsafe { vircgroup_v2_allow_device(c"/".as_ptr(), b'z' as _, 1, 1, 1) };
+            barrier.wait();
+            last_error()
+        });
+        (t1.join().unwrap(), t2.join().unwrap())
     });
-    let t2 = std::thread::spawn(|| {
-        // SAFETY: valid C string.
-        unsafe { vircgroup_v2_devices_detect_prog(c"relative".as_ptr()) };
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        last_error()
-    });
-    assert!(t1.join().unwrap().contains("NULL"));
-    assert!(t2.join().unwrap().contains("not absolute"));
+    assert!(e1.contains("'vcg2-log-while-set' is not absolute"), "{e1}");
+    assert!(e2.contains("device type 'z'"), "{e2}");
     vircgroup_v2_set_log_func(None, ptr::null_mut());
-    // SAFETY: NULL path is an accepted input.
-    unsafe { vircgroup_v2_devices_detect_prog(ptr::null()) };
+    // SAFETY: valid C string.
+    unsafe { vircgroup_v2_devices_detect_prog(c"vcg2-log-after-unset".as_ptr()) };
     let logs = LOGS.lock().unwrap();
     assert!(
-        logs.iter().any(|(l, m)| *l == 1 && m.contains("NULL")),
+        logs.iter()
+            .any(|(l, m)| *l == 1 && m.contains("vcg2-log-while-set")),
         "{logs:?}"
     );
-    assert_eq!(
-        logs.iter()
-            .filter(|(_, m)| m.contains("group_path is NULL"))
-            .count(),
-        1,
+    assert!(
+        !logs.iter().any(|(_, m)| m.contains("vcg2-log-after-unset")),
         "{logs:?}"
     );
 }

@@ -11,7 +11,7 @@
  *   forks a child (the tests are single-threaded when they probe), moves it
  *   into the cgroup and reports the errno of each access: EPERM means the
  *   device program denied it; 0 or ENXIO (no driver for those numbers) means
- *   it was allowed.
+ *   it was allowed (EIO: the pty driver, for a pty that does not exist).
  */
 #ifndef VCG2_HARNESS_H
 #define VCG2_HARNESS_H
@@ -87,8 +87,8 @@ struct h_probe {
 /* Runs the probes in a child moved into `cgroup`; false if the child could
  * not be run (reported as a failed check). */
 bool h_probe(const char *cgroup, struct h_probe *probes, size_t n);
-/* Allowed by the device program: success, or ENXIO/ENODEV from the driver
- * lookup that comes after the cgroup check. */
+/* Allowed by the device program: success, or ENXIO/ENODEV/EIO from the
+ * driver, which is only reached after the cgroup check. */
 bool h_allowed(int err);
 /* One probe, checked: `want_allowed` true expects 0/ENXIO, false EPERM. */
 bool h_expect(const char *cgroup, enum h_op op, const char *path, bool want_allowed,

@@ -224,6 +224,12 @@ static void bad_maps(void)
         ok(fd_closed(fd), "attach_prog closed %s", shapes[i].what);
     }
 
+    /* max wider than max_entries can be (size_t vs the kernel's u32). */
+    int wide = map_create(BPF_MAP_TYPE_HASH, 8, 4, 64);
+    FAILS(vircgroup_v2_devices_attach_prog(cg, wide, ((size_t)1 << 32) + 64), EINVAL, "max",
+          "attach_prog: max 2^32+64 for a 64-entry map");
+    ok(fd_closed(wide), "attach_prog closed that map");
+
     /* Right shape, wrong contents: a value that is not in the encoding. */
     int fd = map_create(BPF_MAP_TYPE_HASH, 8, 4, 64);
     ok(fd >= 0 && map_put(fd, 0x0000000100000003ULL, 0) == 0, "a map holding a 0 value");
@@ -265,6 +271,14 @@ int main(void)
 
     /* The paths and arguments every function refuses, on an empty state. */
     bad_paths_everywhere();
+
+    /* A file inside the cgroup is not a cgroup: open(O_DIRECTORY)'s errno. */
+    char procs[4200];
+    snprintf(procs, sizeof(procs), "%s/cgroup.procs", cg);
+    FAILS(vircgroup_v2_allow_device(procs, 'c', 1, 3, RW), ENOTDIR, "cgroup.procs",
+          "allow_device: a file in the cgroup");
+    FAILS(vircgroup_v2_devices_create_prog(procs), ENOTDIR, "cgroup.procs",
+          "create_prog: a file in the cgroup");
 
     /* create_prog */
     is_int(vircgroup_v2_devices_create_prog(cg), 0, "create_prog");
@@ -408,7 +422,25 @@ int main(void)
     h_expect(cg, H_WRITE, c240, true, "after detach_prog: write c 240:1");
     is_int(vircgroup_v2_devices_detach_prog(cg), 0, "detach_prog with nothing attached");
 
-    is_str(vircgroup_v2_last_error(), vircgroup_v2_last_error(), "last_error stays readable");
+    /* fd 0 is a valid fd: a map that gets it is a map like any other. */
+    int saved_stdin = dup(0);
+    close(0);
+    int zero = map_create(BPF_MAP_TYPE_HASH, 8, 4, 16);
+    is_int(zero, 0, "a map created with stdin closed gets fd 0");
+    is_int(vircgroup_v2_devices_attach_prog(cg, zero, 16), 0, "attach_prog with mapfd 0");
+    s = state();
+    ok(s.mapfd == 0 && s.progfd > 0 && s.count == 0 && s.max == 16,
+       "state holds mapfd 0: {%d, %d, %zd, %zd}", s.mapfd, s.progfd, s.count, s.max);
+    is_int(vircgroup_v2_allow_device(cg, 'c', 1, 3, RW), 0, "allow c 1:3 rw into map fd 0");
+    is_list("c 1:3 rw\n", "from map fd 0");
+    h_expect(cg, H_READ, c240, false, "map fd 0 is the live policy: c 240:1");
+    is_int(vircgroup_v2_devices_detach_prog(cg), 0, "detach_prog");
+    ok(fd_closed(0), "detach_prog closed map fd 0");
+    if (saved_stdin >= 0) {
+        dup2(saved_stdin, 0);
+        close(saved_stdin);
+    }
+
     ok(h_remove_cgroup(cg), "scratch cgroup removed");
     return tap_done();
 }

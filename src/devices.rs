@@ -4,7 +4,7 @@
 
 use crate::cgroup::Cgroup;
 use crate::program::{device_program, libvirt_program, PROGRAM_NAME};
-use crate::registry::{with_state, Held};
+use crate::registry::{with_cgroup, Held};
 use crate::rules::{self, Rule};
 use crate::sys::{self, BPF_F_ALLOW_MULTI, BPF_MAP_TYPE_HASH, BPF_PROG_TYPE_CGROUP_DEVICE};
 use crate::{Error, Result};
@@ -54,34 +54,31 @@ pub fn available(path: &str) -> bool {
 /// entries in the library's encoding, or empty), replacing a program of
 /// this library or of libvirt's C code in one step.
 pub fn attach_prog(path: &str, map: OwnedFd, max: usize) -> Result<()> {
-    let cg = Cgroup::open(path)?;
-    let (max, count) = check_rule_map(map.as_fd(), max)?;
-    with_state(&cg, |held| install(&cg, held, map, max, count))
+    with_cgroup(path, |cg, held| {
+        let (max, count) = check_rule_map(map.as_fd(), max)?;
+        install(cg, held, map, max, count)
+    })
 }
 
 /// Adopts a program of this library or of libvirt's C code attached to the
 /// cgroup; a program it does not recognise is left alone.
 pub fn detect_prog(path: &str) -> Result<()> {
-    let cg = Cgroup::open(path)?;
-    with_state(&cg, |held| detect(&cg, held))
+    with_cgroup(path, detect)
 }
 
 /// Creates a 64-entry map and attaches the program when none is held.
 pub fn create_prog(path: &str) -> Result<()> {
-    let cg = Cgroup::open(path)?;
-    with_state(&cg, |held| create(&cg, held).map(drop))
+    with_cgroup(path, |cg, held| create(cg, held).map(drop))
 }
 
 /// Detect, create, and grow the map when it is full.
 pub fn prepare_prog(path: &str) -> Result<()> {
-    let cg = Cgroup::open(path)?;
-    with_state(&cg, |held| prepare(&cg, held).map(drop))
+    with_cgroup(path, |cg, held| prepare(cg, held).map(drop))
 }
 
 /// Forgets the state of the cgroup; the program stays attached.
 pub fn remove_prog(path: &str) -> Result<()> {
-    let cg = Cgroup::open(path)?;
-    with_state(&cg, |held| {
+    with_cgroup(path, |_, held| {
         *held = None;
         Ok(())
     })
@@ -89,9 +86,8 @@ pub fn remove_prog(path: &str) -> Result<()> {
 
 /// Detaches the library's program from the cgroup, then forgets the state.
 pub fn detach_prog(path: &str) -> Result<()> {
-    let cg = Cgroup::open(path)?;
-    with_state(&cg, |held| {
-        detect(&cg, held)?;
+    with_cgroup(path, |cg, held| {
+        detect(cg, held)?;
         if let Some(h) = held.take() {
             sys::prog_detach(cg.as_fd(), h.prog.as_fd(), sys::BPF_CGROUP_DEVICE)?;
             log::debug!(
@@ -106,8 +102,7 @@ pub fn detach_prog(path: &str) -> Result<()> {
 
 /// The state held for the cgroup (nothing is detected).
 pub fn state(path: &str) -> Result<State> {
-    let cg = Cgroup::open(path)?;
-    with_state(&cg, |held| {
+    with_cgroup(path, |_, held| {
         Ok(held.as_ref().map_or(State::EMPTY, |h| State {
             mapfd: h.map.as_raw_fd(),
             progfd: h.prog.as_raw_fd(),
@@ -119,9 +114,8 @@ pub fn state(path: &str) -> Result<State> {
 
 /// Grants `rule`, accumulating with what the rule already had.
 pub fn allow(path: &str, rule: &Rule) -> Result<()> {
-    let cg = Cgroup::open(path)?;
-    with_state(&cg, |held| {
-        let h = prepare(&cg, held)?;
+    with_cgroup(path, |cg, held| {
+        let h = prepare(cg, held)?;
         let key = rule.key();
         let old = sys::map_lookup(h.map.as_fd(), key)?;
         let new = old.unwrap_or(0) | rule.value();
@@ -138,9 +132,8 @@ pub fn allow(path: &str, rule: &Rule) -> Result<()> {
 
 /// Removes the permissions of `rule` from that exact rule.
 pub fn deny(path: &str, rule: &Rule) -> Result<()> {
-    let cg = Cgroup::open(path)?;
-    with_state(&cg, |held| {
-        let h = prepare(&cg, held)?;
+    with_cgroup(path, |cg, held| {
+        let h = prepare(cg, held)?;
         let key = rule.key();
         let Some(old) = sys::map_lookup(h.map.as_fd(), key)? else {
             return Ok(());
@@ -160,9 +153,8 @@ pub fn deny(path: &str, rule: &Rule) -> Result<()> {
 
 /// Program attached and every rule removed.
 pub fn deny_all(path: &str) -> Result<()> {
-    let cg = Cgroup::open(path)?;
-    with_state(&cg, |held| {
-        let h = create(&cg, held)?;
+    with_cgroup(path, |cg, held| {
+        let h = create(cg, held)?;
         // Keys first, then deletes: deleting while walking can restart the walk.
         let keys: Vec<u64> = sys::map_entries(h.map.as_fd())?
             .into_iter()
@@ -213,9 +205,8 @@ fn dev_numbers(rdev: u64) -> (u32, u32) {
 /// device it names, as the program decides. A cgroup with no device program
 /// allows everything.
 pub fn check(path: &str, rule: &Rule) -> Result<bool> {
-    let cg = Cgroup::open(path)?;
-    with_state(&cg, |held| {
-        let Some(h) = held_or_unrestricted(&cg, held)? else {
+    with_cgroup(path, |cg, held| {
+        let Some(h) = held_or_unrestricted(cg, held)? else {
             return Ok(true);
         };
         let mut values = Vec::with_capacity(4);
@@ -229,9 +220,8 @@ pub fn check(path: &str, rule: &Rule) -> Result<bool> {
 /// The rules as `devices.list` text. A cgroup with no device program allows
 /// everything: `a *:* rwm`.
 pub fn list(path: &str) -> Result<String> {
-    let cg = Cgroup::open(path)?;
-    with_state(&cg, |held| {
-        let Some(h) = held_or_unrestricted(&cg, held)? else {
+    with_cgroup(path, |cg, held| {
+        let Some(h) = held_or_unrestricted(cg, held)? else {
             let all = Rule::new(b'a', -1, -1, rules::RWM)?;
             return Ok(format!("{all}\n"));
         };

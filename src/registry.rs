@@ -43,13 +43,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Runs `f` on the state of `cg`, with the cgroup's lock held. Before `f`
-/// runs, state recorded for another cgroup at the same path, or whose
-/// program is no longer attached, is dropped (its fds closed).
-pub(crate) fn with_state<R>(
-    cg: &Cgroup,
-    f: impl FnOnce(&mut Option<Held>) -> Result<R>,
+/// Opens the cgroup at `path` and runs `f` on it and its state, with the
+/// cgroup's lock held. Before `f` runs, state recorded for another cgroup at
+/// the same path, or whose program is no longer attached, is dropped (its
+/// fds closed).
+pub(crate) fn with_cgroup<R>(
+    path: &str,
+    f: impl FnOnce(&Cgroup, &mut Option<Held>) -> Result<R>,
 ) -> Result<R> {
+    let cg = &Cgroup::open(path)?;
     let entry = lock(&REGISTRY)
         .entry(cg.path().to_path_buf())
         .or_default()
@@ -76,7 +78,7 @@ pub(crate) fn with_state<R>(
                 e.held = None;
             }
         }
-        f(&mut e.held)
+        f(cg, &mut e.held)
     };
     forget_if_unused(cg, entry);
     result

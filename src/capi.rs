@@ -348,20 +348,14 @@ fn device_path_call(
     group_path: *const c_char,
     dev_path: *const c_char,
     perms: c_int,
-    apply: fn(&str, &Rule) -> Result<()>,
+    apply: fn(&str, &str, i32) -> Result<bool>,
 ) -> c_int {
     boundary(-1, || {
         // SAFETY: per the exported functions' contract.
         let dev_path = unsafe { str_arg(dev_path, "dev_path") }?;
         // SAFETY: per the exported functions' contract.
         let group_path = unsafe { str_arg(group_path, "group_path") }?;
-        match devices::device_rule(dev_path, perms)? {
-            Some(rule) => apply(group_path, &rule).map(|()| 0),
-            None => {
-                log::debug!("'{dev_path}' is not a device node: nothing to do");
-                Ok(1)
-            }
-        }
+        apply(group_path, dev_path, perms).map(|applied| if applied { 0 } else { 1 })
     })
 }
 
@@ -377,7 +371,7 @@ pub unsafe extern "C" fn vircgroup_v2_allow_device_path(
     dev_path: *const c_char,
     perms: c_int,
 ) -> c_int {
-    device_path_call(group_path, dev_path, perms, devices::allow)
+    device_path_call(group_path, dev_path, perms, devices::allow_path)
 }
 
 /// `stat()`s `dev_path` and denies `perms` on its char or block device.
@@ -392,7 +386,7 @@ pub unsafe extern "C" fn vircgroup_v2_deny_device_path(
     dev_path: *const c_char,
     perms: c_int,
 ) -> c_int {
-    device_path_call(group_path, dev_path, perms, devices::deny)
+    device_path_call(group_path, dev_path, perms, devices::deny_path)
 }
 
 /// 1 if the rules held for the cgroup allow `perms` on every device that

@@ -114,41 +114,72 @@ pub fn state(path: &str) -> Result<State> {
 
 /// Grants `rule`, accumulating with what the rule already had.
 pub fn allow(path: &str, rule: &Rule) -> Result<()> {
-    with_cgroup(path, |cg, held| {
-        let h = prepare(cg, held)?;
-        let key = rule.key();
-        let old = sys::map_lookup(h.map.as_fd(), key)?;
-        let new = old.unwrap_or(0) | rule.value();
-        if old != Some(new) {
-            sys::map_update(h.map.as_fd(), key, new)?;
-            if old.is_none() {
-                h.count += 1;
-            }
-        }
-        log::debug!("allowed {rule} in '{}'", cg.path().display());
-        Ok(())
-    })
+    with_cgroup(path, |cg, held| allow_in(cg, held, rule))
 }
 
 /// Removes the permissions of `rule` from that exact rule.
 pub fn deny(path: &str, rule: &Rule) -> Result<()> {
-    with_cgroup(path, |cg, held| {
-        let h = prepare(cg, held)?;
-        let key = rule.key();
-        let Some(old) = sys::map_lookup(h.map.as_fd(), key)? else {
-            return Ok(());
-        };
-        let new = rule.remove_from(old);
-        if new == 0 {
-            if sys::map_delete(h.map.as_fd(), key)? {
-                h.count -= 1;
-            }
-        } else if new != old {
-            sys::map_update(h.map.as_fd(), key, new)?;
+    with_cgroup(path, |cg, held| deny_in(cg, held, rule))
+}
+
+/// Allows `perms` on the device node at `dev_path`; false (nothing
+/// changed) when it is not a device node.
+pub fn allow_path(path: &str, dev_path: &str, perms: i32) -> Result<bool> {
+    on_device_path(path, dev_path, perms, allow_in)
+}
+
+/// Denies `perms` on the device node at `dev_path`; false (nothing
+/// changed) when it is not a device node.
+pub fn deny_path(path: &str, dev_path: &str, perms: i32) -> Result<bool> {
+    on_device_path(path, dev_path, perms, deny_in)
+}
+
+type RuleOp = fn(&Cgroup, &mut Option<Held>, &Rule) -> Result<()>;
+
+fn on_device_path(path: &str, dev_path: &str, perms: i32, op: RuleOp) -> Result<bool> {
+    rules::check_perms(perms)?;
+    // The cgroup is checked first: a bad group path fails even when
+    // dev_path is not a device node.
+    with_cgroup(path, |cg, held| match device_rule(dev_path, perms)? {
+        Some(rule) => op(cg, held, &rule).map(|()| true),
+        None => {
+            log::debug!("'{dev_path}' is not a device node: nothing to do");
+            Ok(false)
         }
-        log::debug!("denied {rule} in '{}'", cg.path().display());
-        Ok(())
     })
+}
+
+fn allow_in(cg: &Cgroup, held: &mut Option<Held>, rule: &Rule) -> Result<()> {
+    let h = prepare(cg, held)?;
+    let key = rule.key();
+    let old = sys::map_lookup(h.map.as_fd(), key)?;
+    let new = old.unwrap_or(0) | rule.value();
+    if old != Some(new) {
+        sys::map_update(h.map.as_fd(), key, new)?;
+        if old.is_none() {
+            h.count += 1;
+        }
+    }
+    log::debug!("allowed {rule} in '{}'", cg.path().display());
+    Ok(())
+}
+
+fn deny_in(cg: &Cgroup, held: &mut Option<Held>, rule: &Rule) -> Result<()> {
+    let h = prepare(cg, held)?;
+    let key = rule.key();
+    let Some(old) = sys::map_lookup(h.map.as_fd(), key)? else {
+        return Ok(());
+    };
+    let new = rule.remove_from(old);
+    if new == 0 {
+        if sys::map_delete(h.map.as_fd(), key)? {
+            h.count -= 1;
+        }
+    } else if new != old {
+        sys::map_update(h.map.as_fd(), key, new)?;
+    }
+    log::debug!("denied {rule} in '{}'", cg.path().display());
+    Ok(())
 }
 
 /// Program attached and every rule removed.

@@ -260,6 +260,12 @@ fn bad_group_paths_are_refused_by_every_function() {
                 Box::new(|| unsafe { vircgroup_v2_deny_device_path(p, n, 3) }),
             ),
             (
+                "allow_path of a non-device",
+                Box::new(|| unsafe {
+                    vircgroup_v2_allow_device_path(p, c"/proc/self/status".as_ptr(), 3)
+                }),
+            ),
+            (
                 "check",
                 Box::new(|| unsafe { vircgroup_v2_devices_check(p, b'c' as _, 1, 3, 1) }),
             ),

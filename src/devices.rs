@@ -3,18 +3,22 @@
 #![forbid(unsafe_code)]
 
 use crate::cgroup::Cgroup;
-use crate::program::{device_program, libvirt_program, PROGRAM_NAME};
+use crate::program::{device_program, interp, libvirt_program, PROGRAM_NAME};
 use crate::registry::{with_cgroup, Held};
 use crate::rules::{self, Rule};
-use crate::sys::{self, BPF_F_ALLOW_MULTI, BPF_MAP_TYPE_HASH, BPF_PROG_TYPE_CGROUP_DEVICE};
+use crate::sys::{
+    self, BPF_F_ALLOW_MULTI, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_PROG_TYPE_CGROUP_DEVICE,
+};
 use crate::{Error, Result};
 use once_cell::sync::OnceCell;
+use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 /// Capacity of the map `create_prog` makes (libvirt's).
 pub const INITIAL_MAX: u32 = 64;
 const MAP_NAME: &str = "vircgroup_v2dev";
+const INDEX_NAME: &str = "vircgroup_v2idx";
 const LICENSE: &str = "GPL";
 
 /// The state of a cgroup, as `vircgroup_v2_devices` shows it.
@@ -55,8 +59,20 @@ pub fn available(path: &str) -> bool {
 /// this library or of libvirt's C code in one step.
 pub fn attach_prog(path: &str, map: OwnedFd, max: usize) -> Result<()> {
     with_cgroup(path, |cg, held| {
-        let (max, count) = check_rule_map(map.as_fd(), max)?;
-        install(cg, held, map, max, count)
+        let (max, entries) = check_rule_map(map.as_fd(), max)?;
+        let rules: HashMap<u64, u32> = entries.into_iter().collect();
+        let (index, words) = new_index(&rules)?;
+        install(
+            cg,
+            held,
+            Parts {
+                map,
+                index,
+                max,
+                rules,
+                words,
+            },
+        )
     })
 }
 
@@ -106,7 +122,7 @@ pub fn state(path: &str) -> Result<State> {
         Ok(held.as_ref().map_or(State::EMPTY, |h| State {
             mapfd: h.map.as_raw_fd(),
             progfd: h.prog.as_raw_fd(),
-            count: h.count,
+            count: h.rules.len(),
             max: h.max as usize,
         }))
     })
@@ -149,16 +165,20 @@ fn on_device_path(path: &str, dev_path: &str, perms: i32, op: RuleOp) -> Result<
     })
 }
 
+// An allow or a deny is one map write (and, the first time a wildcard kind
+// shows up, one index write before it); the held copy of the map changes
+// only once the kernel's has, so a failed call changes nothing.
 fn allow_in(cg: &Cgroup, held: &mut Option<Held>, rule: &Rule) -> Result<()> {
     let h = prepare(cg, held)?;
     let key = rule.key();
-    let old = sys::map_lookup(h.map.as_fd(), key)?;
+    let old = h.rules.get(&key).copied();
     let new = old.unwrap_or(0) | rule.value();
     if old != Some(new) {
-        sys::map_update(h.map.as_fd(), key, new)?;
-        if old.is_none() {
-            h.count += 1;
+        if let Some((slot, bits)) = rules::index_bits(key, new) {
+            widen_index(h, slot, bits)?;
         }
+        sys::map_update(h.map.as_fd(), key, new)?;
+        h.rules.insert(key, new);
     }
     log::debug!("allowed {rule} in '{}'", cg.path().display());
     Ok(())
@@ -167,34 +187,43 @@ fn allow_in(cg: &Cgroup, held: &mut Option<Held>, rule: &Rule) -> Result<()> {
 fn deny_in(cg: &Cgroup, held: &mut Option<Held>, rule: &Rule) -> Result<()> {
     let h = prepare(cg, held)?;
     let key = rule.key();
-    let Some(old) = sys::map_lookup(h.map.as_fd(), key)? else {
+    let Some(old) = h.rules.get(&key).copied() else {
         return Ok(());
     };
     let new = rule.remove_from(old);
     if new == 0 {
-        if sys::map_delete(h.map.as_fd(), key)? {
-            h.count -= 1;
-        }
+        sys::map_delete(h.map.as_fd(), key)?;
+        h.rules.remove(&key);
     } else if new != old {
         sys::map_update(h.map.as_fd(), key, new)?;
+        h.rules.insert(key, new);
     }
+    // The index keeps its bits (a lookup that finds nothing) until the
+    // next rebuild: clearing them would be a second write.
     log::debug!("denied {rule} in '{}'", cg.path().display());
     Ok(())
 }
 
-/// Program attached and every rule removed.
+/// Sets `bits` in index slot `slot` unless they are set already.
+fn widen_index(h: &mut Held, slot: u32, bits: u32) -> Result<()> {
+    let word = h.words.get(&slot).copied().unwrap_or(0);
+    if word & bits != bits {
+        sys::map_update_batch(h.index.as_fd(), &[(slot, word | bits)])?;
+        h.words.insert(slot, word | bits);
+    }
+    Ok(())
+}
+
+/// Program attached and every rule removed: an empty map and index of the
+/// same capacity replace the held ones in one step, so no instant has some
+/// rules gone and others not, and a failure leaves the old policy.
 pub fn deny_all(path: &str) -> Result<()> {
     with_cgroup(path, |cg, held| {
         let h = create(cg, held)?;
-        // Keys first, then deletes: deleting while walking can restart the walk.
-        let keys: Vec<u64> = sys::map_entries(h.map.as_fd())?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        for key in keys {
-            sys::map_delete(h.map.as_fd(), key)?;
+        if !(h.rules.is_empty() && h.words.is_empty()) {
+            let parts = build(h.max, HashMap::new())?;
+            install(cg, held, parts)?;
         }
-        h.count = 0;
         log::debug!("denied all devices in '{}'", cg.path().display());
         Ok(())
     })
@@ -240,10 +269,10 @@ pub fn check(path: &str, rule: &Rule) -> Result<bool> {
         let Some(h) = held_or_unrestricted(cg, held)? else {
             return Ok(true);
         };
-        let mut values = Vec::with_capacity(4);
-        for key in rules::covering_keys(rule.major, rule.minor) {
-            values.extend(sys::map_lookup(h.map.as_fd(), key)?);
-        }
+        let values: Vec<u32> = rules::covering_keys(rule.major, rule.minor)
+            .iter()
+            .filter_map(|k| h.rules.get(k).copied())
+            .collect();
         Ok(rules::allows(rule, &values))
     })
 }
@@ -256,7 +285,38 @@ pub fn list(path: &str) -> Result<String> {
             let all = Rule::new(b'a', -1, -1, rules::RWM)?;
             return Ok(format!("{all}\n"));
         };
-        Ok(rules::list_text(&sys::map_entries(h.map.as_fd())?))
+        let entries: Vec<(u64, u32)> = h.rules.iter().map(|(&k, &v)| (k, v)).collect();
+        Ok(rules::list_text(&entries))
+    })
+}
+
+/// What the kernel runs for the cgroup, for the oracle tests: the exact
+/// instructions the library loaded (with the fds it holds) and the maps
+/// they refer to, read back from the kernel. None when the library holds
+/// no program for the cgroup (after detection).
+pub fn snapshot(path: &str) -> Result<Option<(Vec<crate::insn::Insn>, interp::Maps)>> {
+    with_cgroup(path, |cg, held| {
+        detect(cg, held)?;
+        let Some(h) = held.as_ref() else {
+            return Ok(None);
+        };
+        let (map, index) = (h.map.as_raw_fd(), h.index.as_raw_fd());
+        let rules = sys::map_entries(h.map.as_fd())?.into_iter().collect();
+        let words = sys::map_lookup_batch::<u32>(h.index.as_fd(), rules::INDEX_SLOTS as usize)?
+            .into_iter()
+            .filter(|&(_, w)| w != 0)
+            .collect();
+        let maps = interp::Maps::from([
+            (map, interp::Map::Hash(rules)),
+            (
+                index,
+                interp::Map::Array {
+                    len: rules::INDEX_SLOTS,
+                    words,
+                },
+            ),
+        ]);
+        Ok(Some((device_program(map, index), maps)))
     })
 }
 
@@ -283,8 +343,8 @@ fn held_or_unrestricted<'a>(cg: &Cgroup, held: &'a mut Option<Held>) -> Result<O
 
 /// Checks that `map` is a hash map with 8-byte keys, 4-byte values and
 /// `max` entries whose rules are in the library's encoding; returns (max,
-/// number of rules).
-fn check_rule_map(map: BorrowedFd<'_>, max: usize) -> Result<(u32, usize)> {
+/// the rules).
+fn check_rule_map(map: BorrowedFd<'_>, max: usize) -> Result<(u32, Vec<(u64, u32)>)> {
     let fd = map.as_raw_fd();
     let kind = sys::fd_kind(fd)?;
     if kind != "anon_inode:bpf-map" {
@@ -313,12 +373,12 @@ fn check_rule_map(map: BorrowedFd<'_>, max: usize) -> Result<(u32, usize)> {
              (key {k:#018x}, value {v:#010x})"
         )));
     }
-    Ok((info.max_entries, entries.len()))
+    Ok((info.max_entries, entries))
 }
 
 /// Tags (the kernel's hash of a program with map fds zeroed) of the two
 /// programs this library recognises, learnt from this kernel once per
-/// process by loading both against a scratch map.
+/// process by loading both against scratch maps.
 struct Tags {
     ours: [u8; 8],
     libvirt: [u8; 8],
@@ -327,36 +387,71 @@ struct Tags {
 fn tags() -> Result<&'static Tags> {
     static TAGS: OnceCell<Tags> = OnceCell::new();
     TAGS.get_or_try_init(|| {
-        let map = new_map(1)?;
-        let fd = map.as_raw_fd();
+        let (map, (index, _)) = (new_map(1)?, new_index(&HashMap::new())?);
+        let (fd, ifd) = (map.as_raw_fd(), index.as_raw_fd());
         let tag = |insns, name| -> Result<[u8; 8]> {
             let prog = sys::prog_load(BPF_PROG_TYPE_CGROUP_DEVICE, insns, LICENSE, name)?;
             Ok(sys::prog_info(prog.as_fd())?.tag)
         };
         Ok(Tags {
-            ours: tag(&device_program(fd), PROGRAM_NAME)?,
+            ours: tag(&device_program(fd, ifd), PROGRAM_NAME)?,
             libvirt: tag(&libvirt_program(fd), "")?,
         })
     })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Origin {
-    Ours,
-    Libvirt,
-}
-
-/// A recognised program attached to a cgroup, with its map.
+/// A recognised program attached to a cgroup, with its maps.
 struct Found {
-    origin: Origin,
     prog: OwnedFd,
     prog_id: u32,
     map: OwnedFd,
     max: u32,
+    /// Our program's index; None for libvirt's program.
+    index: Option<OwnedFd>,
+}
+
+/// The maps of program `id` by shape: the rule map (hash, 8-byte keys,
+/// 4-byte values) and, when `with_index`, the index (array, 4-byte keys
+/// and values, [`rules::INDEX_SLOTS`] entries). None when they do not have
+/// exactly those maps.
+fn program_maps(id: u32, map_ids: &[u32], with_index: bool) -> Result<Option<Found>> {
+    let mut map = None;
+    let mut index = None;
+    for &map_id in map_ids {
+        let fd = sys::map_get_fd_by_id(map_id)?;
+        let mi = sys::map_info(fd.as_fd())?;
+        match (mi.map_type, mi.key_size, mi.value_size) {
+            (BPF_MAP_TYPE_HASH, 8, 4) if map.is_none() => map = Some((fd, mi.max_entries)),
+            (BPF_MAP_TYPE_ARRAY, 4, 4)
+                if with_index && index.is_none() && mi.max_entries == rules::INDEX_SLOTS =>
+            {
+                index = Some(fd)
+            }
+            _ => {
+                log::warn!(
+                    "map {map_id} of program {id} has an unexpected shape {mi:?}: not adopted"
+                );
+                return Ok(None);
+            }
+        }
+    }
+    match (map, index.is_some() == with_index) {
+        (Some((map, max)), true) => Ok(Some(Found {
+            prog: sys::prog_get_fd_by_id(id)?,
+            prog_id: id,
+            map,
+            max,
+            index,
+        })),
+        _ => {
+            log::warn!("program {id} uses maps {map_ids:?}: not adopted");
+            Ok(None)
+        }
+    }
 }
 
 /// The first program attached to `cg` that is this library's or libvirt's,
-/// with a map of the right shape.
+/// with maps of the right shape.
 fn recognise(cg: &Cgroup) -> Result<Option<Found>> {
     for id in cg.attached()?.ids {
         let prog = match sys::prog_get_fd_by_id(id) {
@@ -367,10 +462,10 @@ fn recognise(cg: &Cgroup) -> Result<Option<Found>> {
         };
         let info = sys::prog_info(prog.as_fd())?;
         let tags = tags()?;
-        let origin = if info.tag == tags.ours && info.name == PROGRAM_NAME {
-            Origin::Ours
+        let ours = if info.tag == tags.ours && info.name == PROGRAM_NAME {
+            true
         } else if info.tag == tags.libvirt {
-            Origin::Libvirt
+            false
         } else {
             log::debug!(
                 "program {id} ({:?}) on '{}' is not ours nor libvirt's",
@@ -379,29 +474,47 @@ fn recognise(cg: &Cgroup) -> Result<Option<Found>> {
             );
             continue;
         };
-        let [map_id] = info.map_ids[..] else {
-            log::warn!("program {id} uses {} maps: not adopted", info.map_ids.len());
-            continue;
-        };
-        let map = sys::map_get_fd_by_id(map_id)?;
-        let mi = sys::map_info(map.as_fd())?;
-        if mi.map_type != BPF_MAP_TYPE_HASH || mi.key_size != 8 || mi.value_size != 4 {
-            log::warn!("map {map_id} of program {id} has an unexpected shape {mi:?}: not adopted");
-            continue;
+        if let Some(found) = program_maps(id, &info.map_ids, ours)? {
+            return Ok(Some(found));
         }
-        return Ok(Some(Found {
-            origin,
-            prog,
-            prog_id: id,
-            map,
-            max: mi.max_entries,
-        }));
     }
     Ok(None)
 }
 
 fn new_map(max: u32) -> Result<OwnedFd> {
     sys::map_create(BPF_MAP_TYPE_HASH, 8, 4, max, MAP_NAME)
+}
+
+/// A new index for `rules`, and its non-zero words.
+fn new_index(rules: &HashMap<u64, u32>) -> Result<(OwnedFd, HashMap<u32, u32>)> {
+    let index = sys::map_create(BPF_MAP_TYPE_ARRAY, 4, 4, rules::INDEX_SLOTS, INDEX_NAME)?;
+    let words = rules::index_words(rules);
+    sys::map_update_batch(index.as_fd(), &words)?;
+    Ok((index, words.into_iter().collect()))
+}
+
+/// What a program is loaded for: its maps and what they hold.
+struct Parts {
+    map: OwnedFd,
+    index: OwnedFd,
+    max: u32,
+    rules: HashMap<u64, u32>,
+    words: HashMap<u32, u32>,
+}
+
+/// A new map of `max` entries holding `rules`, and its index.
+fn build(max: u32, rules: HashMap<u64, u32>) -> Result<Parts> {
+    let map = new_map(max)?;
+    let entries: Vec<(u64, u32)> = rules.iter().map(|(&k, &v)| (k, v)).collect();
+    sys::map_update_batch(map.as_fd(), &entries)?;
+    let (index, words) = new_index(&rules)?;
+    Ok(Parts {
+        map,
+        index,
+        max,
+        rules,
+        words,
+    })
 }
 
 /// Adopts a recognised program when none is held.
@@ -413,38 +526,49 @@ fn detect(cg: &Cgroup, held: &mut Option<Held>) -> Result<()> {
         return Ok(());
     };
     let entries = sys::map_entries(found.map.as_fd())?;
-    match found.origin {
-        Origin::Ours => {
+    match found.index {
+        Some(index) => {
+            let rules: HashMap<u64, u32> = entries.into_iter().collect();
+            let words = sys::map_lookup_batch::<u32>(index.as_fd(), rules::INDEX_SLOTS as usize)?
+                .into_iter()
+                .filter(|&(_, w)| w != 0)
+                .collect();
+            let mut h = Held {
+                map: found.map,
+                index,
+                prog: found.prog,
+                prog_id: found.prog_id,
+                max: found.max,
+                rules,
+                words,
+            };
+            // Only another writer can have left a rule the index hides.
+            for (slot, bits) in rules::index_words(&h.rules) {
+                widen_index(&mut h, slot, bits)?;
+            }
             log::info!(
                 "adopted program {} on '{}' with {} rules",
                 found.prog_id,
                 cg.path().display(),
-                entries.len()
+                h.rules.len()
             );
-            *held = Some(Held {
-                count: entries.len(),
-                max: found.max,
-                map: found.map,
-                prog: found.prog,
-                prog_id: found.prog_id,
-            });
+            *held = Some(h);
         }
-        Origin::Libvirt => {
+        None => {
             // Same keys, our values; then our program replaces libvirt's in one step.
-            let map = new_map(found.max)?;
-            let mut count = 0;
+            let mut rules = HashMap::new();
             for (key, value) in entries {
                 match rules::from_libvirt_value(value) {
                     Some(v) if rules::valid_entry(key, v) => {
-                        sys::map_update(map.as_fd(), key, v)?;
-                        count += 1;
+                        rules.insert(key, v);
                     }
                     _ => log::warn!(
                         "skipped entry {key:#018x} = {value:#010x} of libvirt's map: not a rule"
                     ),
                 }
             }
-            install(cg, held, map, found.max, count)?;
+            let count = rules.len();
+            install(cg, held, build(found.max, rules)?)?;
             log::info!(
                 "replaced libvirt's program {} on '{}', {count} rules converted",
                 found.prog_id,
@@ -458,7 +582,7 @@ fn detect(cg: &Cgroup, held: &mut Option<Held>) -> Result<()> {
 /// A new 64-entry map and program when none is held.
 fn create<'a>(cg: &Cgroup, held: &'a mut Option<Held>) -> Result<&'a mut Held> {
     if held.is_none() {
-        install(cg, held, new_map(INITIAL_MAX)?, INITIAL_MAX, 0)?;
+        install(cg, held, build(INITIAL_MAX, HashMap::new())?)?;
     }
     Ok(held.as_mut().expect("install sets the state"))
 }
@@ -467,37 +591,28 @@ fn create<'a>(cg: &Cgroup, held: &'a mut Option<Held>) -> Result<&'a mut Held> {
 fn prepare<'a>(cg: &Cgroup, held: &'a mut Option<Held>) -> Result<&'a mut Held> {
     detect(cg, held)?;
     let h = create(cg, held)?;
-    if h.count < h.max as usize {
+    if h.rules.len() < h.max as usize {
         return Ok(held.as_mut().expect("held"));
     }
     let max = h
         .max
         .checked_mul(2)
         .ok_or_else(|| Error::new(libc::E2BIG, format!("map of {} entries cannot grow", h.max)))?;
-    let entries = sys::map_entries(h.map.as_fd())?;
-    let map = new_map(max)?;
-    for &(key, value) in &entries {
-        sys::map_update(map.as_fd(), key, value)?;
-    }
     log::info!(
         "growing the map of '{}' from {} to {max} entries",
         cg.path().display(),
         h.max
     );
-    install(cg, held, map, max, entries.len())?;
+    let parts = build(max, h.rules.clone())?;
+    install(cg, held, parts)?;
     Ok(held.as_mut().expect("install sets the state"))
 }
 
-/// Loads the program for `map` and attaches it, replacing the held program
-/// or a recognised one in one step; never replaces a program it does not
-/// know. On success `held` is the new state and the old fds are closed.
-fn install(
-    cg: &Cgroup,
-    held: &mut Option<Held>,
-    map: OwnedFd,
-    max: u32,
-    count: usize,
-) -> Result<()> {
+/// Loads the program for `parts` and attaches it, replacing the held
+/// program or a recognised one in one step; never replaces a program it
+/// does not know. On success `held` is the new state and the old fds are
+/// closed; on failure nothing changed.
+fn install(cg: &Cgroup, held: &mut Option<Held>, parts: Parts) -> Result<()> {
     let attached = cg.attached()?;
     let found;
     let old: Option<BorrowedFd<'_>> = match held {
@@ -525,7 +640,7 @@ fn install(
     };
     let prog = sys::prog_load(
         BPF_PROG_TYPE_CGROUP_DEVICE,
-        &device_program(map.as_raw_fd()),
+        &device_program(parts.map.as_raw_fd(), parts.index.as_raw_fd()),
         LICENSE,
         PROGRAM_NAME,
     )?;
@@ -538,15 +653,19 @@ fn install(
         replace,
     )?;
     log::debug!(
-        "attached program {prog_id} to '{}' (map of {max}, {count} rules)",
-        cg.path().display()
+        "attached program {prog_id} to '{}' (map of {}, {} rules)",
+        cg.path().display(),
+        parts.max,
+        parts.rules.len()
     );
     *held = Some(Held {
-        map,
+        map: parts.map,
+        index: parts.index,
         prog,
         prog_id,
-        count,
-        max,
+        max: parts.max,
+        rules: parts.rules,
+        words: parts.words,
     });
     Ok(())
 }

@@ -7,6 +7,7 @@
 pub mod op {
     pub const BPF_LD: u8 = 0x00;
     pub const BPF_LDX: u8 = 0x01;
+    pub const BPF_ST: u8 = 0x02;
     pub const BPF_STX: u8 = 0x03;
     pub const BPF_ALU: u8 = 0x04;
     pub const BPF_JMP: u8 = 0x05;
@@ -139,6 +140,11 @@ pub const fn ldx_mem(size: u8, dst: u8, src: u8, off: i16) -> Insn {
 /// `*(size *)(dst + off) = src`.
 pub const fn stx_mem(size: u8, dst: u8, src: u8, off: i16) -> Insn {
     Insn::raw(BPF_STX | size | BPF_MEM, dst, src, off, 0)
+}
+
+/// `*(size *)(dst + off) = imm`.
+pub const fn st_mem(size: u8, dst: u8, off: i16, imm: i32) -> Insn {
+    Insn::raw(BPF_ST | size | BPF_MEM, dst, 0, off, imm)
 }
 
 /// `dst = imm64`: two slots.

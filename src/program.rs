@@ -9,17 +9,22 @@
 use crate::insn::op::*;
 use crate::insn::reg::*;
 use crate::insn::*;
+use crate::rules::{INDEX_GLOBAL, INDEX_PRESENT};
 
 /// Program name given at load time, so the program can be recognised later
 /// (at most 15 bytes: `BPF_OBJ_NAME_LEN` is 16 with the NUL).
 pub const PROGRAM_NAME: &str = "vircgroup_v2dev";
 
-/// The library's device program for the rule map `mapfd`.
+/// The library's device program for the rule map `rules` and its wildcard
+/// index `index`.
 ///
 /// The map's keys are libvirt's (`major << 32 | minor`, `0xffffffff` as the
 /// wildcard); each value holds the block rule in bits 0-3 and the char rule
 /// in bits 8-11 (`BPF_DEVCG_ACC_*` bits and a presence bit), so a char rule
-/// and a block rule on the same numbers are independent. See `rules`.
+/// and a block rule on the same numbers are independent. The index (an
+/// array, read without hashing) says which wildcard lookups can find a rule
+/// of the device's type, so a device no rule names costs one hash lookup
+/// instead of four. See `rules`.
 ///
 /// ```c
 /// SEC("cgroup/dev") int
@@ -31,34 +36,49 @@ pub const PROGRAM_NAME: &str = "vircgroup_v2dev";
 ///     __u64 need = (__u64)((ctx->access_type >> 16) | 8) << ((ctx->access_type & 2) << 2);
 ///     __u64 major = (__u64)ctx->major << 32;
 ///     __u64 minor = ctx->minor;
+///     __u32 slot = ctx->major;
+///     /* the index bits of the type: 8 (*:m, major:*) and 4 (*:*) at its position */
+///     __u64 bits = (need & 0x808) | (need & 0x808) >> 1;
 ///     __u64 key;
-///     __u32 *val;
+///     __u32 *val, *word;
 ///
 ///     key = major | minor;
-///     val = bpf_map_lookup_elem(&devices, &key);
+///     val = bpf_map_lookup_elem(&rules, &key);
 ///     if (val && (*val & need) == need)
 ///         return 1;
 ///
-///     key = major | 0xffffffff;
-///     val = bpf_map_lookup_elem(&devices, &key);
-///     if (val && (*val & need) == need)
-///         return 1;
+///     word = bpf_map_lookup_elem(&index, &slot);      /* major:* of the type? */
+///     if (word && (*word & bits)) {
+///         key = major | 0xffffffff;
+///         val = bpf_map_lookup_elem(&rules, &key);
+///         if (val && (*val & need) == need)
+///             return 1;
+///     }
 ///
-///     key = 0xffffffff00000000 | minor;
-///     val = bpf_map_lookup_elem(&devices, &key);
-///     if (val && (*val & need) == need)
-///         return 1;
-///
-///     key = 0xffffffffffffffff;
-///     val = bpf_map_lookup_elem(&devices, &key);
-///     if (val && (*val & need) == need)
-///         return 1;
-///
+///     slot = 4096;                                    /* *:m and *:* */
+///     word = bpf_map_lookup_elem(&index, &slot);
+///     if (!word)
+///         return 0;
+///     bits &= *word;
+///     if (bits & 0x808) {
+///         key = 0xffffffff00000000 | minor;
+///         val = bpf_map_lookup_elem(&rules, &key);
+///         if (val && (*val & need) == need)
+///             return 1;
+///     }
+///     if (bits & 0x404) {
+///         key = 0xffffffffffffffff;
+///         val = bpf_map_lookup_elem(&rules, &key);
+///         if (val && (*val & need) == need)
+///             return 1;
+///     }
 ///     return 0;
 /// }
 /// ```
-pub fn device_program(mapfd: i32) -> Vec<Insn> {
-    let [map0, map1] = ld_map_fd(R1, mapfd);
+pub fn device_program(rules: i32, index: i32) -> Vec<Insn> {
+    let [map0, map1] = ld_map_fd(R1, rules);
+    let [idx0, idx1] = ld_map_fd(R1, index);
+    let present = INDEX_PRESENT as i32;
     vec![
         /*  0: r2 = *(u32 *)(r1 + 0)        access_type */
         ldx_mem(BPF_W, R2, R1, 0),
@@ -78,115 +98,173 @@ pub fn device_program(mapfd: i32) -> Vec<Insn> {
         mov64_reg(R6, R2),
         /*  8: r7 = *(u32 *)(r1 + 4)        major */
         ldx_mem(BPF_W, R7, R1, 4),
-        /*  9: r7 <<= 32 */
+        /*  9: *(u32 *)(r10 - 12) = r7      slot = major */
+        stx_mem(BPF_W, R10, R7, -12),
+        /* 10: r7 <<= 32 */
         alu64_imm(BPF_LSH, R7, 32),
-        /* 10: r8 = *(u32 *)(r1 + 8)        minor */
+        /* 11: r8 = *(u32 *)(r1 + 8)        minor */
         ldx_mem(BPF_W, R8, R1, 8),
         /* exact: key = major | minor */
-        /* 11: r1 = r7 */
+        /* 12: r1 = r7 */
         mov64_reg(R1, R7),
-        /* 12: r1 |= r8 */
+        /* 13: r1 |= r8 */
         alu64_reg(BPF_OR, R1, R8),
-        /* 13: *(u64 *)(r10 - 8) = r1 */
+        /* 14: *(u64 *)(r10 - 8) = r1 */
         stx_mem(BPF_DW, R10, R1, -8),
-        /* 14: r2 = r10 */
+        /* 15: r2 = r10 */
         mov64_reg(R2, R10),
-        /* 15: r2 += -8 */
+        /* 16: r2 += -8 */
         alu64_imm(BPF_ADD, R2, -8),
-        /* 16: r1 = map ll */
+        /* 17: r1 = rules ll */
         map0,
         map1,
-        /* 18: call 1                       bpf_map_lookup_elem */
+        /* 19: call 1                       bpf_map_lookup_elem */
         call(BPF_FUNC_MAP_LOOKUP_ELEM),
-        /* 19: if r0 == 0 goto +3 <23> */
+        /* 20: if r0 == 0 goto +3 <24> */
         jmp_imm(BPF_JEQ, R0, 0, 3),
-        /* 20: r1 = *(u32 *)(r0 + 0) */
+        /* 21: r1 = *(u32 *)(r0 + 0) */
         ldx_mem(BPF_W, R1, R0, 0),
-        /* 21: r1 &= r6 */
+        /* 22: r1 &= r6 */
         alu64_reg(BPF_AND, R1, R6),
-        /* 22: if r1 == r6 goto +38 <61 allow> */
-        jmp_reg(BPF_JEQ, R1, R6, 38),
-        /* major wildcard: key = major | 0xffffffff */
-        /* 23: w1 = -1                      r1 = 0xffffffff */
+        /* 23: if r1 == r6 goto +66 <90 allow> */
+        jmp_reg(BPF_JEQ, R1, R6, 66),
+        /* bits = (need & 0x808) | (need & 0x808) >> 1 */
+        /* 24: r9 = r6 */
+        mov64_reg(R9, R6),
+        /* 25: r9 &= 0x808 */
+        alu64_imm(BPF_AND, R9, present),
+        /* 26: r1 = r9 */
+        mov64_reg(R1, R9),
+        /* 27: r1 >>= 1 */
+        alu64_imm(BPF_RSH, R1, 1),
+        /* 28: r9 |= r1 */
+        alu64_reg(BPF_OR, R9, R1),
+        /* major wildcard, when index[major] says there is one of the type */
+        /* 29: r2 = r10 */
+        mov64_reg(R2, R10),
+        /* 30: r2 += -12 */
+        alu64_imm(BPF_ADD, R2, -12),
+        /* 31: r1 = index ll */
+        idx0,
+        idx1,
+        /* 33: call 1                       inlined by the verifier for an array */
+        call(BPF_FUNC_MAP_LOOKUP_ELEM),
+        /* 34: if r0 == 0 goto +15 <50> */
+        jmp_imm(BPF_JEQ, R0, 0, 15),
+        /* 35: r1 = *(u32 *)(r0 + 0) */
+        ldx_mem(BPF_W, R1, R0, 0),
+        /* 36: r1 &= r9 */
+        alu64_reg(BPF_AND, R1, R9),
+        /* 37: if r1 == 0 goto +12 <50> */
+        jmp_imm(BPF_JEQ, R1, 0, 12),
+        /* 38: w1 = -1                      r1 = 0xffffffff */
         Insn::raw(BPF_ALU | BPF_MOV | BPF_K, R1, 0, 0, -1),
-        /* 24: r1 |= r7 */
+        /* 39: r1 |= r7 */
         alu64_reg(BPF_OR, R1, R7),
-        /* 25: *(u64 *)(r10 - 8) = r1 */
+        /* 40: *(u64 *)(r10 - 8) = r1 */
         stx_mem(BPF_DW, R10, R1, -8),
-        /* 26: r2 = r10 */
+        /* 41: r2 = r10 */
         mov64_reg(R2, R10),
-        /* 27: r2 += -8 */
+        /* 42: r2 += -8 */
         alu64_imm(BPF_ADD, R2, -8),
-        /* 28: r1 = map ll */
+        /* 43: r1 = rules ll */
         map0,
         map1,
-        /* 30: call 1 */
+        /* 45: call 1 */
         call(BPF_FUNC_MAP_LOOKUP_ELEM),
-        /* 31: if r0 == 0 goto +3 <35> */
+        /* 46: if r0 == 0 goto +3 <50> */
         jmp_imm(BPF_JEQ, R0, 0, 3),
-        /* 32: r1 = *(u32 *)(r0 + 0) */
+        /* 47: r1 = *(u32 *)(r0 + 0) */
         ldx_mem(BPF_W, R1, R0, 0),
-        /* 33: r1 &= r6 */
+        /* 48: r1 &= r6 */
         alu64_reg(BPF_AND, R1, R6),
-        /* 34: if r1 == r6 goto +26 <61 allow> */
-        jmp_reg(BPF_JEQ, R1, R6, 26),
+        /* 49: if r1 == r6 goto +40 <90 allow> */
+        jmp_reg(BPF_JEQ, R1, R6, 40),
+        /* the global slot: *:m and *:* rules of the type */
+        /* 50: *(u32 *)(r10 - 12) = 4096 */
+        st_mem(BPF_W, R10, -12, INDEX_GLOBAL as i32),
+        /* 51: r2 = r10 */
+        mov64_reg(R2, R10),
+        /* 52: r2 += -12 */
+        alu64_imm(BPF_ADD, R2, -12),
+        /* 53: r1 = index ll */
+        idx0,
+        idx1,
+        /* 55: call 1 */
+        call(BPF_FUNC_MAP_LOOKUP_ELEM),
+        /* 56: if r0 == 0 goto +31 <88 deny> */
+        jmp_imm(BPF_JEQ, R0, 0, 31),
+        /* 57: r1 = *(u32 *)(r0 + 0) */
+        ldx_mem(BPF_W, R1, R0, 0),
+        /* 58: r9 &= r1 */
+        alu64_reg(BPF_AND, R9, R1),
         /* minor wildcard: key = 0xffffffff00000000 | minor */
-        /* 35: r1 = -1 */
+        /* 59: r1 = r9 */
+        mov64_reg(R1, R9),
+        /* 60: r1 &= 0x808 */
+        alu64_imm(BPF_AND, R1, present),
+        /* 61: if r1 == 0 goto +13 <75> */
+        jmp_imm(BPF_JEQ, R1, 0, 13),
+        /* 62: r1 = -1 */
         mov64_imm(R1, -1),
-        /* 36: r1 <<= 32 */
+        /* 63: r1 <<= 32 */
         alu64_imm(BPF_LSH, R1, 32),
-        /* 37: r1 |= r8 */
+        /* 64: r1 |= r8 */
         alu64_reg(BPF_OR, R1, R8),
-        /* 38: *(u64 *)(r10 - 8) = r1 */
+        /* 65: *(u64 *)(r10 - 8) = r1 */
         stx_mem(BPF_DW, R10, R1, -8),
-        /* 39: r2 = r10 */
+        /* 66: r2 = r10 */
         mov64_reg(R2, R10),
-        /* 40: r2 += -8 */
+        /* 67: r2 += -8 */
         alu64_imm(BPF_ADD, R2, -8),
-        /* 41: r1 = map ll */
+        /* 68: r1 = rules ll */
         map0,
         map1,
-        /* 43: call 1 */
+        /* 70: call 1 */
         call(BPF_FUNC_MAP_LOOKUP_ELEM),
-        /* 44: if r0 == 0 goto +3 <48> */
+        /* 71: if r0 == 0 goto +3 <75> */
         jmp_imm(BPF_JEQ, R0, 0, 3),
-        /* 45: r1 = *(u32 *)(r0 + 0) */
+        /* 72: r1 = *(u32 *)(r0 + 0) */
         ldx_mem(BPF_W, R1, R0, 0),
-        /* 46: r1 &= r6 */
+        /* 73: r1 &= r6 */
         alu64_reg(BPF_AND, R1, R6),
-        /* 47: if r1 == r6 goto +13 <61 allow> */
-        jmp_reg(BPF_JEQ, R1, R6, 13),
+        /* 74: if r1 == r6 goto +15 <90 allow> */
+        jmp_reg(BPF_JEQ, R1, R6, 15),
         /* all: key = 0xffffffffffffffff */
-        /* 48: r1 = -1 */
+        /* 75: r9 &= 0x404 */
+        alu64_imm(BPF_AND, R9, present >> 1),
+        /* 76: if r9 == 0 goto +11 <88 deny> */
+        jmp_imm(BPF_JEQ, R9, 0, 11),
+        /* 77: r1 = -1 */
         mov64_imm(R1, -1),
-        /* 49: *(u64 *)(r10 - 8) = r1 */
+        /* 78: *(u64 *)(r10 - 8) = r1 */
         stx_mem(BPF_DW, R10, R1, -8),
-        /* 50: r2 = r10 */
+        /* 79: r2 = r10 */
         mov64_reg(R2, R10),
-        /* 51: r2 += -8 */
+        /* 80: r2 += -8 */
         alu64_imm(BPF_ADD, R2, -8),
-        /* 52: r1 = map ll */
+        /* 81: r1 = rules ll */
         map0,
         map1,
-        /* 54: call 1 */
+        /* 83: call 1 */
         call(BPF_FUNC_MAP_LOOKUP_ELEM),
-        /* 55: if r0 == 0 goto +3 <59 deny> */
+        /* 84: if r0 == 0 goto +3 <88 deny> */
         jmp_imm(BPF_JEQ, R0, 0, 3),
-        /* 56: r1 = *(u32 *)(r0 + 0) */
+        /* 85: r1 = *(u32 *)(r0 + 0) */
         ldx_mem(BPF_W, R1, R0, 0),
-        /* 57: r1 &= r6 */
+        /* 86: r1 &= r6 */
         alu64_reg(BPF_AND, R1, R6),
-        /* 58: if r1 == r6 goto +2 <61 allow> */
+        /* 87: if r1 == r6 goto +2 <90 allow> */
         jmp_reg(BPF_JEQ, R1, R6, 2),
         /* deny: */
-        /* 59: r0 = 0 */
+        /* 88: r0 = 0 */
         mov64_imm(R0, 0),
-        /* 60: exit */
+        /* 89: exit */
         exit(),
         /* allow: */
-        /* 61: r0 = 1 */
+        /* 90: r0 = 1 */
         mov64_imm(R0, 1),
-        /* 62: exit */
+        /* 91: exit */
         exit(),
     ]
 }
@@ -344,8 +422,7 @@ pub fn to_bytes(prog: &[Insn]) -> Vec<u8> {
     prog.iter().flat_map(|i| i.to_bytes()).collect()
 }
 
-#[cfg(test)]
-pub(crate) mod interp;
+pub mod interp;
 
 #[cfg(test)]
 mod tests {
@@ -386,15 +463,60 @@ mod tests {
 
     #[test]
     fn every_jump_of_our_program_lands_inside_it() {
-        let prog = device_program(3);
-        assert_eq!(prog.len(), 63);
+        let prog = device_program(3, 4);
+        assert_eq!(prog.len(), 92);
         for (pc, i) in prog.iter().enumerate() {
             if i.code & 0x07 == crate::insn::op::BPF_JMP && i.code & 0xf0 == BPF_JEQ {
                 let target = pc as i64 + 1 + i.off as i64;
-                assert!((0..63).contains(&target), "jump at {pc} to {target}");
+                assert!((0..92).contains(&target), "jump at {pc} to {target}");
+                // Every target is a label of the C source: a lookup block,
+                // deny or allow.
+                assert!(
+                    [24, 50, 75, 88, 90].contains(&target),
+                    "jump at {pc} to {target}"
+                );
             }
         }
         assert_eq!(prog.last().unwrap().code, 0x95);
+        // Only the map fd slots change with the fds.
+        let other = device_program(7, 9);
+        let changed: Vec<usize> = (0..92).filter(|&i| prog[i] != other[i]).collect();
+        assert_eq!(changed, vec![17, 31, 43, 53, 68, 81]);
+    }
+
+    /// The index only ever skips lookups: with every bit set the program
+    /// decides the same, and a wildcard rule the index does not announce is
+    /// not seen (which is why the index is written before the rule).
+    #[test]
+    fn the_index_skips_lookups_and_nothing_else() {
+        let map = map_of(&[
+            rule(b'c', 136, -1, rules::RW),
+            rule(b'b', -1, 7, rules::READ),
+            rule(b'c', -1, -1, rules::MKNOD),
+            rule(b'c', 1, 3, rules::RW),
+        ]);
+        let full: HashMap<u32, u32> = (0..rules::INDEX_SLOTS)
+            .map(|s| (s, rules::INDEX_PRESENT | rules::INDEX_PRESENT >> 1))
+            .collect();
+        let (everything, exact) = (maps(&map), with_index(&map, full));
+        let none = with_index(&map, HashMap::new());
+        for ty in [DEV_BLOCK, DEV_CHAR] {
+            for acc in 0..8 {
+                for (major, minor) in [(136, 5), (1, 3), (9, 7), (0, 0), (4095, 1_048_575)] {
+                    assert_eq!(
+                        run_with(&everything, ty, acc, major, minor),
+                        run_with(&exact, ty, acc, major, minor),
+                        "type {ty} access {acc} {major}:{minor}"
+                    );
+                }
+            }
+        }
+        assert!(run_with(&everything, DEV_CHAR, ACC_READ, 136, 5));
+        assert!(!run_with(&none, DEV_CHAR, ACC_READ, 136, 5));
+        assert!(run_with(&none, DEV_CHAR, ACC_READ, 1, 3));
+        assert!(!run_with(&none, DEV_BLOCK, ACC_READ, 9, 7));
+        assert!(!run_with(&none, DEV_CHAR, ACC_MKNOD, 2, 2));
+        assert!(run_with(&everything, DEV_CHAR, ACC_MKNOD, 2, 2));
     }
 
     const ACC_MKNOD: u32 = 1;
@@ -409,10 +531,34 @@ mod tests {
         map
     }
 
-    fn run(map: &HashMap<u64, u32>, ty: u32, acc: u32, major: u32, minor: u32) -> bool {
-        let r0 = interp::run(&device_program(3), map, (acc << 16) | ty, major, minor);
+    /// Our program's maps (fds 3 and 4) for `rules`, with the index the
+    /// library writes for them.
+    fn maps(rules: &HashMap<u64, u32>) -> interp::Maps {
+        let index = rules::index_words(rules).into_iter().collect();
+        with_index(rules, index)
+    }
+
+    fn with_index(rules: &HashMap<u64, u32>, index: HashMap<u32, u32>) -> interp::Maps {
+        interp::Maps::from([
+            (3, interp::Map::Hash(rules.clone())),
+            (
+                4,
+                interp::Map::Array {
+                    len: rules::INDEX_SLOTS,
+                    words: index,
+                },
+            ),
+        ])
+    }
+
+    fn run_with(maps: &interp::Maps, ty: u32, acc: u32, major: u32, minor: u32) -> bool {
+        let r0 = interp::run(&device_program(3, 4), maps, (acc << 16) | ty, major, minor);
         assert!(r0 <= 1);
         r0 == 1
+    }
+
+    fn run(map: &HashMap<u64, u32>, ty: u32, acc: u32, major: u32, minor: u32) -> bool {
+        run_with(&maps(map), ty, acc, major, minor)
     }
 
     fn rule(t: u8, ma: i32, mi: i32, p: i32) -> Rule {
@@ -502,8 +648,9 @@ mod tests {
         map.insert(rules::get_key(1, 3), rules::get_perms(rules::RW, b'c'));
         map.insert(rules::get_key(1, 3), rules::get_perms(rules::READ, b'b'));
         let rw = (ACC_READ | ACC_WRITE) << 16;
+        let maps = interp::Maps::from([(3, interp::Map::Hash(map))]);
         assert_eq!(
-            interp::run(&libvirt_program(3), &map, rw | DEV_CHAR, 1, 3),
+            interp::run(&libvirt_program(3), &maps, rw | DEV_CHAR, 1, 3),
             0
         );
         // Ours keeps both.

@@ -16,14 +16,21 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 pub(crate) struct Held {
     /// The rule map.
     pub map: OwnedFd,
+    /// The wildcard index (see `rules`).
+    pub index: OwnedFd,
     /// The attached program.
     pub prog: OwnedFd,
     /// Kernel id of `prog`, to tell whether it is still attached.
     pub prog_id: u32,
-    /// Entries in `map`, kept exact.
-    pub count: usize,
     /// `max_entries` of `map`.
     pub max: u32,
+    /// What `map` holds: read when the map is adopted, then changed only
+    /// after the kernel's copy was, so that an allow or deny is one
+    /// syscall and check, list and count need none.
+    pub rules: HashMap<u64, u32>,
+    /// The non-zero words of `index` in the kernel (a superset of what
+    /// `rules` needs: bits are cleared only when the index is rebuilt).
+    pub words: HashMap<u32, u32>,
 }
 
 #[derive(Debug, Default)]

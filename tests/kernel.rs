@@ -157,6 +157,117 @@ fn exact_and_wildcard_rules() {
     assert!(devices::check(cg.p(), &rule(b'a', -1, -1, RWM)).unwrap());
 }
 
+/// The wildcard index: a kind of wildcard rule is seen by the kernel as
+/// soon as it is allowed, denying it keeps its index bit until a rebuild
+/// (harmless: a lookup that finds nothing), deny_all rebuilds, and the
+/// instructions the library loaded, run on the maps read back from the
+/// kernel, decide like the kernel and like check.
+#[test]
+fn the_wildcard_index_follows_the_rules() {
+    let Some(mount) = privileged() else { return };
+    let cg = Scratch::new(&mount);
+    let d = Devs::new();
+    devices::deny_all(cg.p()).unwrap();
+    let words = |cg: &Scratch| match &devices::snapshot(cg.p()).unwrap().unwrap().1 {
+        maps => maps
+            .values()
+            .find_map(|m| match m {
+                vircgroup_v2_devices::program::interp::Map::Array { words, .. } => {
+                    let mut w: Vec<(u32, u32)> = words.iter().map(|(&s, &w)| (s, w)).collect();
+                    w.sort();
+                    Some(w)
+                }
+                _ => None,
+            })
+            .unwrap(),
+    };
+    assert_eq!(words(&cg), vec![]);
+    devices::allow(cg.p(), &rule(b'c', 241, -1, READ)).unwrap();
+    devices::allow(cg.p(), &rule(b'b', -1, 9, WRITE)).unwrap();
+    devices::allow(cg.p(), &rule(b'c', 240, 1, RW)).unwrap();
+    assert_eq!(words(&cg), vec![(241, 0x800), (rules::INDEX_GLOBAL, 0x8)]);
+    cg.expect(&[
+        case("r", &d.c241_5, Some(rule(b'c', 241, 5, READ)), true),
+        case("w", &d.b243_9, Some(rule(b'b', 243, 9, WRITE)), true),
+        case("w", &d.c243_9, Some(rule(b'c', 243, 9, WRITE)), false),
+        case("rw", &d.c240_1, Some(rule(b'c', 240, 1, RW)), true),
+    ]);
+    devices::deny(cg.p(), &rule(b'c', 241, -1, READ)).unwrap();
+    assert_eq!(words(&cg), vec![(241, 0x800), (rules::INDEX_GLOBAL, 0x8)]);
+    cg.expect(&[case("r", &d.c241_5, Some(rule(b'c', 241, 5, READ)), false)]);
+    let (prog, maps) = devices::snapshot(cg.p()).unwrap().unwrap();
+    for (ty, t) in [(rules::DEV_BLOCK, b'b'), (rules::DEV_CHAR, b'c')] {
+        for (major, minor) in [(241, 5), (243, 9), (240, 1), (240, 2), (0, 0)] {
+            for perms in 1..=7 {
+                let access = (rules::acc_bits(perms) << 16) | ty;
+                let r0 =
+                    vircgroup_v2_devices::program::interp::run(&prog, &maps, access, major, minor);
+                let r = rule(t, major as i32, minor as i32, perms);
+                assert_eq!(r0 == 1, devices::check(cg.p(), &r).unwrap(), "{r}");
+            }
+        }
+    }
+    devices::deny_all(cg.p()).unwrap();
+    assert_eq!(words(&cg), vec![]);
+    assert_eq!(cg.list(), "");
+}
+
+/// In steady state an allow or a deny is one map write, plus the query
+/// that checks the held program is still the one attached.
+#[test]
+fn an_allow_or_a_deny_is_one_map_write() {
+    let Some(mount) = privileged() else { return };
+    let cg = Scratch::new(&mount);
+    devices::deny_all(cg.p()).unwrap();
+    let calls = |f: &dyn Fn()| {
+        let before = sys::hook::calls();
+        f();
+        let after = sys::hook::calls();
+        (0..sys::hook::COMMANDS)
+            .filter(|&c| after[c] != before[c])
+            .map(|c| (c as i32, after[c] - before[c]))
+            .collect::<Vec<_>>()
+    };
+    use sys::cmd::*;
+    let one_write = vec![(MAP_UPDATE_ELEM, 1), (PROG_QUERY, 1)];
+    for minor in 0..10 {
+        assert_eq!(
+            calls(&|| devices::allow(cg.p(), &rule(b'c', 1, minor, RW)).unwrap()),
+            one_write
+        );
+    }
+    assert_eq!(
+        calls(&|| devices::allow(cg.p(), &rule(b'c', 1, 3, rules::MKNOD)).unwrap()),
+        one_write
+    );
+    assert_eq!(
+        calls(&|| devices::deny(cg.p(), &rule(b'c', 1, 3, READ)).unwrap()),
+        one_write
+    );
+    assert_eq!(
+        calls(&|| devices::deny(cg.p(), &rule(b'c', 1, 4, RW)).unwrap()),
+        vec![(MAP_DELETE_ELEM, 1), (PROG_QUERY, 1)]
+    );
+    // The first wildcard of its kind writes the index first.
+    assert_eq!(
+        calls(&|| devices::allow(cg.p(), &rule(b'c', 136, -1, RW)).unwrap()),
+        vec![(MAP_UPDATE_ELEM, 1), (PROG_QUERY, 1), (MAP_UPDATE_BATCH, 1)]
+    );
+    assert_eq!(
+        calls(&|| devices::allow(cg.p(), &rule(b'c', 136, -1, rules::MKNOD)).unwrap()),
+        one_write
+    );
+    // check, list and state read what the library holds: one query each.
+    assert_eq!(
+        calls(&|| {
+            devices::check(cg.p(), &rule(b'c', 1, 3, RW)).unwrap();
+            devices::list(cg.p()).unwrap();
+            devices::state(cg.p()).unwrap();
+        }),
+        vec![(PROG_QUERY, 3)]
+    );
+}
+
 #[test]
 fn permissions_accumulate_and_deny_removes_bits() {
     let Some(mount) = privileged() else { return };

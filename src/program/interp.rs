@@ -1,5 +1,8 @@
-//! A userspace interpreter for the opcodes the device programs use, with a
-//! fake hash map, so the programs' logic is tested without root.
+//! A userspace interpreter for the opcodes the device programs use, with
+//! maps held in memory, so that the exact instructions the library loads
+//! can be run without the kernel (unit tests, and the three-way oracle in
+//! `tests/oracle.rs`, which feeds it the maps dumped from the kernel).
+#![forbid(unsafe_code)]
 
 use crate::insn::op::*;
 use crate::insn::Insn;
@@ -8,24 +11,44 @@ use std::collections::HashMap;
 const CTX: u64 = 0x1000_0000;
 const STACK_TOP: u64 = 0x2000_0200;
 const STACK_BASE: u64 = STACK_TOP - 512;
-const MAP: u64 = 0x4000_0000;
 const VALUE: u64 = 0x3000_0000;
+const MAP: u64 = 0x4000_0000;
 
-/// Runs `prog` (built for any map fd) on `struct bpf_cgroup_dev_ctx
-/// { access_type, major, minor }` with `map` as the rule map; returns r0.
-pub fn run(
-    prog: &[Insn],
-    map: &HashMap<u64, u32>,
-    access_type: u32,
-    major: u32,
-    minor: u32,
-) -> u64 {
+/// A map as the program sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Map {
+    /// `BPF_MAP_TYPE_HASH`, 8-byte keys, 4-byte values.
+    Hash(HashMap<u64, u32>),
+    /// `BPF_MAP_TYPE_ARRAY`, 4-byte keys, 4-byte values: every slot below
+    /// the length exists (missing slots read 0).
+    Array {
+        /// `max_entries`.
+        len: u32,
+        /// Non-zero slots.
+        words: HashMap<u32, u32>,
+    },
+}
+
+/// The maps a program refers to, by the fd its `ld_imm64` instructions carry.
+pub type Maps = HashMap<i32, Map>;
+
+/// Runs `prog` on `struct bpf_cgroup_dev_ctx { access_type, major, minor }`
+/// with `maps`; returns r0. Panics on anything the verifier would reject
+/// that it meets (a load through a null pointer, an unknown opcode or map).
+pub fn run(prog: &[Insn], maps: &Maps, access_type: u32, major: u32, minor: u32) -> u64 {
     let ctx = [access_type, major, minor];
     let mut stack = [0u8; 512];
-    let mut value: Option<u32> = None;
+    let mut values: Vec<u32> = Vec::new();
     let mut r = [0u64; 11];
     r[1] = CTX;
     r[10] = STACK_TOP;
+    let stack_at = |addr: u64, size: u64| -> usize {
+        assert!(
+            addr >= STACK_BASE && addr + size <= STACK_TOP,
+            "stack access at {addr:#x}"
+        );
+        (addr - STACK_BASE) as usize
+    };
     let mut pc = 0usize;
     for _ in 0..10_000 {
         let i = prog[pc];
@@ -40,28 +63,28 @@ pub fn run(
                 r[d] = if (CTX..CTX + 12).contains(&addr) {
                     assert_eq!(addr % 4, 0, "unaligned ctx load");
                     ctx[((addr - CTX) / 4) as usize] as u64
-                } else if addr == VALUE {
-                    value.expect("load through a null value pointer") as u64
+                } else if (VALUE..VALUE + 8 * values.len() as u64).contains(&addr) {
+                    assert_eq!(addr % 8, 0, "load inside a value");
+                    values[((addr - VALUE) / 8) as usize] as u64
                 } else {
                     panic!("load from {addr:#x}")
                 };
             }
-            // stx DW
-            0x7b => {
+            // stx W, stx DW, st W
+            0x63 | 0x7b | 0x62 => {
                 let addr = r[d].wrapping_add(i.off as i64 as u64);
-                assert!(
-                    (STACK_BASE..STACK_TOP - 7).contains(&addr),
-                    "store to {addr:#x}"
-                );
-                let o = (addr - STACK_BASE) as usize;
-                stack[o..o + 8].copy_from_slice(&r[s].to_le_bytes());
+                let v = if i.code == 0x62 { imm } else { r[s] };
+                let size = if i.code == 0x7b { 8 } else { 4 };
+                let o = stack_at(addr, size);
+                stack[o..o + size as usize].copy_from_slice(&v.to_le_bytes()[..size as usize]);
             }
             // ld imm64
             0x18 => {
                 let hi = prog[pc].imm as u32 as u64;
                 pc += 1;
                 r[d] = if i.src() == BPF_PSEUDO_MAP_FD {
-                    MAP
+                    assert!(maps.contains_key(&i.imm), "unknown map fd {}", i.imm);
+                    MAP + i.imm as u32 as u64
                 } else {
                     (hi << 32) | i.imm as u32 as u64
                 };
@@ -89,11 +112,30 @@ pub fn run(
             }
             0x85 => {
                 assert_eq!(i.imm, BPF_FUNC_MAP_LOOKUP_ELEM);
-                assert_eq!(r[1], MAP, "lookup on something that is not the map");
-                let o = (r[2] - STACK_BASE) as usize;
-                let key = u64::from_le_bytes(stack[o..o + 8].try_into().unwrap());
-                value = map.get(&key).copied();
-                r[0] = if value.is_some() { VALUE } else { 0 };
+                let fd = r[1]
+                    .checked_sub(MAP)
+                    .filter(|&f| f <= u32::MAX as u64)
+                    .expect("lookup on something that is not a map") as u32
+                    as i32;
+                let found = match &maps[&fd] {
+                    Map::Hash(m) => {
+                        let o = stack_at(r[2], 8);
+                        m.get(&u64::from_le_bytes(stack[o..o + 8].try_into().unwrap()))
+                            .copied()
+                    }
+                    Map::Array { len, words } => {
+                        let o = stack_at(r[2], 4);
+                        let slot = u32::from_le_bytes(stack[o..o + 4].try_into().unwrap());
+                        (slot < *len).then(|| words.get(&slot).copied().unwrap_or(0))
+                    }
+                };
+                r[0] = match found {
+                    Some(v) => {
+                        values.push(v);
+                        VALUE + 8 * (values.len() as u64 - 1)
+                    }
+                    None => 0,
+                };
                 // r1-r5 are clobbered by a call
                 r[1..6].fill(0xdead_beef);
             }

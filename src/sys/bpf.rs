@@ -18,10 +18,14 @@ pub mod cmd {
     pub const MAP_GET_FD_BY_ID: i32 = 14;
     pub const OBJ_GET_INFO_BY_FD: i32 = 15;
     pub const PROG_QUERY: i32 = 16;
+    pub const MAP_LOOKUP_BATCH: i32 = 24;
+    pub const MAP_UPDATE_BATCH: i32 = 26;
 }
 
 /// `BPF_MAP_TYPE_HASH`.
 pub const BPF_MAP_TYPE_HASH: u32 = 1;
+/// `BPF_MAP_TYPE_ARRAY`.
+pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
 /// `BPF_PROG_TYPE_CGROUP_DEVICE`.
 pub const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
 /// `BPF_CGROUP_DEVICE` attach type.
@@ -256,6 +260,99 @@ pub fn map_delete(map: BorrowedFd<'_>, key: u64) -> Result<bool> {
             ),
             e,
         )),
+    }
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// A map key: `u64` for the rule map, `u32` for the index.
+pub trait Key: Copy + Default + std::fmt::Debug {}
+impl Key for u32 {}
+impl Key for u64 {}
+
+/// `BPF_MAP_UPDATE_BATCH` (`BPF_ANY`): writes every `(key, value)` in one
+/// call. An error may leave a prefix of them written.
+pub fn map_update_batch<K: Key>(map: BorrowedFd<'_>, entries: &[(K, u32)]) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<K> = entries.iter().map(|e| e.0).collect();
+    let values: Vec<u32> = entries.iter().map(|e| e.1).collect();
+    let mut attr = BatchAttr {
+        keys: ptr(keys.as_ptr()),
+        values: ptr(values.as_ptr()),
+        count: entries.len() as u32,
+        map_fd: map.as_raw_fd() as u32,
+        elem_flags: BPF_ANY,
+        ..Default::default()
+    };
+    bpf(cmd::MAP_UPDATE_BATCH, &mut attr)
+        .map(drop)
+        .map_err(|e| {
+            Error::sys(
+                format_args!(
+                    "bpf(BPF_MAP_UPDATE_BATCH, map fd {}, {} entries, {} written)",
+                    map.as_raw_fd(),
+                    entries.len(),
+                    attr.count
+                ),
+                e,
+            )
+        })
+}
+
+/// `BPF_MAP_LOOKUP_BATCH` from the start: every entry of a map of at most
+/// `max` entries, in as few calls as the kernel allows.
+pub fn map_lookup_batch<K: Key>(map: BorrowedFd<'_>, max: usize) -> Result<Vec<(K, u32)>> {
+    let chunk = max.max(1);
+    let mut keys = vec![K::default(); chunk];
+    let mut values = vec![0u32; chunk];
+    // The position token: a bucket (u32) for hash maps, a key for arrays.
+    let (mut token_in, mut token_out) = (0u64, 0u64);
+    let mut out = Vec::new();
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                ptr(&token_in as *const u64)
+            },
+            out_batch: ptr(&mut token_out as *mut u64),
+            keys: ptr(keys.as_mut_ptr()),
+            values: ptr(values.as_mut_ptr()),
+            count: chunk as u32,
+            map_fd: map.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        let done = match bpf(cmd::MAP_LOOKUP_BATCH, &mut attr) {
+            Ok(_) => false,
+            Err(libc::ENOENT) => true,
+            Err(e) => {
+                return Err(Error::sys(
+                    format_args!("bpf(BPF_MAP_LOOKUP_BATCH, map fd {})", map.as_raw_fd()),
+                    e,
+                ))
+            }
+        };
+        let n = attr.count as usize;
+        out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+        if done || n == 0 {
+            return Ok(out);
+        }
+        token_in = token_out;
+        first = false;
     }
 }
 

@@ -168,8 +168,11 @@ fn the_wildcard_index_follows_the_rules() {
     let cg = Scratch::new(&mount);
     let d = Devs::new();
     devices::deny_all(cg.p()).unwrap();
-    let words = |cg: &Scratch| match &devices::snapshot(cg.p()).unwrap().unwrap().1 {
-        maps => maps
+    let words = |cg: &Scratch| {
+        devices::snapshot(cg.p())
+            .unwrap()
+            .unwrap()
+            .1
             .values()
             .find_map(|m| match m {
                 vircgroup_v2_devices::program::interp::Map::Array { words, .. } => {
@@ -179,7 +182,7 @@ fn the_wildcard_index_follows_the_rules() {
                 }
                 _ => None,
             })
-            .unwrap(),
+            .unwrap()
     };
     assert_eq!(words(&cg), vec![]);
     devices::allow(cg.p(), &rule(b'c', 241, -1, READ)).unwrap();

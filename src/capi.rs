@@ -20,6 +20,12 @@
 //! value is never 0. Example: `c 1:3 rw` is key 0x0000000100000003, value
 //! 0x00000e00. So a char and a block rule on the same numbers never affect
 //! each other. `count` counts map entries (one per key).
+//!
+//! Change rules through these functions only: the library keeps a copy of
+//! each map it holds (an allow or deny is one map update; check, list and
+//! count read the copy) and a second map of its own, a wildcard index the
+//! program reads to skip lookups that cannot match. A rule written into the
+//! map behind the library's back is not seen until the next detect.
 
 use crate::devices::{self, State};
 use crate::rules::{self, Rule};

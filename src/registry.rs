@@ -8,7 +8,8 @@ use crate::Result;
 use once_cell::sync::Lazy;
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// What the library holds for a cgroup whose program it attached or adopted.
@@ -38,9 +39,20 @@ struct Entry {
     /// (device, inode) of the cgroup the state belongs to.
     id: (u64, u64),
     held: Option<Held>,
+    /// The cgroup, kept open while state is held, so that a later call
+    /// naming it by a path seen before needs one stat, not a resolution
+    /// and an open.
+    cg: Option<Cgroup>,
 }
 
-type Registry = HashMap<PathBuf, Arc<Mutex<Entry>>>;
+#[derive(Default)]
+struct Registry {
+    /// By resolved path.
+    entries: HashMap<PathBuf, Arc<Mutex<Entry>>>,
+    /// Paths as callers spelled them -> resolved path, for entries that
+    /// hold state.
+    aliases: HashMap<String, PathBuf>,
+}
 
 static REGISTRY: Lazy<Mutex<Registry>> = Lazy::new(Default::default);
 
@@ -58,9 +70,34 @@ pub(crate) fn with_cgroup<R>(
     path: &str,
     f: impl FnOnce(&Cgroup, &mut Option<Held>) -> Result<R>,
 ) -> Result<R> {
-    let cg = &Cgroup::open(path)?;
+    // A path seen before for a cgroup whose state is held: the directory
+    // there must still be that cgroup (same device and inode).
+    let known = {
+        let registry = lock(&REGISTRY);
+        registry
+            .aliases
+            .get(path)
+            .and_then(|resolved| registry.entries.get(resolved))
+            .cloned()
+    };
+    let mut f = Some(f);
+    if let (Some(entry), Ok(meta)) = (known, std::fs::metadata(path)) {
+        let mut e = lock(&entry);
+        if e.cg.is_some() && e.id == (meta.dev(), meta.ino()) {
+            let Entry { cg, held, .. } = &mut *e;
+            let cg = cg.as_ref().expect("checked");
+            let result = run(cg, held, f.take().expect("not run yet"));
+            let resolved = cg.path().to_path_buf();
+            drop(e);
+            finish(path, &resolved, entry);
+            return result;
+        }
+    }
+    let cg = Cgroup::open(path)?;
+    let resolved = cg.path().to_path_buf();
     let entry = lock(&REGISTRY)
-        .entry(cg.path().to_path_buf())
+        .entries
+        .entry(resolved.clone())
         .or_default()
         .clone();
     let result = {
@@ -74,31 +111,55 @@ pub(crate) fn with_cgroup<R>(
             }
             e.id = cg.id();
         }
-        if let Some(held) = &e.held {
-            let attached = cg.attached()?;
-            if !attached.ids.contains(&held.prog_id) {
-                log::info!(
-                    "program {} is no longer attached to '{}': detecting again",
-                    held.prog_id,
-                    cg.path().display()
-                );
-                e.held = None;
-            }
-        }
-        f(cg, &mut e.held)
+        let result = run(&cg, &mut e.held, f.take().expect("not run yet"));
+        e.cg = e.held.is_some().then_some(cg);
+        result
     };
-    forget_if_unused(cg, entry);
+    finish(path, &resolved, entry);
     result
 }
 
-/// Drops the registry entry of `cg` when it holds nothing and no other
-/// thread is using it, so the registry does not grow with every cgroup ever
-/// named.
-fn forget_if_unused(cg: &Cgroup, entry: Arc<Mutex<Entry>>) {
+/// Drops `held` when its program is no longer attached, then runs `f`.
+fn run<R>(
+    cg: &Cgroup,
+    held: &mut Option<Held>,
+    f: impl FnOnce(&Cgroup, &mut Option<Held>) -> Result<R>,
+) -> Result<R> {
+    if let Some(h) = held {
+        let attached = cg.attached()?;
+        if !attached.ids.contains(&h.prog_id) {
+            log::info!(
+                "program {} is no longer attached to '{}': detecting again",
+                h.prog_id,
+                cg.path().display()
+            );
+            *held = None;
+        }
+    }
+    f(cg, held)
+}
+
+/// Records `path` as a name of the entry at `resolved` while it holds
+/// state; drops the entry (its open cgroup, its names) when it holds
+/// nothing and no other thread is using it, so the registry does not grow
+/// with every cgroup ever named.
+fn finish(path: &str, resolved: &Path, entry: Arc<Mutex<Entry>>) {
     let mut registry = lock(&REGISTRY);
+    let mut e = lock(&entry);
+    if e.held.is_some() {
+        if !registry.aliases.contains_key(path) {
+            registry
+                .aliases
+                .insert(path.to_string(), resolved.to_path_buf());
+        }
+        return;
+    }
+    e.cg = None;
+    drop(e);
     // Ours and the registry's are the only references: nobody else can
     // reach the entry until the registry lock is released.
-    if Arc::strong_count(&entry) == 2 && lock(&entry).held.is_none() {
-        registry.remove(cg.path());
+    if Arc::strong_count(&entry) == 2 {
+        registry.entries.remove(resolved);
+        registry.aliases.retain(|_, r| r != resolved);
     }
 }

@@ -640,6 +640,48 @@ fn a_new_cgroup_at_the_same_path_is_not_trusted_with_the_old_state() {
     assert_eq!(cg.list(), "a *:* rwm\n");
 }
 
+/// One cgroup, one state, however its path is spelled; and a path seen
+/// before is still checked on every call (here: the cgroup behind a
+/// symlink is swapped).
+#[test]
+fn spellings_of_one_path_share_one_state() {
+    let Some(mount) = privileged() else { return };
+    let cg = Scratch::new(&mount);
+    let other = Scratch::new(&mount);
+    let spellings = [
+        cg.p().to_string(),
+        format!("{}/", cg.p()),
+        cg.p().replacen('/', "//", 2),
+        format!(
+            "{}/../{}",
+            cg.p(),
+            cg.path.file_name().unwrap().to_str().unwrap()
+        ),
+    ];
+    for (i, p) in spellings.iter().enumerate() {
+        devices::allow(p, &rule(b'c', 1, i as i32, RW)).unwrap();
+    }
+    for p in &spellings {
+        assert_eq!(devices::state(p).unwrap().count, spellings.len());
+    }
+    let dir = Nodes::new();
+    let link = dir.dir.join("cg");
+    std::os::unix::fs::symlink(&cg.path, &link).unwrap();
+    let l = link.to_str().unwrap();
+    assert_eq!(devices::state(l).unwrap().count, spellings.len());
+    devices::allow(l, &rule(b'c', 2, 2, RW)).unwrap();
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&other.path, &link).unwrap();
+    assert_eq!(
+        devices::state(l).unwrap().mapfd,
+        -1,
+        "now names the other cgroup"
+    );
+    devices::allow(l, &rule(b'c', 3, 3, RW)).unwrap();
+    assert_eq!(other.list(), "c 3:3 rw\n");
+    assert_eq!(cg.state().count, spellings.len() + 1);
+}
+
 #[test]
 fn a_program_detached_by_someone_else_is_not_trusted() {
     let Some(mount) = privileged() else { return };

@@ -209,6 +209,73 @@ impl std::fmt::Display for Rule {
     }
 }
 
+/// Parses cgroup v1 rule text, as `devices.allow` takes it and `Display`
+/// writes it: `TYPE MAJOR:MINOR PERMS` (`c 1:3 rw`, `b 8:* r`, `c *:* m`),
+/// or `a` alone for `a *:* rwm`. Any whitespace separates the fields. An
+/// error is `EINVAL`, quotes the text and names the bad field.
+impl std::str::FromStr for Rule {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let bad = |why: String| Error::invalid(format!("invalid rule '{text}': {why}"));
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        let (ty, numbers, perms) = match fields[..] {
+            ["a"] => return Rule::new(b'a', -1, -1, RWM),
+            [ty, numbers, perms] => (ty, numbers, perms),
+            _ => {
+                return Err(bad(
+                    "expected 'TYPE MAJOR:MINOR PERMS' (e.g. 'c 1:3 rw') or 'a'".into(),
+                ))
+            }
+        };
+        let ty = match ty {
+            "a" | "b" | "c" => DevType::from_char(ty.as_bytes()[0])?,
+            _ => return Err(bad(format!("device type '{ty}' (expected a, b or c)"))),
+        };
+        let (major, minor) = numbers
+            .split_once(':')
+            .ok_or_else(|| bad(format!("'{numbers}' is not MAJOR:MINOR")))?;
+        let number = |what: &str, n: &str, max: u32| match n {
+            "*" => Ok(None),
+            _ => n
+                .parse::<u32>()
+                .ok()
+                .filter(|&v| v <= max && n.bytes().all(|b| b.is_ascii_digit()))
+                .map(Some)
+                .ok_or_else(|| bad(format!("{what} number '{n}' (expected 0-{max} or *)"))),
+        };
+        Ok(Rule {
+            ty,
+            major: number("major", major, MAX_MAJOR)?,
+            minor: number("minor", minor, MAX_MINOR)?,
+            perms: parse_perms(perms)
+                .map_err(|e| e.context(format_args!("invalid rule '{text}'")))?,
+        })
+    }
+}
+
+/// `VIR_CGROUP_DEVICE_*` bits of `rwm` text: a non-empty string of `r`,
+/// `w` and `m`. An error is `EINVAL` and names the bad letter.
+pub fn parse_perms(text: &str) -> Result<i32> {
+    let mut perms = 0;
+    for c in text.chars() {
+        perms |= match c {
+            'r' => READ,
+            'w' => WRITE,
+            'm' => MKNOD,
+            _ => {
+                return Err(Error::invalid(format!(
+                    "permission '{c}' (expected r, w or m)"
+                )))
+            }
+        };
+    }
+    if perms == 0 {
+        return Err(Error::invalid("no permission (expected r, w or m)"));
+    }
+    Ok(perms)
+}
+
 /// `rwm` text of `VIR_CGROUP_DEVICE_*` bits.
 pub fn perms_text(perms: i32) -> String {
     [(READ, 'r'), (WRITE, 'w'), (MKNOD, 'm')]
@@ -503,5 +570,62 @@ mod tests {
             vec![key_of(Some(1), None), u64::MAX]
         );
         assert_eq!(covering_keys(None, None), vec![u64::MAX]);
+    }
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::*;
+
+    #[test]
+    fn v1_text_parses_and_round_trips() {
+        for text in [
+            "c 1:3 rw",
+            "b 8:* r",
+            "c *:* m",
+            "a 240:1 rwm",
+            "b 4095:1048575 w",
+        ] {
+            let rule: Rule = text.parse().unwrap();
+            assert_eq!(rule.to_string(), text);
+        }
+        assert_eq!("a".parse::<Rule>().unwrap().to_string(), "a *:* rwm");
+        assert_eq!(
+            " c\t136:*  wr ".parse::<Rule>().unwrap(),
+            Rule::new(b'c', 136, -1, RW).unwrap()
+        );
+    }
+
+    #[test]
+    fn bad_v1_text_names_the_field() {
+        let err = |t: &str| {
+            let e = t.parse::<Rule>().unwrap_err();
+            assert_eq!(e.errno(), libc::EINVAL);
+            e.to_string()
+        };
+        assert_eq!(
+            err("c 1:3 rwx"),
+            "invalid rule 'c 1:3 rwx': permission 'x' (expected r, w or m)"
+        );
+        assert_eq!(
+            err("q 1:3 r"),
+            "invalid rule 'q 1:3 r': device type 'q' (expected a, b or c)"
+        );
+        assert_eq!(
+            err("c 5000:1 r"),
+            "invalid rule 'c 5000:1 r': major number '5000' (expected 0-4095 or *)"
+        );
+        assert!(err("c 1:1048576 r").contains("minor number '1048576'"));
+        assert!(err("c -1:3 r").contains("major number '-1'"));
+        assert!(err("c +1:3 r").contains("major number '+1'"));
+        assert!(err("c 1-3 r").contains("'1-3' is not MAJOR:MINOR"));
+        assert_eq!(parse_perms("mr").unwrap(), READ | MKNOD);
+        assert!(parse_perms("")
+            .unwrap_err()
+            .to_string()
+            .contains("no permission"));
+        for text in ["", "c", "c 1:3", "c 1:3 r w", "a *:*", "cc 1:3 r"] {
+            assert!(err(text).starts_with("invalid rule"), "{text:?}");
+        }
     }
 }

@@ -669,3 +669,77 @@ fn install(cg: &Cgroup, held: &mut Option<Held>, parts: Parts) -> Result<()> {
     });
     Ok(())
 }
+
+/// A device program attached to a cgroup, as [`inspect`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    /// Kernel id.
+    pub id: u32,
+    /// Name the program was loaded with (may be empty).
+    pub name: String,
+}
+
+/// What [`inspect`] read from a cgroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    /// The program of this library or of libvirt's C code attached there,
+    /// with its rules as map entries in this library's encoding (libvirt's
+    /// values converted, entries that are not rules skipped); None when
+    /// neither is attached.
+    pub rules: Option<(Program, Vec<(u64, u32)>)>,
+    /// Whether `rules` comes from libvirt's program.
+    pub libvirt: bool,
+    /// Every other device program attached there.
+    pub others: Vec<Program>,
+}
+
+/// Reads the device programs attached to the cgroup and the rules of the
+/// one this library recognises, changing nothing: unlike [`list`] and
+/// [`check`], a program of libvirt's C code is not adopted (libvirt still
+/// updates its own map), and nothing is recorded for the cgroup.
+pub fn inspect(path: &str) -> Result<Inspection> {
+    let cg = Cgroup::open(path)?;
+    let found = recognise(&cg)?;
+    let mut others = Vec::new();
+    for id in cg.attached()?.ids {
+        if found.as_ref().is_some_and(|f| f.prog_id == id) {
+            continue;
+        }
+        match sys::prog_get_fd_by_id(id) {
+            Ok(prog) => others.push(Program {
+                id,
+                name: sys::prog_info(prog.as_fd())?.name,
+            }),
+            // Detached and freed since the query.
+            Err(e) if e.errno() == libc::ENOENT => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let Some(found) = found else {
+        return Ok(Inspection {
+            rules: None,
+            libvirt: false,
+            others,
+        });
+    };
+    let libvirt = found.index.is_none();
+    let mut entries = sys::map_entries(found.map.as_fd())?;
+    if libvirt {
+        entries = entries
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let v = rules::from_libvirt_value(v).filter(|&v| rules::valid_entry(k, v));
+                v.map(|v| (k, v))
+            })
+            .collect();
+    }
+    let prog = Program {
+        id: found.prog_id,
+        name: sys::prog_info(found.prog.as_fd())?.name,
+    };
+    Ok(Inspection {
+        rules: Some((prog, entries)),
+        libvirt,
+        others,
+    })
+}

@@ -1,0 +1,733 @@
+//! `vircgroup-devices`: see and change the device policy (the BPF device
+//! program) of any cgroup v2, run a command under a device policy, and the
+//! README's demo. `vircgroup-devices --help` is the manual.
+//!
+//! Arguments are parsed by hand so that the library gains no dependency.
+//! `list` and `check` only read (`devices::inspect`): looking at a VM's
+//! cgroup never replaces libvirt's program. `run` and `demo` block the
+//! signals that end them, so a Ctrl-C or SIGTERM at any moment is forwarded
+//! to the child and followed by the removal of the scratch cgroup.
+#![forbid(unsafe_code)]
+
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::unistd::Pid;
+use std::ffi::OsString;
+use std::io::ErrorKind;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use vircgroup_v2_devices::cgroup::cgroup2_mount;
+use vircgroup_v2_devices::devices::{self, Inspection, Program};
+use vircgroup_v2_devices::rules::{self, Rule};
+
+const NAME: &str = "vircgroup-devices";
+
+const USAGE: &str = "\
+Usage: vircgroup-devices COMMAND [ARG]...
+
+See and change the device policy of a cgroup v2: the BPF device program that
+libvirt (or this library) attaches to a VM's cgroup.
+
+Commands:
+  list CGROUP           print the rules, in cgroup v1 devices.list format
+  allow CGROUP RULE...  allow devices
+  deny CGROUP RULE...   deny devices ('deny CGROUP a' denies every device)
+  check CGROUP RULE     print allowed or denied (exit status 0 or 1)
+  detach CGROUP         detach the device program: every device is allowed
+  run [--allow RULE]... [--qemu-defaults] -- COMMAND...
+                        run COMMAND in a scratch cgroup that denies every
+                        device but those allowed, then remove the cgroup
+  demo                  a child denied /dev/zero and allowed /dev/null
+
+CGROUP is an absolute path, or a path relative to the cgroup2 mount.
+RULE is one argument (quote it), in cgroup v1 syntax:
+  'TYPE MAJOR:MINOR PERMS'  TYPE a (both), b (block) or c (char); MAJOR and
+                            MINOR numbers or *; PERMS some of r, w, m
+                            ('c 1:3 rw', 'b 8:* r', 'c *:* m')
+  'a'                       every device ('a *:* rwm')
+  'PATH PERMS'              the device node at PATH ('/dev/kvm rw')
+
+Exit status: 0 done (check: allowed), 1 failed (check: denied),
+2 usage error; run exits with the command's status.
+'vircgroup-devices COMMAND --help' describes each command.
+";
+
+const LIST_HELP: &str = "\
+Usage: vircgroup-devices list CGROUP
+
+Prints the rules of the device program attached to CGROUP, one per line in
+cgroup v1 devices.list format, sorted ('c 1:3 rw'). Both this library's
+program and the one libvirt's C code attaches are read, without changing
+anything. With no device program, every device is allowed: prints
+'a *:* rwm' and says so. Fails with the id and name of a program it does
+not recognise.
+";
+
+const ALLOW_HELP: &str = "\
+Usage: vircgroup-devices allow CGROUP RULE...
+
+Adds permissions (as in cgroup v1, 'r' then 'w' gives 'rw'). Every RULE is
+checked before anything changes. A program of libvirt's C code is replaced
+by this library's, with the same rules, in one step.
+
+CGROUP must already have a device program: on a cgroup that has none, every
+device is allowed, and allowing one device would deny all others. To
+restrict such a cgroup, deny every device first:
+  vircgroup-devices deny CGROUP a
+  vircgroup-devices allow CGROUP 'c 1:3 rw' '/dev/kvm rw'
+";
+
+const DENY_HELP: &str = "\
+Usage: vircgroup-devices deny CGROUP RULE...
+
+Removes permissions from that exact rule ('deny CGROUP \"c 1:3 w\"' turns
+'c 1:3 rw' into 'c 1:3 r'; a rule left with no permission is removed).
+'a' alone denies every device: it attaches the device program if needed and
+removes every rule (cgroup v1's 'echo a > devices.deny'). Every RULE is
+checked before anything changes.
+
+The device program lists what is allowed, so on a cgroup with no device
+program (every device allowed) a single device cannot be denied: deny 'a'
+first, then allow what is needed.
+";
+
+const CHECK_HELP: &str = "\
+Usage: vircgroup-devices check CGROUP RULE
+
+Prints 'allowed' (exit status 0) when the rules of CGROUP's device program
+grant the access RULE describes on every device it names, as the kernel
+decides; else 'denied' (exit status 1). 'check CGROUP \"c 1:3 rw\"' asks
+whether /dev/null can be opened read-write. Reads only.
+";
+
+const DETACH_HELP: &str = "\
+Usage: vircgroup-devices detach CGROUP
+
+Detaches the device program of this library or of libvirt's C code from
+CGROUP: every device is allowed again. A program it does not recognise is
+left alone (an error names it).
+";
+
+const RUN_HELP: &str = "\
+Usage: vircgroup-devices run [--allow RULE]... [--qemu-defaults] [--] COMMAND [ARG]...
+
+Creates a scratch cgroup under the cgroup2 mount, denies every device there,
+allows each --allow RULE, runs COMMAND inside it and exits with its exit
+status (128+N when a signal N ended it). The cgroup is removed afterwards,
+with any process COMMAND left in it, also when this command gets SIGINT
+(Ctrl-C), SIGTERM, SIGHUP or SIGQUIT: the signal is forwarded to COMMAND
+first. Only SIGKILL leaves the cgroup behind.
+
+  --allow RULE      allow RULE (repeatable)
+  --qemu-defaults   allow libvirt's default cgroup_device_acl (qemu.conf)
+                    and the ptys, by device number (the kernel's fixed
+                    numbers, so that a node missing from /dev, such as
+                    /dev/kvm without the kvm module, still gets its rule):
+                      c 1:3 rw    /dev/null      c 1:9 rw    /dev/urandom
+                      c 1:7 rw    /dev/full      c 5:2 rw    /dev/ptmx
+                      c 1:5 rw    /dev/zero      c 10:232 rw /dev/kvm
+                      c 1:8 rw    /dev/random    c 136:* rw  /dev/pts/*
+
+Exit status 125 when COMMAND could not be started in the cgroup, 126 when
+it is not executable, 127 when it is not found.
+";
+
+const DEMO_HELP: &str = "\
+Usage: vircgroup-devices demo
+
+In a scratch cgroup under the cgroup2 mount: a child opens /dev/null and
+/dev/zero (both allowed), every device is denied but /dev/null, the rules
+are listed, a child tries again (/dev/zero denied), and the cgroup is
+removed. Needs root; takes well under a second.
+";
+
+/// QEMU's devices: libvirt's default `cgroup_device_acl` and the ptys.
+const QEMU_DEFAULTS: [&str; 8] = [
+    "c 1:3 rw",    // /dev/null
+    "c 1:7 rw",    // /dev/full
+    "c 1:5 rw",    // /dev/zero
+    "c 1:8 rw",    // /dev/random
+    "c 1:9 rw",    // /dev/urandom
+    "c 5:2 rw",    // /dev/ptmx
+    "c 10:232 rw", // /dev/kvm
+    "c 136:* rw",  // /dev/pts/*
+];
+
+/// Why a command failed; `main` prints it as one line.
+enum Fail {
+    /// Bad command line: exit status 2.
+    Usage(String),
+    /// Anything else: exit status 1.
+    Failed(String),
+}
+
+type Res<T> = Result<T, Fail>;
+
+impl From<vircgroup_v2_devices::Error> for Fail {
+    fn from(e: vircgroup_v2_devices::Error) -> Self {
+        Fail::Failed(e.to_string())
+    }
+}
+
+fn failed(msg: impl std::fmt::Display) -> Fail {
+    Fail::Failed(msg.to_string())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    match dispatch(&args) {
+        Ok(code) => ExitCode::from(code),
+        Err(Fail::Usage(msg)) => {
+            eprintln!("{NAME}: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Fail::Failed(msg)) => {
+            eprintln!("{NAME}: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `args` as UTF-8 strings (every argument but `run`'s COMMAND).
+fn strings(args: &[OsString]) -> Res<Vec<&str>> {
+    args.iter()
+        .map(|a| {
+            a.to_str()
+                .ok_or_else(|| Fail::Usage(format!("argument {a:?} is not valid UTF-8")))
+        })
+        .collect()
+}
+
+fn dispatch(args: &[OsString]) -> Res<u8> {
+    let Some((cmd, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        return Ok(2);
+    };
+    let cmd = strings(std::slice::from_ref(cmd))?[0];
+    // Internal: the child side of `run` and `demo`.
+    match cmd {
+        "__join" => return Ok(join_and_exec(rest)),
+        "__probe" => return Ok(probe(&strings(rest)?)),
+        _ => {}
+    }
+    let help = match cmd {
+        "-h" | "--help" | "help" => {
+            let help = match strings(rest)?.first() {
+                None => USAGE,
+                Some(topic) => help_of(topic).ok_or_else(|| {
+                    Fail::Usage(format!("no command '{topic}' (see '{NAME} --help')"))
+                })?,
+            };
+            print!("{help}");
+            return Ok(0);
+        }
+        "-V" | "--version" => {
+            println!("{NAME} {}", env!("CARGO_PKG_VERSION"));
+            return Ok(0);
+        }
+        _ => help_of(cmd)
+            .ok_or_else(|| Fail::Usage(format!("unknown command '{cmd}' (see '{NAME} --help')")))?,
+    };
+    if cmd == "run" {
+        return run(cmd, rest);
+    }
+    let args = strings(rest)?;
+    if args.iter().any(|a| matches!(*a, "-h" | "--help")) {
+        print!("{help}");
+        return Ok(0);
+    }
+    let usage = |what: &str| Fail::Usage(format!("{cmd}: {what} (see '{NAME} {cmd} --help')"));
+    if let Some(opt) = args.iter().find(|a| a.starts_with('-') && a.len() > 1) {
+        return Err(usage(&format!("unknown option '{opt}'")));
+    }
+    match (cmd, &args[..]) {
+        ("demo", []) => demo(),
+        ("list", [cg]) => list(&cgroup_path(cg)?),
+        ("detach", [cg]) => detach(&cgroup_path(cg)?),
+        ("check", [cg, rule]) => {
+            let rule = parse_rule(rule)?;
+            check(&cgroup_path(cg)?, &rule)
+        }
+        ("allow" | "deny", [cg, rules @ ..]) if !rules.is_empty() => {
+            let changes = rules
+                .iter()
+                .map(|r| parse_change(r, cmd == "allow"))
+                .collect::<Res<Vec<_>>>()?;
+            change(&cgroup_path(cg)?, cg, &changes)
+        }
+        ("demo", _) => Err(usage("takes no argument")),
+        ("list" | "detach", _) => Err(usage("expected CGROUP")),
+        ("check", _) => Err(usage("expected CGROUP and one RULE")),
+        _ => Err(usage("expected CGROUP and at least one RULE")),
+    }
+}
+
+fn help_of(cmd: &str) -> Option<&'static str> {
+    Some(match cmd {
+        "list" => LIST_HELP,
+        "allow" => ALLOW_HELP,
+        "deny" => DENY_HELP,
+        "check" => CHECK_HELP,
+        "detach" => DETACH_HELP,
+        "run" => RUN_HELP,
+        "demo" => DEMO_HELP,
+        _ => return None,
+    })
+}
+
+/// CGROUP as an absolute path: relative ones are under the cgroup2 mount.
+fn cgroup_path(arg: &str) -> Res<String> {
+    if arg.starts_with('/') {
+        return Ok(arg.to_string());
+    }
+    if arg.is_empty() {
+        return Err(Fail::Usage("CGROUP is empty".into()));
+    }
+    let mount = cgroup2_mount().ok_or_else(|| failed("no cgroup2 filesystem is mounted"))?;
+    Ok(mount.join(arg).to_string_lossy().into_owned())
+}
+
+/// A rule: cgroup v1 text (usage error when bad), or `PATH PERMS` for a
+/// device node (stat()ed: a failure is not a usage error).
+fn parse_rule(text: &str) -> Res<Rule> {
+    let text = text.trim();
+    if !text.starts_with('/') {
+        return text
+            .parse()
+            .map_err(|e: vircgroup_v2_devices::Error| Fail::Usage(e.to_string()));
+    }
+    let (path, perms) = text.rsplit_once(char::is_whitespace).ok_or_else(|| {
+        Fail::Usage(format!(
+            "invalid rule '{text}': expected a device node and permissions ('/dev/kvm rw')"
+        ))
+    })?;
+    let perms = rules::parse_perms(perms)
+        .map_err(|e| Fail::Usage(format!("invalid rule '{text}': {e}")))?;
+    devices::device_rule(path.trim_end(), perms)?
+        .ok_or_else(|| failed(format!("'{}' is not a device node", path.trim_end())))
+}
+
+/// One change asked of `allow` or `deny`.
+enum Change {
+    Allow(Rule),
+    Deny(Rule),
+    /// `deny CGROUP a`.
+    DenyAll,
+}
+
+fn parse_change(text: &str, allow: bool) -> Res<Change> {
+    Ok(match (allow, text.trim()) {
+        (false, "a") => Change::DenyAll,
+        (true, _) => Change::Allow(parse_rule(text)?),
+        (false, _) => Change::Deny(parse_rule(text)?),
+    })
+}
+
+/// "device program 42 'foreign'", "device programs 42 'a', 43 ''".
+fn describe(progs: &[Program]) -> String {
+    let each: Vec<String> = progs
+        .iter()
+        .map(|p| format!("{} '{}'", p.id, p.name))
+        .collect();
+    let s = if progs.len() == 1 { "" } else { "s" };
+    format!("device program{s} {}", each.join(", "))
+}
+
+fn unknown(cg: &str, others: &[Program]) -> String {
+    format!(
+        "'{cg}' has {}, which this tool does not recognise (neither this library's nor libvirt's)",
+        describe(others)
+    )
+}
+
+fn list(cg: &str) -> Res<u8> {
+    let Inspection { rules, others, .. } = devices::inspect(cg)?;
+    let Some((prog, entries)) = rules else {
+        if !others.is_empty() {
+            return Err(failed(format!(
+                "{}: its rules cannot be read",
+                unknown(cg, &others)
+            )));
+        }
+        eprintln!("{NAME}: no device program is attached to '{cg}': every device is allowed");
+        println!("a *:* rwm");
+        return Ok(0);
+    };
+    print!("{}", rules::list_text(&entries));
+    if entries.is_empty() {
+        eprintln!(
+            "{NAME}: device program {} on '{cg}' has no rule: every device is denied",
+            prog.id
+        );
+    }
+    if !others.is_empty() {
+        eprintln!("{NAME}: note: {}; it may deny more", unknown(cg, &others));
+    }
+    Ok(0)
+}
+
+fn check(cg: &str, rule: &Rule) -> Res<u8> {
+    let Inspection { rules, others, .. } = devices::inspect(cg)?;
+    let allowed = match rules {
+        None if others.is_empty() => true,
+        None => return Err(failed(format!("cannot tell: {}", unknown(cg, &others)))),
+        Some((_, entries)) => {
+            let values: Vec<u32> = rules::covering_keys(rule.major, rule.minor)
+                .into_iter()
+                .filter_map(|key| entries.iter().find(|e| e.0 == key).map(|e| e.1))
+                .collect();
+            rules::allows(rule, &values)
+        }
+    };
+    if allowed && !others.is_empty() {
+        eprintln!("{NAME}: note: {}; it may deny {rule}", unknown(cg, &others));
+    }
+    println!("{}", if allowed { "allowed" } else { "denied" });
+    Ok(if allowed { 0 } else { 1 })
+}
+
+fn change(cg: &str, arg: &str, changes: &[Change]) -> Res<u8> {
+    let seen = devices::inspect(cg)?;
+    if seen.rules.is_none() && !matches!(changes[0], Change::DenyAll) {
+        let why = if seen.others.is_empty() {
+            format!("'{cg}' has no device program, so every device is allowed")
+        } else {
+            unknown(cg, &seen.others)
+        };
+        return Err(failed(format!(
+            "{why}; a new program would deny every device but these: \
+             run '{NAME} deny {arg} a' first"
+        )));
+    }
+    for change in changes {
+        match change {
+            Change::Allow(rule) => devices::allow(cg, rule)?,
+            Change::Deny(rule) => devices::deny(cg, rule)?,
+            Change::DenyAll => devices::deny_all(cg)?,
+        }
+    }
+    Ok(0)
+}
+
+fn detach(cg: &str) -> Res<u8> {
+    let Inspection {
+        rules,
+        libvirt,
+        others,
+    } = devices::inspect(cg)?;
+    let Some((prog, _)) = rules else {
+        if !others.is_empty() {
+            return Err(failed(format!(
+                "{}: not detaching it",
+                unknown(cg, &others)
+            )));
+        }
+        println!("no device program is attached to '{cg}'");
+        return Ok(0);
+    };
+    devices::detach_prog(cg)?;
+    let whose = if libvirt {
+        "libvirt's"
+    } else {
+        "this library's"
+    };
+    println!("detached {whose} device program {} from '{cg}'", prog.id);
+    if !others.is_empty() {
+        println!("still attached: {}", describe(&others));
+    }
+    Ok(0)
+}
+
+/// `run`: options, then COMMAND.
+fn run(cmd: &str, args: &[OsString]) -> Res<u8> {
+    let usage = |what: String| Fail::Usage(format!("{cmd}: {what} (see '{NAME} {cmd} --help')"));
+    let mut rules = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let Some(arg) = args[i].to_str() else { break };
+        match arg {
+            "-h" | "--help" => {
+                print!("{RUN_HELP}");
+                return Ok(0);
+            }
+            "--" => {
+                i += 1;
+                break;
+            }
+            "--qemu-defaults" => {
+                for text in QEMU_DEFAULTS {
+                    rules.push(parse_rule(text)?);
+                }
+            }
+            "--allow" => {
+                i += 1;
+                let text = args
+                    .get(i)
+                    .ok_or_else(|| usage("--allow needs a RULE".into()))?;
+                rules.push(parse_rule(strings(std::slice::from_ref(text))?[0])?);
+            }
+            _ if arg.starts_with("--allow=") => rules.push(parse_rule(&arg["--allow=".len()..])?),
+            _ if arg.starts_with('-') => return Err(usage(format!("unknown option '{arg}'"))),
+            _ => break,
+        }
+        i += 1;
+    }
+    let command = &args[i..];
+    if command.is_empty() {
+        return Err(usage("expected a COMMAND".into()));
+    }
+
+    let signals = Signals::block()?;
+    let mut scratch = Scratch::create("run")?;
+    devices::deny_all(&scratch.path)?;
+    for rule in &rules {
+        devices::allow(&scratch.path, rule)?;
+    }
+    let mut child = Command::new(self_exe()?)
+        .arg("__join")
+        .arg(&scratch.path)
+        .args(command)
+        .spawn()
+        .map_err(|e| failed(format!("cannot start {NAME} again: {e}")))?;
+    let status = signals.wait_forwarding(&mut child)?;
+    scratch.remove()?;
+    Ok(status
+        .code()
+        .map_or_else(|| 128 + status.signal().unwrap_or(0) as u8, |c| c as u8))
+}
+
+/// The child of `run`: joins the cgroup, then becomes COMMAND.
+fn join_and_exec(args: &[OsString]) -> u8 {
+    let [cg, command, rest @ ..] = args else {
+        eprintln!("{NAME}: __join: expected CGROUP COMMAND...");
+        return 125;
+    };
+    let procs = PathBuf::from(cg).join("cgroup.procs");
+    if let Err(e) = std::fs::write(&procs, "0") {
+        eprintln!("{NAME}: cannot join {}: {e}", procs.display());
+        return 125;
+    }
+    // The mask of the parent, which blocks the signals it forwards, is
+    // inherited through fork and exec: COMMAND must get them. (exec()
+    // restores SIGPIPE, which Rust ignores.)
+    if let Err(e) = Signals::set().thread_unblock() {
+        eprintln!("{NAME}: cannot unblock signals: {e}");
+        return 125;
+    }
+    let e = Command::new(command).args(rest).exec();
+    eprintln!("{NAME}: cannot run {command:?}: {e}");
+    if e.kind() == ErrorKind::NotFound {
+        127
+    } else {
+        126
+    }
+}
+
+fn self_exe() -> Res<PathBuf> {
+    std::env::current_exe().map_err(|e| failed(format!("cannot find {NAME} itself: {e}")))
+}
+
+/// The signals that end `run` and `demo`, blocked while they run so that
+/// none can come between creating the scratch cgroup and removing it; `run`
+/// waits for them and forwards them to its child.
+struct Signals(SigSet);
+
+impl Signals {
+    fn set() -> SigSet {
+        let mut set = SigSet::empty();
+        for sig in [
+            Signal::SIGINT,
+            Signal::SIGTERM,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+            Signal::SIGCHLD,
+        ] {
+            set.add(sig);
+        }
+        set
+    }
+
+    fn block() -> Res<Signals> {
+        let set = Signals::set();
+        set.thread_block()
+            .map_err(|e| failed(format!("cannot block signals: {e}")))?;
+        Ok(Signals(set))
+    }
+
+    /// Waits for `child`, forwarding every signal but SIGCHLD to it.
+    fn wait_forwarding(&self, child: &mut Child) -> Res<ExitStatus> {
+        let pid = Pid::from_raw(child.id() as i32);
+        loop {
+            if let Some(status) = child
+                .try_wait()
+                .map_err(|e| failed(format!("waitpid({pid}): {e}")))?
+            {
+                return Ok(status);
+            }
+            match self.0.wait() {
+                Ok(Signal::SIGCHLD) => {}
+                // Not reaped yet, so the pid is still the child's.
+                Ok(sig) => {
+                    let _ = kill(pid, sig);
+                }
+                Err(e) => return Err(failed(format!("sigwait: {e}"))),
+            }
+        }
+    }
+
+    /// Delivers what arrived meanwhile: an interrupted demo ends now.
+    fn unblock(self) {
+        let _ = self.0.thread_unblock();
+    }
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A cgroup made for `run` or `demo` under the cgroup2 mount, removed with
+/// whatever runs in it by `remove`, or on drop.
+struct Scratch {
+    path: String,
+    removed: bool,
+}
+
+impl Scratch {
+    fn create(what: &str) -> Res<Scratch> {
+        let mount = cgroup2_mount().ok_or_else(|| failed("no cgroup2 filesystem is mounted"))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!(
+            "{NAME}-{what}-{}-{}-{nanos:x}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = mount.join(name).to_string_lossy().into_owned();
+        std::fs::create_dir(&path).map_err(|e| {
+            let hint = match e.kind() {
+                ErrorKind::PermissionDenied => " (run as root)",
+                _ => "",
+            };
+            failed(format!("cannot create the cgroup '{path}': {e}{hint}"))
+        })?;
+        Ok(Scratch {
+            path,
+            removed: false,
+        })
+    }
+
+    /// Kills what is left in the cgroup (cgroup.kill) and removes it.
+    fn remove(&mut self) -> Res<()> {
+        self.removed = true;
+        let _ = devices::remove_prog(&self.path);
+        let mut killed = false;
+        for _ in 0..250 {
+            match std::fs::remove_dir(&self.path) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    if !killed {
+                        killed = std::fs::write(format!("{}/cgroup.kill", self.path), "1").is_ok();
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(failed(format!("cannot remove '{}': {e}", self.path))),
+            }
+        }
+        Err(failed(format!(
+            "cannot remove '{}': processes are still in it",
+            self.path
+        )))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !self.removed {
+            if let Err(Fail::Failed(msg) | Fail::Usage(msg)) = self.remove() {
+                eprintln!("{NAME}: {msg}");
+            }
+        }
+    }
+}
+
+fn demo() -> Res<u8> {
+    let signals = Signals::block()?;
+    let mut scratch = Scratch::create("demo")?;
+    let cg = scratch.path.clone();
+    // CGROUP relative to the cgroup2 mount, as an admin would type it.
+    let name = &cg[cg.rfind('/').map_or(0, |i| i + 1)..];
+    let devs = ["/dev/null", "/dev/zero"];
+    println!("A scratch cgroup: {cg}");
+    println!("\nNo device program yet, so every device is allowed:");
+    let before = demo_probe(&cg, &devs)?;
+    println!("\nDeny every device, then allow /dev/null (c 1:3):");
+    println!("  $ {NAME} deny {name} a");
+    devices::deny_all(&cg)?;
+    println!("  $ {NAME} allow {name} 'c 1:3 rw'");
+    devices::allow(&cg, &"c 1:3 rw".parse()?)?;
+    println!("  $ {NAME} list {name}");
+    let seen = devices::inspect(&cg)?;
+    let entries = seen.rules.map(|r| r.1).unwrap_or_default();
+    for line in rules::list_text(&entries).lines() {
+        println!("  {line}");
+    }
+    println!("\nThe kernel now runs the device program on every access:");
+    let after = demo_probe(&cg, &devs)?;
+    scratch.remove()?;
+    println!("\nRemoved {cg}.");
+    signals.unblock();
+    if before != ["allowed", "allowed"] || after != ["allowed", "denied"] {
+        return Err(failed(format!(
+            "unexpected: before {before:?}, after {after:?} (expected /dev/null allowed, \
+             /dev/zero denied after)"
+        )));
+    }
+    Ok(0)
+}
+
+/// A child in `cg` opens each device for reading: "allowed" or "denied"
+/// (or the error) per device, printed and returned.
+fn demo_probe(cg: &str, devs: &[&str]) -> Res<Vec<String>> {
+    let out = Command::new(self_exe()?)
+        .arg("__probe")
+        .arg(cg)
+        .args(devs)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| failed(format!("cannot start {NAME} again: {e}")))?;
+    if !out.status.success() {
+        return Err(failed(format!(
+            "the child in '{cg}' failed ({})",
+            out.status
+        )));
+    }
+    let results: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    for (dev, result) in devs.iter().zip(&results) {
+        let why = if result == "denied" { " (EPERM)" } else { "" };
+        println!("  a child opens {dev}: {result}{why}");
+    }
+    Ok(results)
+}
+
+/// The child of `demo`: joins the cgroup, opens each path for reading.
+fn probe(args: &[&str]) -> u8 {
+    let Some((cg, paths)) = args.split_first() else {
+        return 125;
+    };
+    if let Err(e) = std::fs::write(format!("{cg}/cgroup.procs"), "0") {
+        eprintln!("{NAME}: cannot join '{cg}': {e}");
+        return 125;
+    }
+    for path in paths {
+        match std::fs::File::open(path) {
+            Ok(_) => println!("allowed"),
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => println!("denied"),
+            Err(e) => println!("{e}"),
+        }
+    }
+    0
+}

@@ -1,0 +1,567 @@
+//! The admin tool, run for real: every subcommand against scratch cgroups,
+//! its exit statuses and error lines, and the kernel's answer behind them.
+//! Runs as root; under CI=true a test that cannot run fails.
+
+mod common;
+
+use common::*;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use vircgroup_v2_devices::program::libvirt_program;
+use vircgroup_v2_devices::rules::{self, READ, RW};
+use vircgroup_v2_devices::sys;
+
+const TOOL: &str = env!("CARGO_BIN_EXE_vircgroup-devices");
+const PROBE: &str = env!("CARGO_BIN_EXE_vcg2-probe");
+
+/// How the tool ended.
+#[derive(Debug)]
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn tool(args: &[&str]) -> Out {
+    let out = Command::new(TOOL)
+        .args(args)
+        .output()
+        .expect("run the tool");
+    Out {
+        code: out.status.code().expect("exited"),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+impl Out {
+    /// Asserts the exit status, and for a failure one error line that
+    /// contains every `needle`.
+    fn fails(&self, code: i32, needles: &[&str]) -> &Self {
+        assert_eq!(self.code, code, "{self:?}");
+        assert_eq!(self.stderr.lines().count(), 1, "one error line: {self:?}");
+        assert!(self.stderr.starts_with("vircgroup-devices: "), "{self:?}");
+        for needle in needles {
+            assert!(self.stderr.contains(needle), "{needle:?} not in {self:?}");
+        }
+        self
+    }
+
+    fn ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "{self:?}");
+        self
+    }
+}
+
+/// The path relative to the cgroup2 mount, as an admin types it.
+fn relative(cg: &Scratch) -> String {
+    cg.path.file_name().unwrap().to_str().unwrap().to_string()
+}
+
+/// A cgroup the tool made (named by the child's /proc/self/cgroup line
+/// `0::/NAME`): removed on drop if the tool left it behind.
+struct Made(PathBuf);
+
+impl Made {
+    fn from_proc_line(mount: &Path, line: &str) -> Made {
+        let rel = line.strip_prefix("0::/").expect("a cgroup v2 line");
+        assert!(rel.starts_with("vircgroup-devices-"), "{line}");
+        Made(mount.join(rel))
+    }
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
+            std::thread::sleep(Duration::from_millis(100));
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+}
+
+/// Scratch cgroups the tool made for process `pid` and left behind.
+fn left_by(mount: &Path, pid: u32) -> Vec<String> {
+    std::fs::read_dir(mount)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.starts_with("vircgroup-devices-") && n.split('-').nth(3) == Some(&pid.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn help_and_usage_errors() {
+    let out = tool(&["--help"]);
+    out.ok();
+    for cmd in ["list", "allow", "deny", "check", "detach", "run", "demo"] {
+        assert!(out.stdout.contains(&format!("\n  {cmd} ")), "{cmd}");
+        let help = tool(&[cmd, "--help"]);
+        help.ok();
+        assert!(
+            help.stdout
+                .starts_with(&format!("Usage: vircgroup-devices {cmd}")),
+            "{help:?}"
+        );
+        assert_eq!(tool(&["help", cmd]).stdout, help.stdout);
+    }
+    assert!(tool(&["--version"])
+        .ok()
+        .stdout
+        .starts_with("vircgroup-devices 0."));
+    assert_eq!(tool(&[]).code, 2);
+    tool(&["frob"]).fails(2, &["unknown command 'frob'"]);
+    tool(&["help", "frob"]).fails(2, &["no command 'frob'"]);
+    tool(&["list"]).fails(2, &["list: expected CGROUP", "list --help"]);
+    tool(&["list", "a", "b"]).fails(2, &["expected CGROUP"]);
+    tool(&["list", "--all", "x"]).fails(2, &["unknown option '--all'"]);
+    tool(&["detach"]).fails(2, &["expected CGROUP"]);
+    tool(&["check", "x"]).fails(2, &["expected CGROUP and one RULE"]);
+    tool(&["check", "x", "c 1:3 r", "c 1:5 r"]).fails(2, &["one RULE"]);
+    tool(&["allow", "x"]).fails(2, &["at least one RULE"]);
+    tool(&["deny", "x"]).fails(2, &["at least one RULE"]);
+    tool(&["demo", "now"]).fails(2, &["demo: takes no argument"]);
+    tool(&["run"]).fails(2, &["run: expected a COMMAND"]);
+    tool(&["run", "--"]).fails(2, &["run: expected a COMMAND"]);
+    tool(&["run", "--allow"]).fails(2, &["--allow needs a RULE"]);
+    tool(&["run", "--deny", "a", "--", "true"]).fails(2, &["unknown option '--deny'"]);
+    tool(&["list", ""]).fails(2, &["CGROUP is empty"]);
+}
+
+#[test]
+fn bad_rules_are_usage_errors_and_change_nothing() {
+    let Some(mount) = privileged() else { return };
+    let cg = Scratch::new(&mount);
+    let bad = [
+        ("c 1:3 rwx", "permission 'x'"),
+        ("q 1:3 r", "device type 'q'"),
+        ("c 5000:1 r", "major number '5000'"),
+        ("c 1:1048576 r", "minor number '1048576'"),
+        ("c 1:3", "expected 'TYPE MAJOR:MINOR PERMS'"),
+        ("b 8:* ", "expected 'TYPE MAJOR:MINOR PERMS'"),
+        ("/dev/null rx", "permission 'x'"),
+        ("/dev/null", "expected a device node and permissions"),
+    ];
+    for (rule, why) in bad {
+        let quoted = format!("invalid rule '{}'", rule.trim());
+        for cmd in ["allow", "deny", "check"] {
+            tool(&[cmd, cg.p(), rule]).fails(2, &[&quoted, why]);
+        }
+        tool(&["run", "--allow", rule, "--", "true"]).fails(2, &[&quoted, why]);
+    }
+    assert!(cg.attached().is_empty(), "nothing was attached");
+    // Every rule is checked before the first one is applied.
+    tool(&["deny", cg.p(), "a"]).ok();
+    tool(&["allow", cg.p(), "c 1:3 rw", "c 1:5 rwx"]).fails(2, &["'c 1:5 rwx'"]);
+    assert_eq!(tool(&["list", cg.p()]).ok().stdout, "");
+    // A device path is looked at: what is wrong there is a failure, not usage.
+    let nodes = Nodes::new();
+    let missing = nodes.fresh("missing");
+    tool(&["allow", cg.p(), &format!("{missing} r")]).fails(1, &[&missing]);
+    let dir = nodes.dir.to_str().unwrap();
+    tool(&["allow", cg.p(), &format!("{dir} r")]).fails(1, &["is not a device node"]);
+    assert_eq!(tool(&["list", cg.p()]).stdout, "");
+}
+
+#[test]
+fn a_cgroup_that_does_not_exist() {
+    let Some(mount) = privileged() else { return };
+    let name = format!("vcg2-test-missing-{}", std::process::id());
+    let abs = mount.join(&name);
+    let abs = abs.to_str().unwrap();
+    for cg in [name.as_str(), abs] {
+        tool(&["list", cg]).fails(1, &[abs, "No such file"]);
+        tool(&["allow", cg, "c 1:3 rw"]).fails(1, &[abs, "No such file"]);
+        tool(&["deny", cg, "a"]).fails(1, &[abs, "No such file"]);
+        tool(&["check", cg, "c 1:3 r"]).fails(1, &[abs, "No such file"]);
+        tool(&["detach", cg]).fails(1, &[abs, "No such file"]);
+    }
+    assert!(!Path::new(abs).exists());
+    // Not a cgroup at all.
+    let nodes = Nodes::new();
+    tool(&["list", nodes.dir.to_str().unwrap()]).fails(1, &["not on a cgroup v2 filesystem"]);
+}
+
+#[test]
+fn allow_deny_list_check_with_the_kernel_behind() {
+    let Some(mount) = privileged() else { return };
+    let cg = Scratch::new(&mount);
+    let rel = relative(&cg);
+    let nodes = Nodes::new();
+    let null = nodes.node("null", 'c', 1, 3);
+    let c240_1 = nodes.node("c240_1", 'c', 240, 1);
+    let b240_1 = nodes.node("b240_1", 'b', 240, 1);
+
+    // No program: everything is allowed, and one rule cannot change that.
+    let out = tool(&["list", &rel]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "a *:* rwm\n"));
+    assert!(out.stderr.contains("no device program"), "{out:?}");
+    assert_eq!(
+        tool(&["check", &rel, "c 240:1 rwm"]).ok().stdout,
+        "allowed\n"
+    );
+    tool(&["allow", &rel, "c 1:3 rw"]).fails(1, &["no device program", "deny"]);
+    tool(&["deny", &rel, "c 1:3 rw"]).fails(1, &["no device program", "deny"]);
+    assert!(cg.attached().is_empty());
+
+    // Deny all, then allow numbers, a wildcard and a node by path.
+    tool(&["deny", &rel, "a"]).ok();
+    let out = tool(&["list", &rel]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, ""));
+    assert!(out.stderr.contains("every device is denied"), "{out:?}");
+    assert!(!cg.allowed(&format!("r:{null}")));
+    tool(&[
+        "allow",
+        &rel,
+        "c 1:3 rw",
+        "b 240:* r",
+        &format!("{c240_1} r"),
+    ])
+    .ok();
+    assert_eq!(
+        tool(&["list", cg.p()]).ok().stdout,
+        "b 240:* r\nc 1:3 rw\nc 240:1 r\n"
+    );
+    assert_eq!(
+        cg.probe(&[
+            format!("rw:{null}"),
+            format!("r:{c240_1}"),
+            format!("w:{c240_1}"),
+            format!("r:{b240_1}"),
+        ]),
+        ["ok", "ENXIO", "EPERM", "ENXIO"]
+    );
+    let check = |rule: &str| tool(&["check", &rel, rule]);
+    for (rule, allowed) in [
+        ("c 1:3 rw", true),
+        ("c 1:3 rwm", false),
+        ("c 240:1 r", true),
+        ("c 240:1 w", false),
+        ("b 240:7 r", true),
+        ("b 240:* r", true),
+        ("a 240:1 r", true),
+        ("a", false),
+        (&format!("{null} rw"), true),
+        (&format!("{b240_1} w"), false),
+    ] {
+        let out = check(rule);
+        let (code, word) = if allowed {
+            (0, "allowed\n")
+        } else {
+            (1, "denied\n")
+        };
+        assert_eq!((out.code, out.stdout.as_str()), (code, word), "{rule}");
+    }
+
+    // deny takes bits away from that exact rule.
+    tool(&["deny", &rel, "c 1:3 w", "b 240:* r"]).ok();
+    assert_eq!(tool(&["list", &rel]).stdout, "c 1:3 r\nc 240:1 r\n");
+    assert_eq!(
+        cg.probe(&[
+            format!("r:{null}"),
+            format!("w:{null}"),
+            format!("r:{b240_1}")
+        ]),
+        ["ok", "EPERM", "EPERM"]
+    );
+    assert_eq!(check("c 1:3 w").code, 1);
+    // 'allow a' lets everything through again; 'deny a' removes every rule.
+    tool(&["allow", &rel, "a"]).ok();
+    assert!(cg.allowed(&format!("w:{b240_1}")));
+    tool(&["deny", &rel, "a"]).ok();
+    assert_eq!(tool(&["list", &rel]).stdout, "");
+    assert!(!cg.allowed(&format!("r:{null}")));
+}
+
+/// Sets up a cgroup the way libvirt's C code does: its map encoding, its
+/// program, attached without flags.
+fn attach_like_libvirt(cg: &Scratch, rules_: &[(u8, i32, i32, i32)]) -> u32 {
+    let map = sys::map_create(sys::BPF_MAP_TYPE_HASH, 8, 4, 65, "").unwrap();
+    for &(t, ma, mi, p) in rules_ {
+        sys::map_update(map.as_fd(), rules::get_key(ma, mi), rules::get_perms(p, t)).unwrap();
+    }
+    let prog = sys::prog_load(
+        sys::BPF_PROG_TYPE_CGROUP_DEVICE,
+        &libvirt_program(std::os::fd::AsRawFd::as_raw_fd(&map)),
+        "GPL",
+        "",
+    )
+    .unwrap();
+    let cgfd = std::fs::File::open(&cg.path).unwrap();
+    sys::prog_attach(cgfd.as_fd(), prog.as_fd(), sys::BPF_CGROUP_DEVICE, 0, None).unwrap();
+    sys::prog_info(prog.as_fd()).unwrap().id
+}
+
+#[test]
+fn libvirt_programs_are_read_without_being_replaced() {
+    let Some(mount) = privileged() else { return };
+    let cg = Scratch::new(&mount);
+    let libvirt_id = attach_like_libvirt(
+        &cg,
+        &[
+            (b'c', 1, 3, RW),
+            (b'c', 136, -1, RW),
+            (b'b', 8, 0, READ),
+            (b'a', 240, 1, READ),
+        ],
+    );
+    let out = tool(&["list", &relative(&cg)]);
+    assert_eq!(
+        (out.code, out.stdout.as_str(), out.stderr.as_str()),
+        (0, "a 240:1 r\nb 8:0 r\nc 1:3 rw\nc 136:* rw\n", "")
+    );
+    assert_eq!(tool(&["check", cg.p(), "c 136:4 rw"]).code, 0);
+    assert_eq!(tool(&["check", cg.p(), "b 8:0 w"]).code, 1);
+    assert_eq!(
+        cg.attached(),
+        [libvirt_id],
+        "libvirt's program is still there"
+    );
+    let out = tool(&["detach", cg.p()]);
+    out.ok();
+    assert!(out.stdout.contains("libvirt's device program"), "{out:?}");
+    assert!(cg.attached().is_empty());
+}
+
+/// A program that allows everything: someone else's.
+fn attach_foreign(cg: &Scratch) -> u32 {
+    use vircgroup_v2_devices::insn::{exit, mov64_imm, reg::R0};
+    let prog = sys::prog_load(
+        sys::BPF_PROG_TYPE_CGROUP_DEVICE,
+        &[mov64_imm(R0, 1), exit()],
+        "GPL",
+        "foreign",
+    )
+    .unwrap();
+    let cgfd = std::fs::File::open(&cg.path).unwrap();
+    sys::prog_attach(cgfd.as_fd(), prog.as_fd(), sys::BPF_CGROUP_DEVICE, 0, None).unwrap();
+    sys::prog_info(prog.as_fd()).unwrap().id
+}
+
+#[test]
+fn a_program_it_does_not_recognise_is_named_and_left_alone() {
+    let Some(mount) = privileged() else { return };
+    let cg = Scratch::new(&mount);
+    let id = attach_foreign(&cg);
+    let named = format!("device program {id} 'foreign'");
+    tool(&["list", cg.p()]).fails(1, &[&named, "does not recognise", "cannot be read"]);
+    tool(&["check", cg.p(), "c 1:3 r"]).fails(1, &[&named, "cannot tell"]);
+    tool(&["allow", cg.p(), "c 1:3 r"]).fails(1, &[&named]);
+    tool(&["deny", cg.p(), "c 1:3 r"]).fails(1, &[&named]);
+    tool(&["deny", cg.p(), "a"]).fails(1, &[&id.to_string(), "not replacing it"]);
+    tool(&["detach", cg.p()]).fails(1, &[&named, "not detaching it"]);
+    assert_eq!(cg.attached(), [id]);
+}
+
+#[test]
+fn detach_leaves_every_device_allowed() {
+    let Some(mount) = privileged() else { return };
+    let cg = Scratch::new(&mount);
+    let nodes = Nodes::new();
+    let c240_1 = nodes.node("c240_1", 'c', 240, 1);
+    tool(&["deny", &relative(&cg), "a"]).ok();
+    assert!(!cg.allowed(&format!("r:{c240_1}")));
+    let ids = cg.attached();
+    let out = tool(&["detach", &relative(&cg)]);
+    out.ok();
+    assert!(
+        out.stdout
+            .contains(&format!("this library's device program {}", ids[0])),
+        "{out:?}"
+    );
+    assert!(cg.attached().is_empty());
+    assert!(cg.allowed(&format!("r:{c240_1}")));
+    let out = tool(&["detach", cg.p()]);
+    out.ok();
+    assert!(out.stdout.contains("no device program"), "{out:?}");
+}
+
+/// Arguments for `run` that probe `accesses` from inside its cgroup: a
+/// shell finds the cgroup, then vcg2-probe (re)joins it and probes.
+fn run_probe(mount: &Path, opts: &[&str], accesses: &[String]) -> Vec<String> {
+    let script = r#"p=$0 m=$1; shift; exec "$p" "$m$(sed -n 's/^0:://p' /proc/self/cgroup)" "$@""#;
+    let mut args: Vec<String> = ["run"].iter().chain(opts).map(|s| s.to_string()).collect();
+    args.extend(["--", "sh", "-c", script, PROBE, mount.to_str().unwrap()].map(String::from));
+    args.extend_from_slice(accesses);
+    args
+}
+
+#[test]
+fn run_applies_the_rules_and_the_qemu_defaults() {
+    let Some(mount) = privileged() else { return };
+    let nodes = Nodes::new();
+    let node = |name, ty, ma, mi| nodes.node(name, ty, ma, mi);
+    let allowed = [
+        node("null", 'c', 1, 3),
+        node("zero", 'c', 1, 5),
+        node("full", 'c', 1, 7),
+        node("random", 'c', 1, 8),
+        node("urandom", 'c', 1, 9),
+        node("ptmx", 'c', 5, 2),
+        node("kvm", 'c', 10, 232),
+        node("pts7", 'c', 136, 7),
+        node("b240_1", 'b', 240, 1),
+    ];
+    let denied = [
+        node("port", 'c', 1, 4),
+        node("tty", 'c', 5, 0),
+        node("c240_1", 'c', 240, 1),
+        node("b240_2", 'b', 240, 2),
+    ];
+    let mut accesses: Vec<String> = allowed.iter().map(|p| format!("r:{p}")).collect();
+    accesses.extend(denied.iter().map(|p| format!("r:{p}")));
+    let args = run_probe(
+        &mount,
+        &["--qemu-defaults", "--allow", "b 240:1 r"],
+        &accesses,
+    );
+    let out = Command::new(TOOL).args(&args).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let results: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(results.len(), accesses.len(), "{results:?}");
+    for (access, result) in accesses.iter().zip(&results) {
+        let expect_denied = denied.iter().any(|d| access.ends_with(d.as_str()));
+        assert_eq!(result == "EPERM", expect_denied, "{access}: {result}");
+    }
+    // Without --qemu-defaults, only what --allow names.
+    let args = run_probe(
+        &mount,
+        &["--allow=c 1:5 r"],
+        &[format!("r:{}", allowed[1]), format!("r:{}", allowed[0])],
+    );
+    let out = Command::new(TOOL).args(&args).output().unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "ok\nEPERM\n");
+}
+
+#[test]
+fn run_returns_the_exit_status_and_removes_its_cgroup() {
+    let Some(mount) = privileged() else { return };
+    let out = Command::new(TOOL)
+        .args(["run", "--", "sh", "-c", "cat /proc/self/cgroup; exit 7"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let line = stdout.lines().find(|l| l.starts_with("0::/")).unwrap();
+    let made = Made::from_proc_line(&mount, line);
+    assert_eq!(out.status.code(), Some(7));
+    assert!(!made.0.exists(), "{} was removed", made.0.display());
+
+    // Killed by a signal: 128 + N, as shells report it.
+    let child = Command::new(TOOL)
+        .args(["run", "--", "sh", "-c", "kill -KILL $$"])
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(137));
+    assert_eq!(left_by(&mount, pid), Vec::<String>::new());
+
+    // A command that cannot be run: 127, and no cgroup left.
+    let child = Command::new(TOOL)
+        .args(["run", "--", "/nonexistent/command"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/command"));
+    assert_eq!(left_by(&mount, pid), Vec::<String>::new());
+}
+
+/// Sends SIGTERM to `run`, then waits (at most 20 s) for it to end.
+fn terminate(mut child: std::process::Child) -> std::process::ExitStatus {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("run did not end after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_to_run_reaches_the_child_and_removes_the_cgroup() {
+    let Some(mount) = privileged() else { return };
+    // sleep itself, not a shell (which would unblock signals for it).
+    let child = Command::new(TOOL)
+        .args(["run", "--", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Wait until sleep runs in the scratch cgroup.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let made = loop {
+        let running = left_by(&mount, pid).into_iter().find_map(|name| {
+            let procs = std::fs::read_to_string(mount.join(&name).join("cgroup.procs")).ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{}/comm", procs.trim())).ok()?;
+            (comm == "sleep\n").then(|| Made(mount.join(&name)))
+        });
+        if let Some(made) = running {
+            break made;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sleep never ran in a scratch cgroup"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let status = terminate(child);
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "sleep's SIGTERM");
+    assert!(!made.0.exists(), "{} was removed", made.0.display());
+}
+
+#[test]
+fn processes_left_in_the_cgroup_are_killed_with_it() {
+    let Some(mount) = privileged() else { return };
+    use std::io::{BufRead, BufReader};
+    let script = "sleep 60 </dev/null & cat /proc/self/cgroup; exec sleep 60";
+    let mut child = Command::new(TOOL)
+        .args(["run", "--allow", "c 1:3 rw", "--", "sh", "-c", script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines
+        .find_map(|l| l.ok().filter(|l| l.starts_with("0::/")))
+        .expect("the child's cgroup");
+    let made = Made::from_proc_line(&mount, &line);
+    let procs = std::fs::read_to_string(made.0.join("cgroup.procs")).unwrap();
+    assert!(procs.lines().count() >= 2, "both sleeps run in it: {procs}");
+    let status = terminate(child);
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM));
+    assert!(!made.0.exists(), "{} was removed", made.0.display());
+}
+
+#[test]
+fn demo_shows_a_denial_and_cleans_up() {
+    let Some(mount) = privileged() else { return };
+    let started = Instant::now();
+    let out = tool(&["demo"]);
+    assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{out:?}");
+    let after = out.stdout.split("device program on every access").nth(1);
+    let after = after.expect("the second probe");
+    assert!(after.contains("/dev/null: allowed"), "{}", out.stdout);
+    assert!(after.contains("/dev/zero: denied"), "{}", out.stdout);
+    assert!(out.stdout.contains("\n  c 1:3 rw\n"), "{}", out.stdout);
+    let path = out.stdout.lines().next().unwrap();
+    let path = path.strip_prefix("A scratch cgroup: ").unwrap();
+    assert!(path.starts_with(mount.to_str().unwrap()), "{path}");
+    assert!(!Path::new(path).exists());
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

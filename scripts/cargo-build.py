@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""Builds the Rust cdylib for Meson.
+"""Builds the Rust cdylib, or one of the package's binaries, for Meson.
 
 Meson cannot drive cargo itself, so this wrapper runs
 `cargo rustc --lib --crate-type cdylib` with the SONAME passed to the final
@@ -11,6 +11,9 @@ It then copies the library to the versioned name Meson installs, makes the
 .so.N and .so symlinks next to it, and writes a depfile (cargo's own list of
 the crate's sources, plus Cargo.toml and Cargo.lock) so that Ninja reruns it
 exactly when a Rust source changes.
+
+With --bin NAME it runs `cargo build --bin NAME` instead and copies the
+executable to --output, with the same depfile.
 """
 
 import argparse
@@ -60,21 +63,28 @@ def main():
     ap.add_argument('--source-dir', required=True, help='directory holding Cargo.toml')
     ap.add_argument('--target-dir', required=True)
     ap.add_argument('--profile', choices=['release', 'debug'], default='release')
-    ap.add_argument('--crate-name', required=True, help='e.g. vircgroup_v2_devices')
-    ap.add_argument('--soname', required=True, help='e.g. libvircgroup_v2_devices.so.0')
+    ap.add_argument('--crate-name', help='library: e.g. vircgroup_v2_devices')
+    ap.add_argument('--soname', help='library: e.g. libvircgroup_v2_devices.so.0')
+    ap.add_argument('--bin', help='build this binary of the package instead of the library')
     ap.add_argument('--output', required=True, help='versioned output file')
     ap.add_argument('--links', nargs='*', default=[], help='symlinks to make to --output')
     ap.add_argument('--depfile', required=True)
     args = ap.parse_args()
+    if not args.bin and not (args.crate_name and args.soname):
+        ap.error('--crate-name and --soname are needed to build the library')
 
     source_dir = os.path.abspath(args.source_dir)
     target_dir = os.path.abspath(args.target_dir)
     manifest = os.path.join(source_dir, 'Cargo.toml')
-    cmd = [args.cargo, 'rustc', '--locked', '--lib', '--crate-type', 'cdylib',
-           '--manifest-path', manifest, '--target-dir', target_dir]
+    if args.bin:
+        cmd = [args.cargo, 'build', '--locked', '--bin', args.bin]
+    else:
+        cmd = [args.cargo, 'rustc', '--locked', '--lib', '--crate-type', 'cdylib']
+    cmd += ['--manifest-path', manifest, '--target-dir', target_dir]
     if args.profile == 'release':
         cmd.append('--release')
-    cmd += ['--', '-C', f'link-arg=-Wl,-soname,{args.soname}']
+    if not args.bin:
+        cmd += ['--', '-C', f'link-arg=-Wl,-soname,{args.soname}']
     # RUSTFLAGS from the environment would silently change what is built;
     # CARGO_BUILD_TARGET would move the output.
     env = dict(os.environ)
@@ -85,7 +95,12 @@ def main():
         return rc
 
     built_dir = os.path.join(target_dir, args.profile)
-    built = os.path.join(built_dir, f'lib{args.crate_name}.so')
+    if args.bin:
+        artefact = args.bin
+        built = os.path.join(built_dir, artefact)
+    else:
+        artefact = f'lib{args.crate_name}'
+        built = os.path.join(built_dir, f'{artefact}.so')
     output = os.path.abspath(args.output)
     tmp = output + '.tmp'
     shutil.copy2(built, tmp)
@@ -103,7 +118,7 @@ def main():
         os.symlink(target, link)
 
     deps = set()
-    cargo_d = os.path.join(built_dir, f'lib{args.crate_name}.d')
+    cargo_d = os.path.join(built_dir, f'{artefact}.d')
     if os.path.exists(cargo_d):
         deps.update(parse_cargo_depfile(cargo_d))
     else:

@@ -4,7 +4,7 @@
 # libvirt developer takes: the files and symlinks are where a distribution
 # expects them, and a C program builds and links with nothing but
 # `pkg-config --cflags --libs vircgroup-v2-devices`, then runs against the
-# installed library (not the build tree's).
+# installed library (not the build tree's); the admin tool is in bindir.
 #
 # Usage: scripts/check-install.sh BUILD_DIR path/to/pkgconfig-consumer.c
 set -eu
@@ -50,6 +50,15 @@ soname=libvircgroup_v2_devices.so.${version%%.*}
     fail "$libdir/$soname does not point to libvircgroup_v2_devices.so.$version"
 [ "$(readlink "$libdir/libvircgroup_v2_devices.so")" = "$soname" ] ||
     fail "$libdir/libvircgroup_v2_devices.so does not point to $soname"
+
+# The admin tool: installed in a bin directory, runs alone (the library is
+# linked into it statically).
+tool=$(find "$destdir" -name vircgroup-devices -type f)
+case $tool in
+*/bin/vircgroup-devices) [ -x "$tool" ] || fail "$tool is not executable" ;;
+*) fail "vircgroup-devices not installed in a bin directory ('$tool')" ;;
+esac
+echo "installed: ${tool#"$destdir"} ($("$tool" --version))"
 
 # shellcheck disable=SC2046 # word splitting of pkg-config output is intended
 $cc -Wall -Wextra -Werror -o "$destdir/consumer" "$consumer" \

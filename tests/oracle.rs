@@ -1,0 +1,1197 @@
+//! The policy proved three ways, on seeded random rule sequences:
+//!
+//! - a reference model written from the semantics in API.md (rules to a
+//!   decision), which knows nothing of the map encoding;
+//! - the exact instructions the library loaded, run by the userspace
+//!   interpreter (`program::interp`) on the maps read back from the kernel
+//!   (`devices::snapshot`);
+//! - the kernel: the program attached to a scratch cgroup and a probe child
+//!   in it opening device nodes, calling access(F_OK) and mknod (EPERM is a
+//!   denial, anything else got past the cgroup);
+//!
+//! and `devices::check`, `devices::list` and the rule count must answer like
+//! them. A case is a random sequence of allow, deny and deny-all calls
+//! (every kind of wildcard, `a`, `b` and `c` on the same numbers, device
+//! 0:0, major 4095, minor 1048575, sometimes 70-300 calls so the map grows
+//! past 64 and 128) applied through the library, then every access (no bit,
+//! `r`, `w`, `m` and their combinations) to devices drawn to hit and miss
+//! those rules, block and char alike.
+//!
+//! ```sh
+//! cargo test --test oracle                       # 1,000 cases, fixed seed
+//! ORACLE_CASES=10000 cargo test --test oracle    # N cases
+//! ORACLE_SEED=0x1234 cargo test --test oracle    # another seed; `random` picks one
+//! ORACLE_REPLAY=0x... cargo test --test oracle   # one case, by the seed a failure prints
+//! ```
+//!
+//! Add `-- --nocapture` to see the per-shard summary. A disagreement is
+//! shrunk (delta debugging over the calls) and reported with the case seed,
+//! the shrunk calls and every disagreeing access with the four answers.
+//!
+//! Where the kernel does not run the program: a device numbered 0:0 has
+//! `i_rdev == 0`, which `devcgroup_inode_permission` lets through (opening a
+//! char node, access(F_OK) on either type; opening a block node is checked
+//! again by `bdev_permission`), and a char 0:0 mknod is a whiteout. Those
+//! accesses are compared between the model, the interpreter and `check`
+//! only, and the kernel must let them through.
+//!
+//! Without root (and outside CI) only the kernel-free part runs: the model
+//! against the interpreter on maps built with the library's encoding, and
+//! a set of wrong instructions that this must catch.
+
+mod common;
+
+use common::{privileged, Nodes, Scratch};
+use model::{Call, Model, Spec, Ty, M, R, W};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Instant;
+use vircgroup_v2_devices::devices;
+use vircgroup_v2_devices::insn::Insn;
+use vircgroup_v2_devices::program::{device_program, interp};
+use vircgroup_v2_devices::rules::{self, Rule};
+
+const DEFAULT_CASES: u64 = 1000;
+const DEFAULT_SEED: u64 = 0x0bac_1e5e_ed00_2025;
+/// Shards of the kernel run, one #[test] each, run in parallel.
+const SHARDS: u64 = 4;
+const MAX_MAJOR: u32 = 4095;
+const MAX_MINOR: u32 = 1_048_575;
+
+/// The reference model: API.md's semantics, nothing else.
+mod model {
+    use std::collections::BTreeMap;
+
+    /// `VIRCGROUP_DEVICE_READ`, `_WRITE`, `_MKNOD`.
+    pub const R: u8 = 1;
+    pub const W: u8 = 2;
+    pub const M: u8 = 4;
+
+    /// The type of a device (a rule of type `a` is one of each).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub enum Ty {
+        Block,
+        Char,
+    }
+
+    impl Ty {
+        pub fn letter(self) -> char {
+            match self {
+                Ty::Block => 'b',
+                Ty::Char => 'c',
+            }
+        }
+    }
+
+    /// A rule as the C API takes it: type `a`, `b` or `c`, numbers (None is
+    /// `*`, the C API's -1) and `VIRCGROUP_DEVICE_*` permissions.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Spec {
+        pub ty: u8,
+        pub major: Option<u32>,
+        pub minor: Option<u32>,
+        pub perms: u8,
+    }
+
+    impl std::fmt::Display for Spec {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(
+                f,
+                "{} {}:{} {}",
+                self.ty as char,
+                num(self.major),
+                num(self.minor),
+                perms_text(self.perms)
+            )
+        }
+    }
+
+    /// A call of the library.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Call {
+        Allow(Spec),
+        Deny(Spec),
+        DenyAll,
+    }
+
+    impl std::fmt::Display for Call {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                Call::Allow(s) => write!(f, "allow {s}"),
+                Call::Deny(s) => write!(f, "deny {s}"),
+                Call::DenyAll => write!(f, "deny_all"),
+            }
+        }
+    }
+
+    pub fn num(n: Option<u32>) -> String {
+        n.map_or("*".to_string(), |n| n.to_string())
+    }
+
+    pub fn perms_text(perms: u8) -> String {
+        [(R, 'r'), (W, 'w'), (M, 'm')]
+            .iter()
+            .filter(|(bit, _)| perms & bit != 0)
+            .map(|(_, c)| c)
+            .collect()
+    }
+
+    pub fn types(letter: u8) -> &'static [Ty] {
+        match letter {
+            b'a' => &[Ty::Block, Ty::Char],
+            b'b' => &[Ty::Block],
+            b'c' => &[Ty::Char],
+            _ => panic!("type {letter}"),
+        }
+    }
+
+    /// A rule's type and numbers (None is `*`).
+    type Key = (Ty, Option<u32>, Option<u32>);
+
+    /// The rules of one cgroup: per (type, major, minor) the permissions
+    /// it holds (never none: a rule with no permission left is gone).
+    #[derive(Debug, Clone, Default)]
+    pub struct Model {
+        /// A device program is attached: until then everything is allowed.
+        pub attached: bool,
+        rules: BTreeMap<Key, u8>,
+    }
+
+    impl Model {
+        /// A cgroup nobody restricted yet.
+        pub fn fresh() -> Model {
+            Model::default()
+        }
+
+        /// A cgroup after deny-all.
+        pub fn denied_all() -> Model {
+            Model {
+                attached: true,
+                ..Model::default()
+            }
+        }
+
+        /// Every call attaches the program (libvirt prepares it first).
+        /// Allow accumulates, `a` is both types; deny removes bits from
+        /// that exact rule only; deny-all removes every rule.
+        pub fn apply(&mut self, call: &Call) {
+            self.attached = true;
+            match *call {
+                Call::Allow(s) => {
+                    for &t in types(s.ty) {
+                        *self.rules.entry((t, s.major, s.minor)).or_insert(0) |= s.perms;
+                    }
+                }
+                Call::Deny(s) => {
+                    for &t in types(s.ty) {
+                        let key = (t, s.major, s.minor);
+                        if let Some(p) = self.rules.get_mut(&key) {
+                            *p &= !s.perms;
+                            if *p == 0 {
+                                self.rules.remove(&key);
+                            }
+                        }
+                    }
+                }
+                Call::DenyAll => self.rules.clear(),
+            }
+        }
+
+        /// The decision for an access to one device: some single rule of
+        /// its type naming it (exactly or by a wildcard) holds every
+        /// requested permission; with none requested (access(F_OK)), some
+        /// rule of its type names it.
+        pub fn allows(&self, ty: Ty, major: u32, minor: u32, perms: u8) -> bool {
+            !self.attached
+                || self.rules.iter().any(|(&(t, ma, mi), &p)| {
+                    t == ty
+                        && ma.is_none_or(|m| m == major)
+                        && mi.is_none_or(|m| m == minor)
+                        && p & perms == perms
+                })
+        }
+
+        /// `check`: whether every device the query names (both types for
+        /// `a`, every number for `*`) is allowed. A device no rule names
+        /// by number is covered only by rules at least as wide as the
+        /// query, so it alone decides.
+        pub fn check(&self, q: &Spec) -> bool {
+            let unnamed = |half: fn(&Key) -> Option<u32>, max: u32| {
+                (0..=max)
+                    .find(|&n| !self.rules.keys().any(|k| half(k) == Some(n)))
+                    .expect("fewer rules than numbers")
+            };
+            let major = q
+                .major
+                .unwrap_or_else(|| unnamed(|k| k.1, super::MAX_MAJOR));
+            let minor = q
+                .minor
+                .unwrap_or_else(|| unnamed(|k| k.2, super::MAX_MINOR));
+            types(q.ty)
+                .iter()
+                .all(|&t| self.allows(t, major, minor, q.perms))
+        }
+
+        /// Entries of the map: numbers with a rule of either type.
+        pub fn count(&self) -> usize {
+            let mut numbers: Vec<_> = self.rules.keys().map(|k| (k.1, k.2)).collect();
+            numbers.sort();
+            numbers.dedup();
+            numbers.len()
+        }
+
+        /// cgroup v1 `devices.list`: one line per rule, an `a` line where
+        /// block and char rules on the same numbers have the same
+        /// permissions; sorted by type (`a`, `b`, `c`), major, minor, `*`
+        /// after every number. No program: `a *:* rwm`.
+        pub fn list(&self) -> String {
+            if !self.attached {
+                return "a *:* rwm\n".to_string();
+            }
+            let mut by_numbers: BTreeMap<(Option<u32>, Option<u32>), [u8; 2]> = BTreeMap::new();
+            for (&(t, ma, mi), &p) in &self.rules {
+                by_numbers.entry((ma, mi)).or_default()[t as usize] = p;
+            }
+            let mut lines = Vec::new();
+            for ((ma, mi), [b, c]) in by_numbers {
+                if b == c {
+                    lines.push(('a', ma, mi, b));
+                } else {
+                    lines.extend(
+                        [('b', ma, mi, b), ('c', ma, mi, c)]
+                            .into_iter()
+                            .filter(|l| l.3 != 0),
+                    );
+                }
+            }
+            let last = |n: Option<u32>| n.unwrap_or(u32::MAX);
+            lines.sort_by_key(|&(t, ma, mi, _)| (t, last(ma), last(mi)));
+            lines
+                .iter()
+                .map(|&(t, ma, mi, p)| format!("{t} {}:{} {}\n", num(ma), num(mi), perms_text(p)))
+                .collect()
+        }
+    }
+}
+
+/// splitmix64: seeded, reproducible, no dependency.
+#[derive(Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// In `lo..=hi`.
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+
+    fn percent(&mut self, p: u64) -> bool {
+        self.below(100) < p
+    }
+
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+}
+
+/// The seed of case `i` of a run seeded `seed`.
+fn case_seed(seed: u64, i: u64) -> u64 {
+    Rng(seed ^ i.wrapping_mul(0xd134_2543_de82_ef95)).next()
+}
+
+/// Majors no driver on this machine answers to (an open reaches the
+/// cgroup check and then fails with ENXIO): `/proc/devices` lists the ones
+/// in use, of either type.
+fn in_use() -> &'static HashSet<u32> {
+    static USED: OnceLock<HashSet<u32>> = OnceLock::new();
+    USED.get_or_init(|| {
+        std::fs::read_to_string("/proc/devices")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    })
+}
+
+/// Majors the cases use most: 0 and 4095, and a few without a driver.
+fn major_pool() -> &'static [u32] {
+    static POOL: OnceLock<Vec<u32>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let pool: Vec<u32> = [0, 4095, 240, 241, 243, 600, 1024, 3000, 3071, 4094]
+            .into_iter()
+            .filter(|m| *m == 0 || !in_use().contains(m))
+            .collect();
+        assert!(pool.len() >= 5, "majors in use: {:?}", in_use());
+        pool
+    })
+}
+
+/// A driverless major above the dynamic ranges.
+fn random_major(rng: &mut Rng) -> u32 {
+    loop {
+        let m = rng.range(512, MAX_MAJOR as u64) as u32;
+        if !in_use().contains(&m) {
+            return m;
+        }
+    }
+}
+
+/// Minors at the edges of the encodings (dev_t's 8-bit split, 16 bits,
+/// the 20-bit maximum), or any.
+fn random_minor(rng: &mut Rng) -> u32 {
+    const EDGES: [u32; 11] = [0, 1, 2, 3, 7, 255, 256, 65535, 65536, 1_048_574, MAX_MINOR];
+    if rng.percent(70) {
+        rng.pick(&EDGES)
+    } else {
+        rng.range(0, MAX_MINOR as u64) as u32
+    }
+}
+
+/// One test case: how the cgroup starts, the calls, the devices probed
+/// (block and char each), and wildcard and `a` queries for `check`.
+#[derive(Debug, Clone)]
+struct Case {
+    seed: u64,
+    /// A new cgroup (no program until the first call), else reset by deny-all.
+    fresh: bool,
+    calls: Vec<Call>,
+    devices: Vec<(u32, u32)>,
+    queries: Vec<Spec>,
+}
+
+impl Case {
+    fn new(seed: u64) -> Case {
+        let mut rng = Rng(seed);
+        let fresh = rng.percent(8);
+        let (n_calls, wide) = match rng.below(100) {
+            0..=2 => (0, false),
+            3..=79 => (rng.range(1, 20), false),
+            80..=91 => (rng.range(21, 60), false),
+            _ => (rng.range(70, 300), true),
+        };
+        let hot_majors: Vec<u32> = (0..rng.range(1, 3))
+            .map(|_| {
+                if rng.percent(20) {
+                    random_major(&mut rng)
+                } else {
+                    rng.pick(major_pool())
+                }
+            })
+            .collect();
+        let hot_minors: Vec<u32> = (0..rng.range(1, 4))
+            .map(|_| random_minor(&mut rng))
+            .collect();
+        let spec = |rng: &mut Rng| Spec {
+            ty: match rng.below(100) {
+                0..=24 => b'a',
+                25..=59 => b'b',
+                _ => b'c',
+            },
+            major: (!rng.percent(20)).then(|| rng.pick(&hot_majors)),
+            minor: (!rng.percent(20)).then(|| {
+                if wide && rng.percent(70) {
+                    rng.range(0, MAX_MINOR as u64) as u32
+                } else {
+                    rng.pick(&hot_minors)
+                }
+            }),
+            perms: rng.range(1, 7) as u8,
+        };
+        let mut calls = Vec::new();
+        let mut specs: Vec<Spec> = Vec::new();
+        for _ in 0..n_calls {
+            let r = rng.below(100);
+            let call = if !wide && r < 2 {
+                Call::DenyAll
+            } else if r < if wide { 80 } else { 65 } {
+                Call::Allow(spec(&mut rng))
+            } else {
+                // Mostly the numbers of a rule there is (or was).
+                let mut s = spec(&mut rng);
+                if !specs.is_empty() && rng.percent(65) {
+                    let prev = rng.pick(&specs);
+                    (s.major, s.minor) = (prev.major, prev.minor);
+                    if rng.percent(50) {
+                        s.ty = prev.ty;
+                    }
+                }
+                Call::Deny(s)
+            };
+            if let Call::Allow(s) | Call::Deny(s) = call {
+                specs.push(s);
+            }
+            calls.push(call);
+        }
+        let any_major = |rng: &mut Rng| match rng.below(10) {
+            0..=4 => rng.pick(&hot_majors),
+            5..=7 => rng.pick(major_pool()),
+            _ => random_major(rng),
+        };
+        let any_minor = |rng: &mut Rng| {
+            if rng.percent(50) {
+                rng.pick(&hot_minors)
+            } else {
+                random_minor(rng)
+            }
+        };
+        let n_devices = if wide {
+            rng.range(12, 24)
+        } else {
+            rng.range(6, 12)
+        };
+        let mut devices = Vec::new();
+        for _ in 0..n_devices {
+            let d = match rng.below(100) {
+                // The numbers of a rule, a wildcard filled in.
+                0..=44 if !specs.is_empty() => {
+                    let s = rng.pick(&specs);
+                    (
+                        s.major.unwrap_or_else(|| any_major(&mut rng)),
+                        s.minor.unwrap_or_else(|| any_minor(&mut rng)),
+                    )
+                }
+                0..=69 => (rng.pick(&hot_majors), rng.pick(&hot_minors)),
+                70..=84 => {
+                    let (ma, mi) = (any_major(&mut rng), any_minor(&mut rng));
+                    rng.pick(&[
+                        (0, 0),
+                        (MAX_MAJOR, MAX_MINOR),
+                        (MAX_MAJOR, mi),
+                        (ma, MAX_MINOR),
+                        (0, mi),
+                        (ma, 0),
+                    ])
+                }
+                _ => (any_major(&mut rng), any_minor(&mut rng)),
+            };
+            if !devices.contains(&d) {
+                devices.push(d);
+            }
+        }
+        let queries = (0..4)
+            .map(|_| {
+                let (ma, mi) = rng.pick(&devices);
+                Spec {
+                    ty: rng.pick(b"abc"),
+                    major: (!rng.percent(35)).then_some(ma),
+                    minor: (!rng.percent(35)).then_some(mi),
+                    perms: rng.range(1, 7) as u8,
+                }
+            })
+            .collect();
+        Case {
+            seed,
+            fresh,
+            calls,
+            devices,
+            queries,
+        }
+    }
+
+    fn model(&self) -> Model {
+        let mut model = if self.fresh {
+            Model::fresh()
+        } else {
+            Model::denied_all()
+        };
+        for call in &self.calls {
+            model.apply(call);
+        }
+        model
+    }
+}
+
+fn lib_rule(s: &Spec) -> Rule {
+    let n = |n: Option<u32>| n.map_or(-1, |n| n as i32);
+    Rule::new(s.ty, n(s.major), n(s.minor), i32::from(s.perms)).expect("a valid rule")
+}
+
+fn apply(path: &str, call: &Call) -> vircgroup_v2_devices::Result<()> {
+    match call {
+        Call::Allow(s) => devices::allow(path, &lib_rule(s)),
+        Call::Deny(s) => devices::deny(path, &lib_rule(s)),
+        Call::DenyAll => devices::deny_all(path),
+    }
+}
+
+/// `struct bpf_cgroup_dev_ctx.access_type` as the kernel fills it:
+/// `BPF_DEVCG_ACC_*` (mknod 1, read 2, write 4) << 16 | `BPF_DEVCG_DEV_*`
+/// (block 1, char 2).
+fn access_type(ty: Ty, perms: u8) -> u32 {
+    let acc = [(R, 2), (W, 4), (M, 1)]
+        .iter()
+        .filter(|(p, _)| perms & p != 0)
+        .fold(0, |a, (_, bit)| a | bit);
+    (acc << 16)
+        | match ty {
+            Ty::Block => 1,
+            Ty::Char => 2,
+        }
+}
+
+/// What one leg answered about one access.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    Allow,
+    Deny,
+    /// This leg cannot be asked (check with no permission, the kernel
+    /// for an access it does not check or that was not probed).
+    NotAsked,
+    Failed(String),
+}
+
+impl Answer {
+    fn of(allowed: bool) -> Answer {
+        if allowed {
+            Answer::Allow
+        } else {
+            Answer::Deny
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Answer::Allow => "allow".into(),
+            Answer::Deny => "deny".into(),
+            Answer::NotAsked => "-".into(),
+            Answer::Failed(e) => format!("failed ({e})"),
+        }
+    }
+}
+
+const LEGS: [&str; 4] = ["model", "interpreter", "check", "kernel"];
+
+/// The four answers about one access, keyed by (type, major, minor, perms).
+type Table = BTreeMap<(Ty, u32, u32, u8), [Answer; 4]>;
+
+/// The interpreter's answer: the program run on `maps`; no program
+/// attached allows everything.
+fn interpret(
+    prog: Option<&(Vec<Insn>, interp::Maps)>,
+    ty: Ty,
+    ma: u32,
+    mi: u32,
+    perms: u8,
+) -> Answer {
+    let Some((prog, maps)) = prog else {
+        return Answer::Allow;
+    };
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        interp::run(prog, maps, access_type(ty, perms), ma, mi)
+    }));
+    match run {
+        Ok(0) => Answer::Deny,
+        Ok(1) => Answer::Allow,
+        Ok(r0) => Answer::Failed(format!("r0 = {r0}")),
+        Err(e) => Answer::Failed(
+            e.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default(),
+        ),
+    }
+}
+
+/// The model's and the interpreter's answers for every device of the case,
+/// both types, every combination of permissions (0 is access(F_OK)).
+fn model_and_interpreter(
+    case: &Case,
+    model: &Model,
+    prog: Option<&(Vec<Insn>, interp::Maps)>,
+) -> Table {
+    let mut table = Table::new();
+    for &(ma, mi) in &case.devices {
+        for ty in [Ty::Block, Ty::Char] {
+            for perms in 0..=7 {
+                table.insert(
+                    (ty, ma, mi, perms),
+                    [
+                        Answer::of(model.allows(ty, ma, mi, perms)),
+                        interpret(prog, ty, ma, mi, perms),
+                        Answer::NotAsked,
+                        Answer::NotAsked,
+                    ],
+                );
+            }
+        }
+    }
+    table
+}
+
+/// One line per access whose answers differ.
+fn disagreements(table: &Table) -> Vec<String> {
+    let mut out = Vec::new();
+    for (&(ty, ma, mi, perms), answers) in table {
+        let asked: Vec<&Answer> = answers.iter().filter(|a| **a != Answer::NotAsked).collect();
+        let failed = asked.iter().any(|a| matches!(a, Answer::Failed(_)));
+        if failed || asked.windows(2).any(|w| w[0] != w[1]) {
+            let what = if perms == 0 {
+                "F_OK".to_string()
+            } else {
+                model::perms_text(perms)
+            };
+            let legs: Vec<String> = LEGS
+                .iter()
+                .zip(answers)
+                .map(|(leg, a)| format!("{leg} {}", a.text()))
+                .collect();
+            out.push(format!(
+                "{} {ma}:{mi} {what}: {}",
+                ty.letter(),
+                legs.join(", ")
+            ));
+        }
+    }
+    out
+}
+
+/// The accesses the probe makes for each device and type.
+const KINDS: [(&str, u8); 5] = [("r", R), ("w", W), ("rw", R | W), ("f", 0), ("m", M)];
+
+/// Whether the kernel runs the device program for this access (see the
+/// top of the file for device 0:0).
+fn kernel_runs_program(ty: Ty, ma: u32, mi: u32, kind: &str) -> bool {
+    (ma, mi) != (0, 0) || (ty == Ty::Block && kind != "f")
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    cases: u64,
+    calls: u64,
+    probes: u64,
+    kernel_allowed: u64,
+    kernel_denied: u64,
+    interpreted: u64,
+    largest: usize,
+    grown: u64,
+    fresh: u64,
+    zero_probed: u64,
+}
+
+/// One kernel leg: a scratch cgroup (reset or replaced per case), node
+/// files for the devices probed.
+struct Worker {
+    mount: PathBuf,
+    cg: Scratch,
+    nodes: Nodes,
+    made: HashSet<(Ty, u32, u32)>,
+    fresh_paths: u64,
+    stats: Stats,
+}
+
+impl Worker {
+    fn new(mount: &Path) -> Worker {
+        Worker {
+            mount: mount.to_path_buf(),
+            cg: Scratch::new(mount),
+            nodes: Nodes::new(),
+            made: HashSet::new(),
+            fresh_paths: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The node file for a device, made once.
+    fn node(&mut self, ty: Ty, ma: u32, mi: u32) -> String {
+        if self.made.len() > 20_000 {
+            self.nodes = Nodes::new();
+            self.made.clear();
+        }
+        let name = format!("{}-{ma}-{mi}", ty.letter());
+        if self.made.insert((ty, ma, mi)) {
+            self.nodes.node(&name, ty.letter(), ma.into(), mi.into())
+        } else {
+            self.nodes.dir.join(name).to_str().unwrap().to_string()
+        }
+    }
+
+    /// Applies the case to the cgroup and compares every leg; returns one
+    /// line per disagreement.
+    fn run(&mut self, case: &Case) -> Vec<String> {
+        if case.fresh {
+            self.cg = Scratch::new(&self.mount);
+        } else if let Err(e) = devices::deny_all(self.cg.p()) {
+            return vec![format!("reset by deny_all failed: {e}")];
+        }
+        let path = self.cg.p().to_string();
+        for (i, call) in case.calls.iter().enumerate() {
+            if let Err(e) = apply(&path, call) {
+                return vec![format!("call {i} ({call}) failed: {e}")];
+            }
+        }
+        let model = case.model();
+        let mut out = Vec::new();
+
+        match devices::list(&path) {
+            Ok(list) if list == model.list() => {}
+            Ok(list) => out.push(format!(
+                "list: the library says\n{list}the model says\n{}",
+                model.list()
+            )),
+            Err(e) => out.push(format!("list failed: {e}")),
+        }
+        match devices::state(&path) {
+            Ok(s)
+                if s.count != model.count()
+                    || s.count > s.max
+                    || (s.mapfd >= 0) != model.attached =>
+            {
+                out.push(format!(
+                    "state: count {} of max {} with mapfd {}; \
+                     the model has {} rules (program attached: {})",
+                    s.count,
+                    s.max,
+                    s.mapfd,
+                    model.count(),
+                    model.attached
+                ))
+            }
+            Ok(s) => {
+                self.stats.largest = self.stats.largest.max(s.count);
+                self.stats.grown += u64::from(s.count > devices::INITIAL_MAX as usize);
+            }
+            Err(e) => out.push(format!("state failed: {e}")),
+        }
+        let snapshot = match devices::snapshot(&path) {
+            Ok(s) => s,
+            Err(e) => return [out, vec![format!("snapshot failed: {e}")]].concat(),
+        };
+        if snapshot.is_some() != model.attached {
+            out.push(format!(
+                "snapshot: program held {}, the model says attached {}",
+                snapshot.is_some(),
+                model.attached
+            ));
+        }
+        let mut table = model_and_interpreter(case, &model, snapshot.as_ref());
+        self.stats.interpreted += table.len() as u64;
+
+        for (&(ty, ma, mi, perms), answers) in table.iter_mut() {
+            if perms != 0 {
+                let spec = Spec {
+                    ty: ty.letter() as u8,
+                    major: Some(ma),
+                    minor: Some(mi),
+                    perms,
+                };
+                answers[2] = match devices::check(&path, &lib_rule(&spec)) {
+                    Ok(allowed) => Answer::of(allowed),
+                    Err(e) => Answer::Failed(e.to_string()),
+                };
+            }
+        }
+
+        // The kernel: one probe child for every access of the case.
+        let mut probes = Vec::new();
+        let mut asked = Vec::new();
+        for &(ma, mi) in &case.devices {
+            for ty in [Ty::Block, Ty::Char] {
+                for (kind, perms) in KINDS {
+                    probes.push(if kind == "m" {
+                        self.fresh_paths += 1;
+                        let path = self.nodes.fresh(&format!("mknod-{}", self.fresh_paths));
+                        format!("mknod:{}:{ma}:{mi}:{path}", ty.letter())
+                    } else {
+                        format!("{kind}:{}", self.node(ty, ma, mi))
+                    });
+                    asked.push((ty, ma, mi, kind, perms));
+                }
+            }
+            self.stats.zero_probed += u64::from((ma, mi) == (0, 0));
+        }
+        let results = self.cg.probe(&probes);
+        assert_eq!(results.len(), probes.len(), "one result per probe");
+        for ((ty, ma, mi, kind, perms), result) in asked.into_iter().zip(results) {
+            let allowed = result != "EPERM";
+            self.stats.probes += 1;
+            if allowed {
+                self.stats.kernel_allowed += 1;
+            } else {
+                self.stats.kernel_denied += 1;
+            }
+            if kernel_runs_program(ty, ma, mi, kind) {
+                table.get_mut(&(ty, ma, mi, perms)).unwrap()[3] = Answer::of(allowed);
+            } else if !allowed {
+                out.push(format!(
+                    "kernel: {kind} on {} {ma}:{mi} gave EPERM, but the kernel does not check it",
+                    ty.letter()
+                ));
+            }
+        }
+        out.extend(disagreements(&table));
+
+        for q in &case.queries {
+            let expected = model.check(q);
+            match devices::check(&path, &lib_rule(q)) {
+                Ok(got) if got == expected => {}
+                Ok(got) => out.push(format!(
+                    "check({q}): library {}, model {}",
+                    Answer::of(got).text(),
+                    Answer::of(expected).text()
+                )),
+                Err(e) => out.push(format!("check({q}) failed: {e}")),
+            }
+        }
+        self.stats.cases += 1;
+        self.stats.calls += case.calls.len() as u64;
+        self.stats.fresh += u64::from(case.fresh);
+        out
+    }
+}
+
+/// Drops calls while `fails` still holds: halves of the list, then
+/// quarters, down to single calls, until no call can go.
+fn shrink(case: &Case, mut fails: impl FnMut(&Case) -> bool) -> Case {
+    let mut best = case.clone();
+    let mut chunk = (best.calls.len() / 2).max(1);
+    while !best.calls.is_empty() {
+        let mut progress = false;
+        let mut i = 0;
+        while i < best.calls.len() {
+            let mut trial = best.clone();
+            trial.calls.drain(i..(i + chunk).min(best.calls.len()));
+            if fails(&trial) {
+                best = trial;
+                progress = true;
+            } else {
+                i += chunk;
+            }
+        }
+        if !progress {
+            if chunk == 1 {
+                break;
+            }
+            chunk /= 2;
+        }
+    }
+    best
+}
+
+fn report(run: &str, case: &Case, shrunk: &Case, found: &[String]) -> String {
+    let mut s = format!(
+        "ORACLE DISAGREEMENT ({run})\n\
+         case seed {:#x}; replay: ORACLE_REPLAY={:#x} cargo test --test oracle -- --nocapture\n\
+         cgroup: {}\n\
+         calls (shrunk from {} to {}):\n",
+        case.seed,
+        case.seed,
+        if case.fresh {
+            "new, no program before the calls"
+        } else {
+            "reset by deny_all"
+        },
+        case.calls.len(),
+        shrunk.calls.len()
+    );
+    for call in &shrunk.calls {
+        s += &format!("  {call}\n");
+    }
+    s += "disagreements (type major:minor access: the four answers; - is not asked):\n";
+    const SHOWN: usize = 24;
+    for line in found.iter().take(SHOWN) {
+        s += &format!("  {line}\n");
+    }
+    if found.len() > SHOWN {
+        s += &format!("  ... and {} more\n", found.len() - SHOWN);
+    }
+    s
+}
+
+struct Settings {
+    cases: u64,
+    seed: u64,
+    replay: Option<u64>,
+}
+
+fn settings() -> Settings {
+    let number = |name: &str| -> Option<u64> {
+        let v = std::env::var(name).ok()?;
+        let v = v.trim();
+        let parsed = match v.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16),
+            None => v.parse(),
+        };
+        Some(parsed.unwrap_or_else(|_| panic!("{name}={v}: not a number")))
+    };
+    let seed = match std::env::var("ORACLE_SEED").as_deref() {
+        Ok("random") => {
+            static RANDOM: OnceLock<u64> = OnceLock::new();
+            *RANDOM.get_or_init(|| {
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap();
+                Rng(t.as_nanos() as u64 ^ u64::from(std::process::id())).next()
+            })
+        }
+        _ => number("ORACLE_SEED").unwrap_or(DEFAULT_SEED),
+    };
+    Settings {
+        cases: number("ORACLE_CASES").unwrap_or(DEFAULT_CASES),
+        seed,
+        replay: number("ORACLE_REPLAY"),
+    }
+}
+
+/// Shard `k`: cases `k`, `k + SHARDS`, ... of the run, against the kernel.
+fn shard(k: u64) {
+    let Some(mount) = privileged() else { return };
+    let s = settings();
+    let seeds: Vec<(String, u64)> = match s.replay {
+        Some(seed) if k == 0 => vec![("replay".to_string(), seed)],
+        Some(_) => return,
+        None => (k..s.cases)
+            .step_by(SHARDS as usize)
+            .map(|i| {
+                (
+                    format!("seed {:#x}, case {i}", s.seed),
+                    case_seed(s.seed, i),
+                )
+            })
+            .collect(),
+    };
+    let start = Instant::now();
+    let mut worker = Worker::new(&mount);
+    for (run, seed) in &seeds {
+        let case = Case::new(*seed);
+        if worker.run(&case).is_empty() {
+            continue;
+        }
+        let shrunk = shrink(&case, |c| !worker.run(c).is_empty());
+        let found = worker.run(&shrunk);
+        panic!("{}", report(run, &case, &shrunk, &found));
+    }
+    let st = &worker.stats;
+    println!(
+        "oracle shard {k}/{SHARDS}: {} cases (seed {:#x}), 0 disagreements in {:.1?}: \
+         {} calls, {} kernel probes ({} allowed, {} denied), {} interpreter runs, \
+         {} cases on a new cgroup, largest map {} rules ({} cases past {}), 0:0 probed {} times",
+        st.cases,
+        s.seed,
+        start.elapsed(),
+        st.calls,
+        st.probes,
+        st.kernel_allowed,
+        st.kernel_denied,
+        st.interpreted,
+        st.fresh,
+        st.largest,
+        st.grown,
+        devices::INITIAL_MAX,
+        st.zero_probed
+    );
+    // The generator reaches what it is meant to.
+    if s.replay.is_none() && st.cases >= 200 {
+        assert!(st.grown > 0, "no case grew the map: {st:?}");
+        assert!(st.kernel_allowed > 0 && st.kernel_denied > 0, "{st:?}");
+        assert!(st.fresh > 0 && st.zero_probed > 0, "{st:?}");
+    }
+}
+
+#[test]
+fn oracle_shard_0() {
+    shard(0);
+}
+
+#[test]
+fn oracle_shard_1() {
+    shard(1);
+}
+
+#[test]
+fn oracle_shard_2() {
+    shard(2);
+}
+
+#[test]
+fn oracle_shard_3() {
+    shard(3);
+}
+
+/// The maps the library writes for a case, built without the kernel with
+/// the library's encoding (`Rule::value`, `Rule::remove_from`, the index
+/// words), for the program loaded with map fds 3 and 4. None when no
+/// program is attached.
+fn encoded(case: &Case) -> Option<interp::Maps> {
+    let mut map: HashMap<u64, u32> = HashMap::new();
+    for call in &case.calls {
+        match call {
+            Call::Allow(s) => {
+                let r = lib_rule(s);
+                *map.entry(r.key()).or_default() |= r.value();
+            }
+            Call::Deny(s) => {
+                let r = lib_rule(s);
+                if let Some(&v) = map.get(&r.key()) {
+                    match r.remove_from(v) {
+                        0 => map.remove(&r.key()),
+                        v => map.insert(r.key(), v),
+                    };
+                }
+            }
+            Call::DenyAll => map.clear(),
+        }
+    }
+    if case.fresh && case.calls.is_empty() {
+        return None;
+    }
+    let words = rules::index_words(&map).into_iter().collect();
+    Some(interp::Maps::from([
+        (3, interp::Map::Hash(map)),
+        (
+            4,
+            interp::Map::Array {
+                len: rules::INDEX_SLOTS,
+                words,
+            },
+        ),
+    ]))
+}
+
+/// The model against the interpreter running `prog` (fds 3 and 4) on the
+/// encoded maps.
+fn offline(prog: &[Insn], case: &Case) -> Vec<String> {
+    let maps = encoded(case);
+    let loaded = maps.map(|m| (prog.to_vec(), m));
+    disagreements(&model_and_interpreter(case, &case.model(), loaded.as_ref()))
+}
+
+/// Without the kernel: the model and the interpreter agree on many cases.
+#[test]
+fn model_and_interpreter_agree_without_the_kernel() {
+    let prog = device_program(3, 4);
+    for i in 0..2000 {
+        let case = Case::new(case_seed(DEFAULT_SEED ^ 1, i));
+        let found = offline(&prog, &case);
+        assert!(
+            found.is_empty(),
+            "{}",
+            report("offline", &case, &case, &found)
+        );
+    }
+}
+
+/// One wrong field in one instruction, each a program the verifier would
+/// load: the oracle must notice it within a few hundred cases.
+#[test]
+fn a_wrong_instruction_is_caught() {
+    enum Field {
+        Imm,
+        Off,
+    }
+    use Field::*;
+    // (what, instruction, field, right value, wrong value)
+    let mutants: &[(&str, usize, Field, i32, i32)] = &[
+        ("type bit: block for char", 2, Imm, 2, 1),
+        ("char rule read 8 bits too high", 3, Imm, 2, 3),
+        ("access bits shifted", 4, Imm, 16, 17),
+        ("no presence bit (F_OK, the index bits)", 5, Imm, 8, 0),
+        ("major read from the minor", 8, Off, 4, 8),
+        ("minor read from the major", 11, Off, 8, 4),
+        ("exact hit denied", 23, Off, 66, 64),
+        ("index: major wildcard of block only", 25, Imm, 0x808, 0x8),
+        ("index: *:* bit in the wrong place", 27, Imm, 1, 2),
+        (
+            "major wildcard key with a 20-bit minor",
+            38,
+            Imm,
+            -1,
+            0xf_ffff,
+        ),
+        ("index: global slot is major 4095's", 50, Imm, 4096, 4095),
+        ("index: minor wildcard of char only", 60, Imm, 0x808, 0x800),
+        ("minor wildcard key's major half", 63, Imm, 32, 31),
+        ("index: *:* of char only", 75, Imm, 0x404, 0x400),
+    ];
+    let good = device_program(3, 4);
+    let cases: Vec<Case> = (0..500)
+        .map(|i| Case::new(case_seed(DEFAULT_SEED ^ 2, i)))
+        .collect();
+    for (what, at, field, right, wrong) in mutants {
+        let mut prog = good.clone();
+        let insn = &mut prog[*at];
+        let now = match field {
+            Imm => std::mem::replace(&mut insn.imm, *wrong),
+            Off => i32::from(std::mem::replace(&mut insn.off, *wrong as i16)),
+        };
+        assert_eq!(
+            now, *right,
+            "instruction {at} changed: update mutant {what:?}"
+        );
+        let caught = cases
+            .iter()
+            .enumerate()
+            .find_map(|(i, c)| offline(&prog, c).into_iter().next().map(|d| (i, d)));
+        let Some((i, first)) = caught else {
+            panic!(
+                "mutant {what:?} (instruction {at}) survived {} cases",
+                cases.len()
+            );
+        };
+        println!("mutant {what:?} caught by case {i}: {first}");
+    }
+}
+
+/// The model itself, on the examples API.md and the README give.
+#[test]
+fn the_model_follows_the_documented_semantics() {
+    let spec = |ty, major, minor, perms| Spec {
+        ty,
+        major,
+        minor,
+        perms,
+    };
+    let mut m = Model::fresh();
+    assert!(m.allows(Ty::Char, 1, 3, R | W | M));
+    assert_eq!(m.list(), "a *:* rwm\n");
+    m.apply(&Call::Allow(spec(b'c', Some(1), Some(3), R)));
+    m.apply(&Call::Allow(spec(b'c', Some(1), Some(3), W)));
+    assert!(m.allows(Ty::Char, 1, 3, R | W), "permissions accumulate");
+    assert!(!m.allows(Ty::Block, 1, 3, R), "char and block are apart");
+    m.apply(&Call::Allow(spec(b'b', Some(1), Some(3), R)));
+    assert!(m.allows(Ty::Char, 1, 3, R | W), "b does not wipe c");
+    assert_eq!(m.list(), "b 1:3 r\nc 1:3 rw\n");
+    assert_eq!(m.count(), 1);
+    m.apply(&Call::Allow(spec(b'b', Some(1), Some(3), W)));
+    assert_eq!(m.list(), "a 1:3 rw\n");
+    // One rule must hold every bit: b *:* r plus b 8:0 w is not rw on 8:0.
+    m.apply(&Call::Allow(spec(b'b', None, None, R)));
+    m.apply(&Call::Allow(spec(b'b', Some(8), Some(0), W)));
+    assert!(!m.allows(Ty::Block, 8, 0, R | W));
+    assert!(m.allows(Ty::Block, 8, 0, R) && m.allows(Ty::Block, 8, 0, W));
+    // access(F_OK): a rule of the type names the device.
+    assert!(m.allows(Ty::Block, 9, 9, 0));
+    assert!(!m.allows(Ty::Char, 9, 9, 0));
+    assert_eq!(m.list(), "a 1:3 rw\nb 8:0 w\nb *:* r\n");
+    // Deny: bits of that exact rule; none left, no rule; missing: no-op.
+    m.apply(&Call::Deny(spec(b'a', Some(1), Some(3), W)));
+    assert_eq!(m.list(), "a 1:3 r\nb 8:0 w\nb *:* r\n");
+    m.apply(&Call::Deny(spec(b'b', Some(8), None, R | W | M)));
+    m.apply(&Call::Deny(spec(b'b', Some(8), Some(0), W)));
+    assert_eq!(m.list(), "a 1:3 r\nb *:* r\n");
+    assert_eq!(m.count(), 2);
+    // check: wildcard queries need a rule as wide.
+    m.apply(&Call::Allow(spec(b'c', Some(136), None, R | W)));
+    assert!(m.check(&spec(b'c', Some(136), None, R)));
+    assert!(!m.check(&spec(b'c', None, Some(0), R)));
+    assert!(m.check(&spec(b'b', None, None, R)));
+    assert!(m.check(&spec(b'a', Some(136), Some(1), R)));
+    assert!(!m.check(&spec(b'a', Some(136), Some(1), W)));
+    m.apply(&Call::DenyAll);
+    assert_eq!(m.list(), "");
+    assert!(!m.allows(Ty::Char, 0, 0, 0));
+    // Generated cases are what they say: the same seed, the same case.
+    let (a, b) = (Case::new(7), Case::new(7));
+    assert_eq!((a.calls, a.devices), (b.calls, b.devices));
+}

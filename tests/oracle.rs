@@ -9,13 +9,15 @@
 //!   in it opening device nodes, calling access(F_OK) and mknod (EPERM is a
 //!   denial, anything else got past the cgroup);
 //!
-//! and `devices::check`, `devices::list` and the rule count must answer like
-//! them. A case is a random sequence of allow, deny and deny-all calls
+//! and `devices::check`, `devices::list` and the rule count must answer
+//! like them. A case is a random sequence of allow, deny and deny-all calls
 //! (every kind of wildcard, `a`, `b` and `c` on the same numbers, device
-//! 0:0, major 4095, minor 1048575, sometimes 70-300 calls so the map grows
-//! past 64 and 128) applied through the library, then every access (no bit,
-//! `r`, `w`, `m` and their combinations) to devices drawn to hit and miss
-//! those rules, block and char alike.
+//! 0:0, major 4095, minor 1048575; sometimes by node path, sometimes with
+//! the library forgetting the cgroup, which it then adopts from the kernel,
+//! or detaching; sometimes 70-300 calls so the map grows past 64 and 128)
+//! applied through the library, then every access (no bit, `r`, `w`, `m`
+//! and their combinations) to devices drawn to hit and miss those rules,
+//! block and char alike.
 //!
 //! ```sh
 //! cargo test --test oracle                       # 1,000 cases, fixed seed
@@ -113,6 +115,15 @@ mod model {
         Allow(Spec),
         Deny(Spec),
         DenyAll,
+        /// `allow_device_path` on a node of the type and numbers (b or c).
+        AllowPath(Spec),
+        DenyPath(Spec),
+        /// `remove_prog`: the library forgets the cgroup and adopts the
+        /// program from the kernel at the next call.
+        Forget,
+        /// `detach_prog`: no program, every device allowed; the next call
+        /// starts from no rule.
+        Detach,
     }
 
     impl std::fmt::Display for Call {
@@ -121,6 +132,10 @@ mod model {
                 Call::Allow(s) => write!(f, "allow {s}"),
                 Call::Deny(s) => write!(f, "deny {s}"),
                 Call::DenyAll => write!(f, "deny_all"),
+                Call::AllowPath(s) => write!(f, "allow_path {s} (a node)"),
+                Call::DenyPath(s) => write!(f, "deny_path {s} (a node)"),
+                Call::Forget => write!(f, "remove_prog"),
+                Call::Detach => write!(f, "detach_prog"),
             }
         }
     }
@@ -172,18 +187,21 @@ mod model {
             }
         }
 
-        /// Every call attaches the program (libvirt prepares it first).
-        /// Allow accumulates, `a` is both types; deny removes bits from
-        /// that exact rule only; deny-all removes every rule.
+        /// Every allow or deny attaches the program (libvirt prepares it
+        /// first). Allow accumulates, `a` is both types; deny removes bits
+        /// from that exact rule only; deny-all removes every rule. A node
+        /// path stands for its type and numbers. Forgetting changes nothing;
+        /// detaching leaves no program and no rule.
         pub fn apply(&mut self, call: &Call) {
-            self.attached = true;
+            self.attached =
+                !matches!(call, Call::Detach) && (self.attached || !matches!(call, Call::Forget));
             match *call {
-                Call::Allow(s) => {
+                Call::Allow(s) | Call::AllowPath(s) => {
                     for &t in types(s.ty) {
                         *self.rules.entry((t, s.major, s.minor)).or_insert(0) |= s.perms;
                     }
                 }
-                Call::Deny(s) => {
+                Call::Deny(s) | Call::DenyPath(s) => {
                     for &t in types(s.ty) {
                         let key = (t, s.major, s.minor);
                         if let Some(p) = self.rules.get_mut(&key) {
@@ -194,7 +212,8 @@ mod model {
                         }
                     }
                 }
-                Call::DenyAll => self.rules.clear(),
+                Call::DenyAll | Call::Detach => self.rules.clear(),
+                Call::Forget => {}
             }
         }
 
@@ -411,25 +430,47 @@ impl Case {
         };
         let mut calls = Vec::new();
         let mut specs: Vec<Spec> = Vec::new();
+        // A node path names one device: b or c, no wildcard.
+        let on_node = |rng: &mut Rng, mut s: Spec| {
+            if s.ty == b'a' {
+                s.ty = rng.pick(b"bc");
+            }
+            s.major = Some(s.major.unwrap_or_else(|| rng.pick(&hot_majors)));
+            s.minor = Some(s.minor.unwrap_or_else(|| rng.pick(&hot_minors)));
+            s
+        };
         for _ in 0..n_calls {
             let r = rng.below(100);
-            let call = if !wide && r < 2 {
-                Call::DenyAll
-            } else if r < if wide { 80 } else { 65 } {
-                Call::Allow(spec(&mut rng))
-            } else {
-                // Mostly the numbers of a rule there is (or was).
-                let mut s = spec(&mut rng);
-                if !specs.is_empty() && rng.percent(65) {
-                    let prev = rng.pick(&specs);
-                    (s.major, s.minor) = (prev.major, prev.minor);
-                    if rng.percent(50) {
-                        s.ty = prev.ty;
+            let call = match r {
+                0..=1 if !wide => Call::DenyAll,
+                2..=3 => Call::Forget,
+                4 if !wide => Call::Detach,
+                _ if r < if wide { 80 } else { 68 } => {
+                    let s = spec(&mut rng);
+                    if rng.percent(10) {
+                        Call::AllowPath(on_node(&mut rng, s))
+                    } else {
+                        Call::Allow(s)
                     }
                 }
-                Call::Deny(s)
+                _ => {
+                    // Mostly the numbers of a rule there is (or was).
+                    let mut s = spec(&mut rng);
+                    if !specs.is_empty() && rng.percent(65) {
+                        let prev = rng.pick(&specs);
+                        (s.major, s.minor) = (prev.major, prev.minor);
+                        if rng.percent(50) {
+                            s.ty = prev.ty;
+                        }
+                    }
+                    if rng.percent(10) {
+                        Call::DenyPath(on_node(&mut rng, s))
+                    } else {
+                        Call::Deny(s)
+                    }
+                }
             };
-            if let Call::Allow(s) | Call::Deny(s) = call {
+            if let Call::Allow(s) | Call::Deny(s) | Call::AllowPath(s) | Call::DenyPath(s) = call {
                 specs.push(s);
             }
             calls.push(call);
@@ -516,14 +557,6 @@ impl Case {
 fn lib_rule(s: &Spec) -> Rule {
     let n = |n: Option<u32>| n.map_or(-1, |n| n as i32);
     Rule::new(s.ty, n(s.major), n(s.minor), i32::from(s.perms)).expect("a valid rule")
-}
-
-fn apply(path: &str, call: &Call) -> vircgroup_v2_devices::Result<()> {
-    match call {
-        Call::Allow(s) => devices::allow(path, &lib_rule(s)),
-        Call::Deny(s) => devices::deny(path, &lib_rule(s)),
-        Call::DenyAll => devices::deny_all(path),
-    }
 }
 
 /// `struct bpf_cgroup_dev_ctx.access_type` as the kernel fills it:
@@ -675,6 +708,7 @@ struct Stats {
     kernel_denied: u64,
     interpreted: u64,
     largest: usize,
+    largest_max: usize,
     grown: u64,
     fresh: u64,
     zero_probed: u64,
@@ -705,10 +739,6 @@ impl Worker {
 
     /// The node file for a device, made once.
     fn node(&mut self, ty: Ty, ma: u32, mi: u32) -> String {
-        if self.made.len() > 20_000 {
-            self.nodes = Nodes::new();
-            self.made.clear();
-        }
         let name = format!("{}-{ma}-{mi}", ty.letter());
         if self.made.insert((ty, ma, mi)) {
             self.nodes.node(&name, ty.letter(), ma.into(), mi.into())
@@ -717,9 +747,41 @@ impl Worker {
         }
     }
 
+    /// Makes `call` through the library on the cgroup at `path`.
+    fn apply(&mut self, path: &str, call: &Call) -> Result<(), String> {
+        let on_node = |w: &mut Worker, s: &Spec, allow: bool| {
+            let ty = if s.ty == b'b' { Ty::Block } else { Ty::Char };
+            let node = w.node(ty, s.major.unwrap(), s.minor.unwrap());
+            let perms = i32::from(s.perms);
+            match if allow {
+                devices::allow_path(path, &node, perms)
+            } else {
+                devices::deny_path(path, &node, perms)
+            } {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(format!("{node} is not a device node, says the library")),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        match call {
+            Call::Allow(s) => devices::allow(path, &lib_rule(s)).map_err(|e| e.to_string()),
+            Call::Deny(s) => devices::deny(path, &lib_rule(s)).map_err(|e| e.to_string()),
+            Call::DenyAll => devices::deny_all(path).map_err(|e| e.to_string()),
+            Call::AllowPath(s) => on_node(self, s, true),
+            Call::DenyPath(s) => on_node(self, s, false),
+            Call::Forget => devices::remove_prog(path).map_err(|e| e.to_string()),
+            Call::Detach => devices::detach_prog(path).map_err(|e| e.to_string()),
+        }
+    }
+
     /// Applies the case to the cgroup and compares every leg; returns one
     /// line per disagreement.
     fn run(&mut self, case: &Case) -> Vec<String> {
+        // Between cases only: a probe list must not name a removed node.
+        if self.made.len() > 20_000 {
+            self.nodes = Nodes::new();
+            self.made.clear();
+        }
         if case.fresh {
             self.cg = Scratch::new(&self.mount);
         } else if let Err(e) = devices::deny_all(self.cg.p()) {
@@ -727,7 +789,7 @@ impl Worker {
         }
         let path = self.cg.p().to_string();
         for (i, call) in case.calls.iter().enumerate() {
-            if let Err(e) = apply(&path, call) {
+            if let Err(e) = self.apply(&path, call) {
                 return vec![format!("call {i} ({call}) failed: {e}")];
             }
         }
@@ -760,6 +822,7 @@ impl Worker {
             }
             Ok(s) => {
                 self.stats.largest = self.stats.largest.max(s.count);
+                self.stats.largest_max = self.stats.largest_max.max(s.max);
                 self.stats.grown += u64::from(s.count > devices::INITIAL_MAX as usize);
             }
             Err(e) => out.push(format!("state failed: {e}")),
@@ -814,7 +877,15 @@ impl Worker {
         let results = self.cg.probe(&probes);
         assert_eq!(results.len(), probes.len(), "one result per probe");
         for ((ty, ma, mi, kind, perms), result) in asked.into_iter().zip(results) {
-            let allowed = result != "EPERM";
+            // EPERM is the cgroup's denial. Past the cgroup, a node without
+            // a driver gives ENXIO (or ENODEV); anything else means the
+            // probe did not test what it meant to.
+            let answer = match result.as_str() {
+                "EPERM" => Answer::Deny,
+                "ok" | "ENXIO" | "ENODEV" => Answer::Allow,
+                other => Answer::Failed(format!("the probe's {kind} gave {other}")),
+            };
+            let allowed = answer == Answer::Allow;
             self.stats.probes += 1;
             if allowed {
                 self.stats.kernel_allowed += 1;
@@ -822,10 +893,10 @@ impl Worker {
                 self.stats.kernel_denied += 1;
             }
             if kernel_runs_program(ty, ma, mi, kind) {
-                table.get_mut(&(ty, ma, mi, perms)).unwrap()[3] = Answer::of(allowed);
+                table.get_mut(&(ty, ma, mi, perms)).unwrap()[3] = answer;
             } else if !allowed {
                 out.push(format!(
-                    "kernel: {kind} on {} {ma}:{mi} gave EPERM, but the kernel does not check it",
+                    "kernel: {kind} on {} {ma}:{mi} gave {result}, but the kernel does not check it",
                     ty.letter()
                 ));
             }
@@ -965,20 +1036,31 @@ fn shard(k: u64) {
     let mut worker = Worker::new(&mount);
     for (run, seed) in &seeds {
         let case = Case::new(*seed);
-        if worker.run(&case).is_empty() {
+        let first = worker.run(&case);
+        if first.is_empty() {
             continue;
         }
         let shrunk = shrink(&case, |c| !worker.run(c).is_empty());
-        let found = worker.run(&shrunk);
-        panic!("{}", report(run, &case, &shrunk, &found));
+        let again = worker.run(&shrunk);
+        if again.is_empty() {
+            panic!(
+                "{}(not reproduced: the case passed when run again)",
+                report(run, &case, &case, &first)
+            );
+        }
+        panic!("{}", report(run, &case, &shrunk, &again));
     }
     let st = &worker.stats;
     println!(
-        "oracle shard {k}/{SHARDS}: {} cases (seed {:#x}), 0 disagreements in {:.1?}: \
+        "oracle shard {k}/{SHARDS}: {} cases ({}), 0 disagreements in {:.1?}: \
          {} calls, {} kernel probes ({} allowed, {} denied), {} interpreter runs, \
-         {} cases on a new cgroup, largest map {} rules ({} cases past {}), 0:0 probed {} times",
+         {} cases on a new cgroup, largest map {} rules in {} entries ({} cases past {}), \
+         0:0 probed {} times",
         st.cases,
-        s.seed,
+        match s.replay {
+            Some(seed) => format!("replay of case seed {seed:#x}"),
+            None => format!("seed {:#x}", s.seed),
+        },
         start.elapsed(),
         st.calls,
         st.probes,
@@ -987,6 +1069,7 @@ fn shard(k: u64) {
         st.interpreted,
         st.fresh,
         st.largest,
+        st.largest_max,
         st.grown,
         devices::INITIAL_MAX,
         st.zero_probed
@@ -1025,13 +1108,15 @@ fn oracle_shard_3() {
 /// program is attached.
 fn encoded(case: &Case) -> Option<interp::Maps> {
     let mut map: HashMap<u64, u32> = HashMap::new();
+    let mut attached = !case.fresh;
     for call in &case.calls {
+        attached = !matches!(call, Call::Detach) && (attached || !matches!(call, Call::Forget));
         match call {
-            Call::Allow(s) => {
+            Call::Allow(s) | Call::AllowPath(s) => {
                 let r = lib_rule(s);
                 *map.entry(r.key()).or_default() |= r.value();
             }
-            Call::Deny(s) => {
+            Call::Deny(s) | Call::DenyPath(s) => {
                 let r = lib_rule(s);
                 if let Some(&v) = map.get(&r.key()) {
                     match r.remove_from(v) {
@@ -1040,10 +1125,11 @@ fn encoded(case: &Case) -> Option<interp::Maps> {
                     };
                 }
             }
-            Call::DenyAll => map.clear(),
+            Call::DenyAll | Call::Detach => map.clear(),
+            Call::Forget => {}
         }
     }
-    if case.fresh && case.calls.is_empty() {
+    if !attached {
         return None;
     }
     let words = rules::index_words(&map).into_iter().collect();

@@ -10,7 +10,9 @@
 //!   denial, anything else got past the cgroup);
 //!
 //! and `devices::check`, `devices::list` and the rule count must answer
-//! like them. A case is a random sequence of allow, deny and deny-all calls
+//! like them. A case starts from a cgroup reset by deny-all, a new one, or
+//! one set up by libvirt's C code (its program and map, which the library
+//! adopts), then makes a random sequence of allow, deny and deny-all calls
 //! (every kind of wildcard, `a`, `b` and `c` on the same numbers, device
 //! 0:0, major 4095, minor 1048575; sometimes by node path, sometimes with
 //! the library forgetting the cgroup, which it then adopts from the kernel,
@@ -35,7 +37,8 @@
 //! char node, access(F_OK) on either type; opening a block node is checked
 //! again by `bdev_permission`), and a char 0:0 mknod is a whiteout. Those
 //! accesses are compared between the model, the interpreter and `check`
-//! only, and the kernel must let them through.
+//! only, and the kernel must let them through. `check` takes no empty
+//! permission set, so access(F_OK) is compared without it.
 //!
 //! Without root (and outside CI) only the kernel-free part runs: the model
 //! against the interpreter on maps built with the library's encoding, and
@@ -185,6 +188,22 @@ mod model {
                 attached: true,
                 ..Model::default()
             }
+        }
+
+        /// A cgroup libvirt's C code set up with these rules, in this
+        /// order: its map holds one rule per numbers, so the last rule
+        /// written on some numbers replaces the earlier ones, whatever
+        /// their types (the README: `b 1:3 r` wipes `c 1:3 rw`).
+        pub fn set_up_by_libvirt(rules: &[Spec]) -> Model {
+            let mut last = BTreeMap::new();
+            for s in rules {
+                last.insert((s.major, s.minor), *s);
+            }
+            let mut model = Model::denied_all();
+            for s in last.values() {
+                model.apply(&Call::Allow(*s));
+            }
+            model
         }
 
         /// Every allow or deny attaches the program (libvirt prepares it
@@ -378,13 +397,25 @@ fn random_minor(rng: &mut Rng) -> u32 {
     }
 }
 
+/// How the cgroup of a case starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Start {
+    /// The cgroup of the previous case, reset by deny-all.
+    DenyAll,
+    /// A new cgroup: no program until the first call.
+    New,
+    /// A new cgroup set up by libvirt's C code: its program, and its map
+    /// holding these rules in its encoding (`get_key`, `get_perms`),
+    /// written in this order. The library adopts it at its first call.
+    Libvirt(Vec<Spec>),
+}
+
 /// One test case: how the cgroup starts, the calls, the devices probed
 /// (block and char each), and wildcard and `a` queries for `check`.
 #[derive(Debug, Clone)]
 struct Case {
     seed: u64,
-    /// A new cgroup (no program until the first call), else reset by deny-all.
-    fresh: bool,
+    start: Start,
     calls: Vec<Call>,
     devices: Vec<(u32, u32)>,
     queries: Vec<Spec>,
@@ -393,7 +424,7 @@ struct Case {
 impl Case {
     fn new(seed: u64) -> Case {
         let mut rng = Rng(seed);
-        let fresh = rng.percent(8);
+        let start = rng.below(100);
         let (n_calls, wide) = match rng.below(100) {
             0..=2 => (0, false),
             3..=79 => (rng.range(1, 20), false),
@@ -428,8 +459,18 @@ impl Case {
             }),
             perms: rng.range(1, 7) as u8,
         };
-        let mut calls = Vec::new();
         let mut specs: Vec<Spec> = Vec::new();
+        let start = match start {
+            0..=7 => Start::New,
+            8..=12 => {
+                // libvirt's map has 64 entries.
+                let n = if wide { 64 } else { rng.range(0, 20) };
+                specs = (0..n).map(|_| spec(&mut rng)).collect();
+                Start::Libvirt(specs.clone())
+            }
+            _ => Start::DenyAll,
+        };
+        let mut calls = Vec::new();
         // A node path names one device: b or c, no wildcard.
         let on_node = |rng: &mut Rng, mut s: Spec| {
             if s.ty == b'a' {
@@ -534,7 +575,7 @@ impl Case {
             .collect();
         Case {
             seed,
-            fresh,
+            start,
             calls,
             devices,
             queries,
@@ -542,10 +583,10 @@ impl Case {
     }
 
     fn model(&self) -> Model {
-        let mut model = if self.fresh {
-            Model::fresh()
-        } else {
-            Model::denied_all()
+        let mut model = match &self.start {
+            Start::DenyAll => Model::denied_all(),
+            Start::New => Model::fresh(),
+            Start::Libvirt(rules) => Model::set_up_by_libvirt(rules),
         };
         for call in &self.calls {
             model.apply(call);
@@ -710,7 +751,8 @@ struct Stats {
     largest: usize,
     largest_max: usize,
     grown: u64,
-    fresh: u64,
+    new: u64,
+    libvirt: u64,
     zero_probed: u64,
 }
 
@@ -782,10 +824,17 @@ impl Worker {
             self.nodes = Nodes::new();
             self.made.clear();
         }
-        if case.fresh {
-            self.cg = Scratch::new(&self.mount);
-        } else if let Err(e) = devices::deny_all(self.cg.p()) {
-            return vec![format!("reset by deny_all failed: {e}")];
+        match &case.start {
+            Start::DenyAll => {
+                if let Err(e) = devices::deny_all(self.cg.p()) {
+                    return vec![format!("reset by deny_all failed: {e}")];
+                }
+            }
+            Start::New => self.cg = Scratch::new(&self.mount),
+            Start::Libvirt(rules) => {
+                self.cg = Scratch::new(&self.mount);
+                set_up_like_libvirt(&self.cg, rules);
+            }
         }
         let path = self.cg.p().to_string();
         for (i, call) in case.calls.iter().enumerate() {
@@ -917,22 +966,23 @@ impl Worker {
         }
         self.stats.cases += 1;
         self.stats.calls += case.calls.len() as u64;
-        self.stats.fresh += u64::from(case.fresh);
+        self.stats.new += u64::from(case.start == Start::New);
+        self.stats.libvirt += u64::from(matches!(case.start, Start::Libvirt(_)));
         out
     }
 }
 
-/// Drops calls while `fails` still holds: halves of the list, then
-/// quarters, down to single calls, until no call can go.
-fn shrink(case: &Case, mut fails: impl FnMut(&Case) -> bool) -> Case {
-    let mut best = case.clone();
-    let mut chunk = (best.calls.len() / 2).max(1);
-    while !best.calls.is_empty() {
+/// Drops items while `fails` still holds: halves of the list, then
+/// quarters, down to single items, until none can go.
+fn ddmin<T: Clone>(items: &[T], mut fails: impl FnMut(&[T]) -> bool) -> Vec<T> {
+    let mut best = items.to_vec();
+    let mut chunk = (best.len() / 2).max(1);
+    while !best.is_empty() {
         let mut progress = false;
         let mut i = 0;
-        while i < best.calls.len() {
+        while i < best.len() {
             let mut trial = best.clone();
-            trial.calls.drain(i..(i + chunk).min(best.calls.len()));
+            trial.drain(i..(i + chunk).min(best.len()));
             if fails(&trial) {
                 best = trial;
                 progress = true;
@@ -950,6 +1000,52 @@ fn shrink(case: &Case, mut fails: impl FnMut(&Case) -> bool) -> Case {
     best
 }
 
+/// The case with as few calls, then as few rules set up by libvirt, as
+/// still fail.
+fn shrink(case: &Case, mut fails: impl FnMut(&Case) -> bool) -> Case {
+    let mut best = case.clone();
+    best.calls = ddmin(&case.calls, |calls| {
+        fails(&Case {
+            calls: calls.to_vec(),
+            ..case.clone()
+        })
+    });
+    if let Start::Libvirt(rules) = &case.start {
+        let rules = ddmin(rules, |rules| {
+            fails(&Case {
+                start: Start::Libvirt(rules.to_vec()),
+                ..best.clone()
+            })
+        });
+        best.start = Start::Libvirt(rules);
+    }
+    best
+}
+
+/// Sets up `cg` the way libvirt's C code does: a 64-entry map in its
+/// encoding, its program, attached without flags.
+fn set_up_like_libvirt(cg: &Scratch, rules: &[Spec]) {
+    use std::os::fd::{AsFd, AsRawFd};
+    use vircgroup_v2_devices::{program::libvirt_program, sys};
+    let map = sys::map_create(sys::BPF_MAP_TYPE_HASH, 8, 4, 64, "").expect("libvirt's map");
+    for s in rules {
+        let n = |n: Option<u32>| n.map_or(-1, |n| n as i32);
+        let key = rules::get_key(n(s.major), n(s.minor));
+        let value = rules::get_perms(i32::from(s.perms), s.ty);
+        sys::map_update(map.as_fd(), key, value).expect("libvirt's rule");
+    }
+    let prog = sys::prog_load(
+        sys::BPF_PROG_TYPE_CGROUP_DEVICE,
+        &libvirt_program(map.as_raw_fd()),
+        "GPL",
+        "",
+    )
+    .expect("libvirt's program");
+    let cgfd = std::fs::File::open(&cg.path).expect("open the cgroup");
+    sys::prog_attach(cgfd.as_fd(), prog.as_fd(), sys::BPF_CGROUP_DEVICE, 0, None)
+        .expect("attach libvirt's program");
+}
+
 fn report(run: &str, case: &Case, shrunk: &Case, found: &[String]) -> String {
     let mut s = format!(
         "ORACLE DISAGREEMENT ({run})\n\
@@ -958,10 +1054,21 @@ fn report(run: &str, case: &Case, shrunk: &Case, found: &[String]) -> String {
          calls (shrunk from {} to {}):\n",
         case.seed,
         case.seed,
-        if case.fresh {
-            "new, no program before the calls"
-        } else {
-            "reset by deny_all"
+        match &case.start {
+            Start::DenyAll => "reset by deny_all".to_string(),
+            Start::New => "new, no program before the calls".to_string(),
+            Start::Libvirt(rules) => format!(
+                "set up by libvirt's C code with {} (shrunk from {})",
+                match &shrunk.start {
+                    Start::Libvirt(r) if !r.is_empty() => r
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    _ => "no rule".to_string(),
+                },
+                rules.len()
+            ),
         },
         case.calls.len(),
         shrunk.calls.len()
@@ -1054,7 +1161,7 @@ fn shard(k: u64) {
     println!(
         "oracle shard {k}/{SHARDS}: {} cases ({}), 0 disagreements in {:.1?}: \
          {} calls, {} kernel probes ({} allowed, {} denied), {} interpreter runs, \
-         {} cases on a new cgroup, largest map {} rules in {} entries ({} cases past {}), \
+         {} cases on a new cgroup, {} set up by libvirt, largest map {} rules in {} entries ({} cases past {}), \
          0:0 probed {} times",
         st.cases,
         match s.replay {
@@ -1067,7 +1174,8 @@ fn shard(k: u64) {
         st.kernel_allowed,
         st.kernel_denied,
         st.interpreted,
-        st.fresh,
+        st.new,
+        st.libvirt,
         st.largest,
         st.largest_max,
         st.grown,
@@ -1078,7 +1186,7 @@ fn shard(k: u64) {
     if s.replay.is_none() && st.cases >= 200 {
         assert!(st.grown > 0, "no case grew the map: {st:?}");
         assert!(st.kernel_allowed > 0 && st.kernel_denied > 0, "{st:?}");
-        assert!(st.fresh > 0 && st.zero_probed > 0, "{st:?}");
+        assert!(st.new > 0 && st.libvirt > 0 && st.zero_probed > 0, "{st:?}");
     }
 }
 
@@ -1108,7 +1216,15 @@ fn oracle_shard_3() {
 /// program is attached.
 fn encoded(case: &Case) -> Option<interp::Maps> {
     let mut map: HashMap<u64, u32> = HashMap::new();
-    let mut attached = !case.fresh;
+    let mut attached = case.start != Start::New;
+    if let Start::Libvirt(entries) = &case.start {
+        for s in entries {
+            let n = |n: Option<u32>| n.map_or(-1, |n| n as i32);
+            let value = rules::get_perms(i32::from(s.perms), s.ty);
+            let key = rules::get_key(n(s.major), n(s.minor));
+            map.insert(key, rules::from_libvirt_value(value).unwrap());
+        }
+    }
     for call in &case.calls {
         attached = !matches!(call, Call::Detach) && (attached || !matches!(call, Call::Forget));
         match call {
@@ -1277,6 +1393,13 @@ fn the_model_follows_the_documented_semantics() {
     m.apply(&Call::DenyAll);
     assert_eq!(m.list(), "");
     assert!(!m.allows(Ty::Char, 0, 0, 0));
+    // libvirt's C code: the last rule written on some numbers wins.
+    let m = Model::set_up_by_libvirt(&[
+        spec(b'c', Some(1), Some(3), R | W),
+        spec(b'b', Some(1), Some(3), R),
+        spec(b'a', Some(136), None, W),
+    ]);
+    assert_eq!(m.list(), "a 136:* w\nb 1:3 r\n");
     // Generated cases are what they say: the same seed, the same case.
     let (a, b) = (Case::new(7), Case::new(7));
     assert_eq!((a.calls, a.devices), (b.calls, b.devices));

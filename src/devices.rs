@@ -291,8 +291,9 @@ pub fn list(path: &str) -> Result<String> {
 }
 
 /// What the kernel runs for the cgroup, for the oracle tests: the exact
-/// instructions the library loaded (with the fds it holds) and the maps
-/// they refer to, read back from the kernel. None when the library holds
+/// instructions the library loaded (with the fds it holds; checked against
+/// the kernel's tag of the attached program) and the maps they refer to,
+/// read back from the kernel. None when the library holds
 /// no program for the cgroup (after detection).
 pub fn snapshot(path: &str) -> Result<Option<(Vec<crate::insn::Insn>, interp::Maps)>> {
     with_cgroup(path, |cg, held| {
@@ -300,6 +301,18 @@ pub fn snapshot(path: &str) -> Result<Option<(Vec<crate::insn::Insn>, interp::Ma
         let Some(h) = held.as_ref() else {
             return Ok(None);
         };
+        // The kernel's tag hashes the instructions it was given (map fds
+        // zeroed): equal tags tie the rebuilt instructions to the loaded ones.
+        let tag = sys::prog_info(h.prog.as_fd())?.tag;
+        if tag != tags()?.ours {
+            return Err(Error::new(
+                libc::EPROTO,
+                format!(
+                    "program {} has tag {tag:02x?}, not the one of device_program",
+                    h.prog_id
+                ),
+            ));
+        }
         let (map, index) = (h.map.as_raw_fd(), h.index.as_raw_fd());
         let rules = sys::map_entries(h.map.as_fd())?.into_iter().collect();
         let words = sys::map_lookup_batch::<u32>(h.index.as_fd(), rules::INDEX_SLOTS as usize)?

@@ -15,11 +15,16 @@
 //! **Per-check cost.** The kernel's own run-time stats: `BPF_ENABLE_STATS`
 //! turns them on while this process holds the fd (the sysctl is never
 //! written), and `BPF_OBJ_GET_INFO_BY_FD` gives each program's
-//! `run_time_ns` and `run_cnt` before and after a child process, moved into
-//! the program's cgroup, opens the case's device node K times. Every open
-//! runs the program once (checked: `run_cnt` must grow by exactly K), and
-//! the child checks every answer (EPERM for a denial, anything else got
-//! past the cgroup), so a wrong setup cannot produce a number. The programs:
+//! `run_time_ns` and `run_cnt`. For each (case, rule count), one child
+//! process opens the case's device node K times in the cgroup of each
+//! program, moving between the cgroups every K/20 opens and reading the
+//! stats around each chunk: the programs are measured side by side, a slow
+//! spell of the machine hits them alike, and a program's cost is the median
+//! of its chunks (time the child spends preempted inside a program counts
+//! as its run time). Every open runs the program once (checked: `run_cnt`
+//! grows by exactly the opens, per chunk and in all), and every answer is
+//! checked (EPERM for a denial, anything else got past the cgroup), so a
+//! wrong setup cannot produce a number. The programs:
 //!
 //! - ours: whatever the library attaches, set up through its public API as
 //!   a user would (`devices::deny_all`, then `devices::allow` per rule) and
@@ -30,10 +35,13 @@
 //! - runc-style: one compare block per rule, first match wins, as runc's
 //!   `devicefilter` compiles a rule list (the probed rule is the last block);
 //! - floor: `r0 = 1; exit`, the cost of running any program at all; net
-//!   cost = gross - floor (same case, medians over rounds).
+//!   cost = gross - floor.
 //!
 //! Each program has its own cgroup under one scratch parent. Every round
-//! measures every (case, rules, program) once, in a shuffled order.
+//! sets every program up again (each hash map draws its own hash seed) and
+//! measures every (case, rules) once, in a shuffled order. Net costs are
+//! taken against the floor measured by the same child, ratios are medians
+//! over rounds of the ratio of two nets measured by the same child.
 //!
 //! **Control plane.** bpf(2) calls per allow and per deny on a held
 //! program, counted by `sys::hook`; 10,000 allows on a fresh cgroup (map
@@ -42,6 +50,7 @@
 //! library) against a replay of libvirt's C sequence. Times are compared as
 //! ratios of medians over rounds in which both sides alternate.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -69,7 +78,7 @@ usage: cargo bench --bench devices -- [OPTIONS]   (as root)
   --quick          a smoke run in a few seconds (3 rounds, 1000 opens,
                    3 control-plane rounds, --reuse, unless given); rough
   --rounds N       per-check rounds (default 21; medians over rounds)
-  --opens K        opens per measurement (default 20000)
+  --opens K        opens per measurement (default 20000), in 20 chunks
   --reuse          set the programs up once, not every round (each map's
                    hash seed is then one draw for the whole run)
   --cp-rounds N    control-plane rounds (default 15)
@@ -121,7 +130,9 @@ fn options(args: &[String]) -> Result<Option<Options>, String> {
             "--opens" => {
                 o.opens = value("--opens")?
                     .try_into()
-                    .map_err(|_| "--opens too large")?
+                    .ok()
+                    .filter(|&k| k >= CHUNKS)
+                    .ok_or(format!("--opens: from {CHUNKS} to {}", u32::MAX))?
             }
             "--cp-rounds" => o.cp_rounds = value("--cp-rounds")?,
             "--help" | "-h" => return Ok(None),
@@ -163,53 +174,105 @@ fn check_stop() -> Res<()> {
 /// node in a loop (so the parent never forks without exec).
 const CHILD: &str = "__open-loop";
 
-/// `__open-loop CGROUP NODE K allow|deny`: joins CGROUP, opens NODE
-/// read-only K times, and fails unless every answer is the expected one
-/// (deny: EPERM every time; allow: never EPERM; a node without a driver
-/// gives ENXIO or EIO after the cgroup let it through). Prints
-/// `ok ENXIO EPERM other` counts.
+/// Chunks each program's opens are split into. A child measures the
+/// programs of one (case, rules) side by side, moving between their
+/// cgroups chunk by chunk, so that a slow spell of the machine (a busy
+/// sibling CPU, the hypervisor) hits them alike; a program's cost is the
+/// median over its chunks, so that a chunk in which the child was
+/// preempted inside the program (that time counts as run time) is left out.
+const CHUNKS: u32 = 20;
+
+/// `__open-loop NODE K (CGROUP PROG_ID allow|deny)...`: opens NODE
+/// read-only K times in each CGROUP, in [`CHUNKS`] chunks per cgroup, the
+/// cgroups taking turns chunk by chunk (the order shifts every chunk), and
+/// prints one line per chunk: the cgroup's index and the ns per run of
+/// program PROG_ID over the chunk. Fails unless each chunk ran the program
+/// once per open and every answer is the expected one (deny: EPERM; allow:
+/// anything else, as a node without a driver gives ENXIO or EIO once the
+/// cgroup let it through).
 fn child(args: &[String]) -> ExitCode {
-    let [cgroup, node, count, expect] = args else {
-        eprintln!("{CHILD}: expected CGROUP NODE K allow|deny");
-        return ExitCode::from(2);
-    };
-    let (Ok(count), "allow" | "deny") = (count.parse::<u64>(), expect.as_str()) else {
-        eprintln!("{CHILD}: bad count {count:?} or expectation {expect:?}");
-        return ExitCode::from(2);
-    };
-    let allow = expect == "allow";
-    if let Err(e) = std::fs::write(format!("{cgroup}/cgroup.procs"), "0") {
-        eprintln!("{CHILD}: cannot join {cgroup}: {e}");
-        return ExitCode::from(2);
+    match open_loop(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{CHILD}: {e}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+/// A cgroup the child opens the node in.
+struct Member {
+    cgroup: String,
+    prog: OwnedFd,
+    allow: bool,
+}
+
+fn open_loop(args: &[String]) -> Res<()> {
+    let usage = "expected NODE K (CGROUP PROG_ID allow|deny)...";
+    let [node, count, members @ ..] = args else {
+        return Err(usage.into());
+    };
+    if members.is_empty() || members.len() % 3 != 0 {
+        return Err(usage.into());
+    }
+    let count: u64 = count.parse()?;
+    let members = members
+        .chunks(3)
+        .map(|m| -> Res<Member> {
+            Ok(Member {
+                cgroup: m[0].clone(),
+                prog: sys::prog_get_fd_by_id(m[1].parse()?)?,
+                allow: match m[2].as_str() {
+                    "allow" => true,
+                    "deny" => false,
+                    other => return Err(format!("{usage}, not {other:?}").into()),
+                },
+            })
+        })
+        .collect::<Res<Vec<Member>>>()?;
     let mut open = OpenOptions::new();
     open.read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
-    let (mut ok, mut enxio, mut eperm, mut others) = (0u64, 0u64, 0u64, 0u64);
-    let mut other = None;
-    for _ in 0..count {
-        match open.open(node) {
-            Ok(_) => ok += 1,
-            Err(e) => match e.raw_os_error() {
-                Some(libc::EPERM) => eperm += 1,
-                Some(libc::ENXIO) => enxio += 1,
-                _ => {
-                    others += 1;
-                    other = Some(e);
+    let chunks = u64::from(CHUNKS);
+    let mut out = String::new();
+    for chunk in 0..chunks {
+        let n = count / chunks + u64::from(chunk < count % chunks);
+        for turn in 0..members.len() {
+            let i = (turn + chunk as usize) % members.len();
+            let m = &members[i];
+            std::fs::write(format!("{}/cgroup.procs", m.cgroup), "0")
+                .map_err(|e| format!("cannot join {}: {e}", m.cgroup))?;
+            let before = sys::prog_info(m.prog.as_fd())?;
+            let (mut eperm, mut other) = (0, None);
+            for _ in 0..n {
+                match open.open(node) {
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => eperm += 1,
+                    Err(e) => other = Some(e),
                 }
-            },
+            }
+            let after = sys::prog_info(m.prog.as_fd())?;
+            if (m.allow && eperm > 0) || (!m.allow && eperm != n) {
+                return Err(format!(
+                    "{node} in {}: expected {}, got EPERM for {eperm} of {n} opens \
+                     (other answer: {other:?})",
+                    m.cgroup,
+                    if m.allow { "allow" } else { "deny" }
+                )
+                .into());
+            }
+            let runs = after.run_cnt - before.run_cnt;
+            if runs != n {
+                return Err(
+                    format!("{}: the program ran {runs} times for {n} opens", m.cgroup).into(),
+                );
+            }
+            let ns = (after.run_time_ns - before.run_time_ns) as f64 / n.max(1) as f64;
+            let _ = writeln!(out, "{i} {ns}");
         }
     }
-    println!("{ok} {enxio} {eperm} {others}");
-    let good = if allow { eperm == 0 } else { eperm == count };
-    if !good {
-        eprintln!(
-            "{CHILD}: {node} in {cgroup}: expected {expect}, got ok {ok}, ENXIO {enxio}, \
-             EPERM {eperm}, other {others} ({other:?})"
-        );
-        return ExitCode::FAILURE;
-    }
-    ExitCode::SUCCESS
+    print!("{out}");
+    Ok(())
 }
 
 // ---------------------------------------------------------------- guards
@@ -588,7 +651,7 @@ fn libvirt_max(n: usize) -> u32 {
 }
 
 /// What is measured: a program attached to its own cgroup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
     Seed,
     Ours,
@@ -631,24 +694,17 @@ fn set_up(kind: Kind, cg: &mut Cg, rules: &[Spec]) -> Res<OwnedFd> {
 
 // ---------------------------------------------------------------- per check
 
-/// One (program, case, rule count) measured every round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A program, the case whose rules it holds and their count (0 for the
+/// floor, which holds none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Slot {
     kind: Kind,
     case: usize,
-    /// Rules (0 for the floor).
     size: usize,
 }
 
-impl std::fmt::Display for Slot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = CASES[self.case].name;
-        write!(f, "{:?}, {} rules, {name}", self.kind, self.size)
-    }
-}
-
-/// Every slot: a floor per case, ours and the seed at every size,
-/// runc-style at its sizes.
+/// The programs of a round: a floor per case, ours and the seed at every
+/// size, runc-style at its sizes.
 fn plan() -> Vec<Slot> {
     let mut slots = Vec::new();
     for case in 0..CASES.len() {
@@ -661,13 +717,13 @@ fn plan() -> Vec<Slot> {
             for kind in [Kind::Seed, Kind::Ours] {
                 slots.push(Slot { kind, case, size });
             }
-        }
-        for &size in &RUNC_SIZES {
-            slots.push(Slot {
-                kind: Kind::Runc,
-                case,
-                size,
-            });
+            if RUNC_SIZES.contains(&size) {
+                slots.push(Slot {
+                    kind: Kind::Runc,
+                    case,
+                    size,
+                });
+            }
         }
     }
     slots
@@ -681,29 +737,69 @@ struct Target {
     prog: OwnedFd,
 }
 
-/// One measurement: a child in the target's cgroup opens its node `opens`
-/// times; the kernel's ns per program run over those opens.
-fn measure(exe: &Path, t: &Target, opens: u32) -> Res<f64> {
-    let allowed = CASES[t.slot.case].allowed || t.slot.kind == Kind::Floor;
-    let before = sys::prog_info(t.prog.as_fd())?;
-    let out = Command::new(exe)
-        .args([CHILD, t.cg.p(), &t.node, &opens.to_string()])
-        .arg(if allowed { "allow" } else { "deny" })
-        .output()?;
-    let after = sys::prog_info(t.prog.as_fd())?;
-    let what = t.slot;
+impl Target {
+    /// Whether the case's open must pass this program.
+    fn allowed(&self) -> bool {
+        CASES[self.slot.case].allowed || self.slot.kind == Kind::Floor
+    }
+
+    /// Whether a child measuring (case, size) measures this program: the
+    /// case's floor, and its programs of that size.
+    fn in_group(&self, case: usize, size: usize) -> bool {
+        self.slot.case == case && (self.slot.kind == Kind::Floor || self.slot.size == size)
+    }
+}
+
+/// One measurement of a (case, size): one child opens the case's node
+/// `opens` times in the cgroup of each program of the group, chunk by chunk
+/// in turn; per program, the median over its chunks of the kernel's ns per
+/// run.
+fn measure(exe: &Path, group: &[&Target], opens: u32) -> Res<Vec<f64>> {
+    let first = group.first().ok_or("an empty group")?;
+    let what = format!("{} rules, {}", first.slot.size, CASES[first.slot.case].name);
+    let mut child = Command::new(exe);
+    child.args([CHILD, &first.node, &opens.to_string()]);
+    let mut before = Vec::new();
+    for t in group {
+        let info = sys::prog_info(t.prog.as_fd())?;
+        child
+            .arg(t.cg.p())
+            .arg(info.id.to_string())
+            .arg(if t.allowed() { "allow" } else { "deny" });
+        before.push(info);
+    }
+    let out = child.output()?;
     if !out.status.success() {
-        return Err(format!("{what}: {}", String::from_utf8_lossy(&out.stderr).trim()).into());
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("{what}: {}", err.trim()).into());
     }
-    let runs = after.run_cnt - before.run_cnt;
-    if runs != u64::from(opens) {
-        return Err(format!("{what}: the program ran {runs} times for {opens} opens").into());
+    let mut chunks = vec![Vec::new(); group.len()];
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let parsed = line.split_once(' ').and_then(|(i, ns)| {
+            let i: usize = i.parse().ok()?;
+            Some((i, ns.parse::<f64>().ok()?))
+        });
+        match parsed {
+            Some((i, ns)) if i < group.len() => chunks[i].push(ns),
+            _ => return Err(format!("{what}: the child printed {line:?}").into()),
+        }
     }
-    let ns = after.run_time_ns - before.run_time_ns;
-    if ns == 0 {
-        return Err(format!("{what}: no run time counted: are the stats on?").into());
+    for ((t, before), chunks) in group.iter().zip(&before).zip(&chunks) {
+        let after = sys::prog_info(t.prog.as_fd())?;
+        let runs = after.run_cnt - before.run_cnt;
+        if runs != u64::from(opens) || chunks.len() != CHUNKS as usize {
+            return Err(format!(
+                "{what}: {:?} ran {runs} times for {opens} opens, {} chunks",
+                t.slot.kind,
+                chunks.len()
+            )
+            .into());
+        }
+        if after.run_time_ns == before.run_time_ns {
+            return Err(format!("{what}: no run time counted: are the stats on?").into());
+        }
     }
-    Ok(ns as f64 / runs as f64)
+    Ok(chunks.iter().map(|c| median(c)).collect())
 }
 
 /// Every slot's program on a new cgroup (names carry the round).
@@ -744,15 +840,22 @@ impl XorShift {
     }
 }
 
-/// Gross ns per check of every slot, one per round. Every round sets every
-/// program up again (unless `--reuse`): each hash map draws its own hash
-/// seed, which decides which keys share a bucket, so one set-up is one draw
-/// and a median over rounds is a median over draws too.
-fn run_checks(exe: &Path, parent: &Path, nodes: &Nodes, o: &Options) -> Res<Vec<(Slot, Vec<f64>)>> {
+/// Gross ns per check, one per round, by slot; the floor's are kept per
+/// group (its `size` is the group's), as each child measures it again.
+type Samples = HashMap<Slot, Vec<f64>>;
+
+/// Every round sets every program up again (unless `--reuse`): each hash
+/// map draws its own hash seed, which decides which keys share a bucket, so
+/// one set-up is one draw and a median over rounds is a median over draws
+/// too. Then one child per (case, size), in a shuffled order.
+fn run_checks(exe: &Path, parent: &Path, nodes: &Nodes, o: &Options) -> Res<Samples> {
     let slots = plan();
-    let mut gross: Vec<Vec<f64>> = vec![Vec::new(); slots.len()];
+    let groups: Vec<(usize, usize)> = (0..CASES.len())
+        .flat_map(|c| SIZES.iter().map(move |&n| (c, n)))
+        .collect();
+    let mut samples = Samples::new();
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
-    let mut order: Vec<usize> = (0..slots.len()).collect();
+    let mut order: Vec<usize> = (0..groups.len()).collect();
     let mut targets = Vec::new();
     for round in 0..o.rounds {
         let start = Instant::now();
@@ -763,9 +866,14 @@ fn run_checks(exe: &Path, parent: &Path, nodes: &Nodes, o: &Options) -> Res<Vec<
         }
         let set_up = start.elapsed();
         rng.shuffle(&mut order);
-        for &i in &order {
+        for &g in &order {
             check_stop()?;
-            gross[i].push(measure(exe, &targets[i], o.opens)?);
+            let (case, size) = groups[g];
+            let group: Vec<&Target> = targets.iter().filter(|t| t.in_group(case, size)).collect();
+            for (t, ns) in group.iter().zip(measure(exe, &group, o.opens)?) {
+                let slot = Slot { size, ..t.slot };
+                samples.entry(slot).or_default().push(ns);
+            }
         }
         eprintln!(
             "per check: round {}/{}: {} programs set up in {:.1} s, measured in {:.1} s",
@@ -776,7 +884,7 @@ fn run_checks(exe: &Path, parent: &Path, nodes: &Nodes, o: &Options) -> Res<Vec<
             (start.elapsed() - set_up).as_secs_f64()
         );
     }
-    Ok(slots.into_iter().zip(gross).collect())
+    Ok(samples)
 }
 
 // ---------------------------------------------------------------- control plane
@@ -1121,29 +1229,37 @@ fn commit() -> String {
     }
 }
 
-/// Net ns per check by (kind, case, size), from the gross medians.
+/// Net ns per check: gross − the floor measured by the same child.
 struct Net<'a> {
-    samples: &'a [(Slot, Vec<f64>)],
+    samples: &'a Samples,
 }
 
 impl Net<'_> {
-    /// The gross ns per check of a slot, one per round.
+    /// The gross ns per check of a program, one per round.
     fn gross(&self, kind: Kind, case: usize, size: usize) -> Option<&[f64]> {
-        let size = if kind == Kind::Floor { 0 } else { size };
-        let want = Slot { kind, case, size };
         self.samples
-            .iter()
-            .find(|(slot, _)| *slot == want)
-            .map(|(_, g)| &g[..])
+            .get(&Slot { kind, case, size })
+            .map(Vec::as_slice)
     }
 
-    fn floor(&self, case: usize) -> f64 {
-        self.gross(Kind::Floor, case, 0).map_or(f64::NAN, median)
+    /// The net ns per check of a program, one per round.
+    fn nets(&self, kind: Kind, case: usize, size: usize) -> Option<Vec<f64>> {
+        let gross = self.gross(kind, case, size)?;
+        let floor = self.gross(Kind::Floor, case, size)?;
+        Some(gross.iter().zip(floor).map(|(g, f)| g - f).collect())
     }
 
+    /// Median net ns per check over rounds.
     fn net(&self, kind: Kind, case: usize, size: usize) -> Option<f64> {
-        self.gross(kind, case, size)
-            .map(|g| median(g) - self.floor(case))
+        self.nets(kind, case, size).map(|n| median(&n))
+    }
+
+    /// Median over rounds of `a`'s net cost over `b`'s, both measured by
+    /// the same child.
+    fn ratio(&self, a: Kind, b: Kind, case: usize, size: usize) -> Option<f64> {
+        let (a, b) = (self.nets(a, case, size)?, self.nets(b, case, size)?);
+        let ratios: Vec<f64> = a.iter().zip(&b).map(|(a, b)| a / b).collect();
+        Some(median(&ratios))
     }
 }
 
@@ -1161,7 +1277,7 @@ fn x(v: Option<f64>) -> String {
 
 fn report(
     o: &Options,
-    samples: &[(Slot, Vec<f64>)],
+    samples: &Samples,
     steady: &Steady,
     g: &Growth,
     s: &Starts,
@@ -1180,11 +1296,17 @@ fn report(
     let _ = writeln!(w, "- commit: {}", commit());
     let _ = writeln!(
         w,
-        "- per check: {} rounds; each round runs every (case, rules, program) once in a \
-         shuffled order, a child in the program's cgroup opening the case's node {} times; \
-         ns per check = Δrun_time_ns / Δrun_cnt (`BPF_ENABLE_STATS`); medians over rounds; \
-         net = gross − floor of the same case",
-        o.rounds, o.opens
+        "- per check: {} rounds, every program set up again each round{}; in a round, for \
+         each (case, rules) in a shuffled order, one child opens the case's node {} times in \
+         the cgroup of each program (floor, seed, ours, runc-style), moving between them every \
+         {} opens; ns per check = Δrun_time_ns / Δrun_cnt (`BPF_ENABLE_STATS`), the median \
+         of its {CHUNKS} chunks; net = gross − the floor measured by the same child; ns: \
+         medians over rounds; ratios: medians over rounds of the ratio of two nets measured \
+         by the same child",
+        o.rounds,
+        if o.reuse { " (not: --reuse)" } else { "" },
+        o.opens,
+        o.opens / CHUNKS
     );
     let _ = writeln!(
         w,
@@ -1193,16 +1315,18 @@ fn report(
     );
     let _ = writeln!(w, "- wall time of the run: {:.0} s", took.as_secs_f64());
 
-    let floors: Vec<f64> = (0..CASES.len()).map(|c| net.floor(c)).collect();
+    let floors: Vec<f64> = samples
+        .iter()
+        .filter(|(slot, _)| slot.kind == Kind::Floor)
+        .map(|(_, g)| median(g))
+        .collect();
     let _ = writeln!(
         w,
         "\n### Per-check cost (net ns: gross − floor)\n\n\
-         Floor (`r0 = 1; exit`), gross ns per check by case: {}.\n",
-        floors
-            .iter()
-            .map(|f| format!("{f:.1}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+         The floor (`r0 = 1; exit`) costs {:.1}–{:.1} ns gross per check (medians by case and \
+         rules).\n",
+        floors.iter().copied().fold(f64::INFINITY, f64::min),
+        floors.iter().copied().fold(f64::NEG_INFINITY, f64::max)
     );
     let _ = writeln!(
         w,
@@ -1221,9 +1345,9 @@ fn report(
                 thousands(n),
                 ns(seed),
                 ns(ours),
-                x(ratio(ours, seed)),
+                x(net.ratio(Kind::Ours, Kind::Seed, c, n)),
                 ns(runc),
-                x(ratio(runc, ours)),
+                x(net.ratio(Kind::Runc, Kind::Ours, c, n)),
             );
         }
     }
@@ -1251,11 +1375,7 @@ fn report(
                 "| {} | {} | {} | {} | {} | {} |",
                 if i == 0 { case.name } else { "" },
                 thousands(n),
-                if i == 0 {
-                    cell(net.gross(Kind::Floor, c, 0))
-                } else {
-                    String::new()
-                },
+                cell(net.gross(Kind::Floor, c, n)),
                 cell(net.gross(Kind::Seed, c, n)),
                 cell(net.gross(Kind::Ours, c, n)),
                 cell(net.gross(Kind::Runc, c, n)),
@@ -1339,7 +1459,7 @@ fn report(
         SIZES
             .iter()
             .map(|&n| {
-                let r = ratio(net.net(Kind::Ours, case, n), net.net(Kind::Seed, case, n));
+                let r = net.ratio(Kind::Ours, Kind::Seed, case, n);
                 (r.unwrap_or(f64::NAN), n)
             })
             .collect()
@@ -1358,7 +1478,7 @@ fn report(
     let (flat, (flat_c, flat_n)) = worst(flat, f64::abs);
     let runc: Vec<(f64, usize)> = (0..CASES.len())
         .map(|c| {
-            let r = ratio(net.net(Kind::Runc, c, 200), net.net(Kind::Ours, c, 200));
+            let r = net.ratio(Kind::Runc, Kind::Ours, c, 200);
             (r.unwrap_or(f64::NAN), c)
         })
         .collect();

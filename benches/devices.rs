@@ -15,16 +15,17 @@
 //! **Per-check cost.** The kernel's own run-time stats: `BPF_ENABLE_STATS`
 //! turns them on while this process holds the fd (the sysctl is never
 //! written), and `BPF_OBJ_GET_INFO_BY_FD` gives each program's
-//! `run_time_ns` and `run_cnt`. For each (case, rule count), one child
-//! process opens the case's device node K times in the cgroup of each
-//! program, moving between the cgroups every K/20 opens and reading the
-//! stats around each chunk: the programs are measured side by side, a slow
-//! spell of the machine hits them alike, and a program's cost is the median
-//! of its chunks (time the child spends preempted inside a program counts
-//! as its run time). Every open runs the program once (checked: `run_cnt`
-//! grows by exactly the opens, per chunk and in all), and every answer is
-//! checked (EPERM for a denial, anything else got past the cgroup), so a
-//! wrong setup cannot produce a number. The programs:
+//! `run_time_ns` and `run_cnt`. For each case, one child process opens the
+//! case's device node K times in the cgroup of each of the case's programs
+//! (every kind, every rule count), moving between the cgroups every K/20
+//! opens and reading the stats around each chunk: the programs are
+//! measured side by side, a slow spell of the machine hits them alike, and
+//! a program's cost is the median of its chunks (time the child spends
+//! preempted inside a program counts as its run time). Every open runs the
+//! program once (checked: `run_cnt` grows by exactly the opens, per chunk
+//! and in all), and every answer is checked (EPERM for a denial, anything
+//! else got past the cgroup), so a wrong setup cannot produce a number.
+//! The programs:
 //!
 //! - ours: whatever the library attaches, set up through its public API as
 //!   a user would (`devices::deny_all`, then `devices::allow` per rule) and
@@ -39,9 +40,9 @@
 //!
 //! Each program has its own cgroup under one scratch parent. Every round
 //! sets every program up again (each hash map draws its own hash seed) and
-//! measures every (case, rules) once, in a shuffled order. Net costs are
-//! taken against the floor measured by the same child, ratios are medians
-//! over rounds of the ratio of two nets measured by the same child.
+//! measures every case once, in a shuffled order. Net costs are taken
+//! against the floor measured by the same child, ratios are medians over
+//! rounds of the ratio of two nets measured by the same child.
 //!
 //! **Control plane.** bpf(2) calls per allow and per deny on a held
 //! program, counted by `sys::hook`; 10,000 allows on a fresh cgroup (map
@@ -175,7 +176,7 @@ fn check_stop() -> Res<()> {
 const CHILD: &str = "__open-loop";
 
 /// Chunks each program's opens are split into. A child measures the
-/// programs of one (case, rules) side by side, moving between their
+/// programs of one case side by side, moving between their
 /// cgroups chunk by chunk, so that a slow spell of the machine (a busy
 /// sibling CPU, the hypervisor) hits them alike; a program's cost is the
 /// median over its chunks, so that a chunk in which the child was
@@ -742,21 +743,15 @@ impl Target {
     fn allowed(&self) -> bool {
         CASES[self.slot.case].allowed || self.slot.kind == Kind::Floor
     }
-
-    /// Whether a child measuring (case, size) measures this program: the
-    /// case's floor, and its programs of that size.
-    fn in_group(&self, case: usize, size: usize) -> bool {
-        self.slot.case == case && (self.slot.kind == Kind::Floor || self.slot.size == size)
-    }
 }
 
-/// One measurement of a (case, size): one child opens the case's node
-/// `opens` times in the cgroup of each program of the group, chunk by chunk
-/// in turn; per program, the median over its chunks of the kernel's ns per
+/// One measurement of a case: one child opens the case's node `opens`
+/// times in the cgroup of each of the case's programs, chunk by chunk in
+/// turn; per program, the median over its chunks of the kernel's ns per
 /// run.
 fn measure(exe: &Path, group: &[&Target], opens: u32) -> Res<Vec<f64>> {
     let first = group.first().ok_or("an empty group")?;
-    let what = format!("{} rules, {}", first.slot.size, CASES[first.slot.case].name);
+    let what = CASES[first.slot.case].name;
     let mut child = Command::new(exe);
     child.args([CHILD, &first.node, &opens.to_string()]);
     let mut before = Vec::new();
@@ -789,8 +784,9 @@ fn measure(exe: &Path, group: &[&Target], opens: u32) -> Res<Vec<f64>> {
         let runs = after.run_cnt - before.run_cnt;
         if runs != u64::from(opens) || chunks.len() != CHUNKS as usize {
             return Err(format!(
-                "{what}: {:?} ran {runs} times for {opens} opens, {} chunks",
+                "{what}: {:?} at {} rules ran {runs} times for {opens} opens, {} chunks",
                 t.slot.kind,
+                t.slot.size,
                 chunks.len()
             )
             .into());
@@ -840,22 +836,18 @@ impl XorShift {
     }
 }
 
-/// Gross ns per check, one per round, by slot; the floor's are kept per
-/// group (its `size` is the group's), as each child measures it again.
+/// Gross ns per check by slot, one per round.
 type Samples = HashMap<Slot, Vec<f64>>;
 
 /// Every round sets every program up again (unless `--reuse`): each hash
 /// map draws its own hash seed, which decides which keys share a bucket, so
 /// one set-up is one draw and a median over rounds is a median over draws
-/// too. Then one child per (case, size), in a shuffled order.
+/// too. Then one child per case, the cases in a shuffled order.
 fn run_checks(exe: &Path, parent: &Path, nodes: &Nodes, o: &Options) -> Res<Samples> {
     let slots = plan();
-    let groups: Vec<(usize, usize)> = (0..CASES.len())
-        .flat_map(|c| SIZES.iter().map(move |&n| (c, n)))
-        .collect();
     let mut samples = Samples::new();
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
-    let mut order: Vec<usize> = (0..groups.len()).collect();
+    let mut order: Vec<usize> = (0..CASES.len()).collect();
     let mut targets = Vec::new();
     for round in 0..o.rounds {
         let start = Instant::now();
@@ -866,13 +858,11 @@ fn run_checks(exe: &Path, parent: &Path, nodes: &Nodes, o: &Options) -> Res<Samp
         }
         let set_up = start.elapsed();
         rng.shuffle(&mut order);
-        for &g in &order {
+        for &case in &order {
             check_stop()?;
-            let (case, size) = groups[g];
-            let group: Vec<&Target> = targets.iter().filter(|t| t.in_group(case, size)).collect();
+            let group: Vec<&Target> = targets.iter().filter(|t| t.slot.case == case).collect();
             for (t, ns) in group.iter().zip(measure(exe, &group, o.opens)?) {
-                let slot = Slot { size, ..t.slot };
-                samples.entry(slot).or_default().push(ns);
+                samples.entry(t.slot).or_default().push(ns);
             }
         }
         eprintln!(
@@ -1237,6 +1227,7 @@ struct Net<'a> {
 impl Net<'_> {
     /// The gross ns per check of a program, one per round.
     fn gross(&self, kind: Kind, case: usize, size: usize) -> Option<&[f64]> {
+        let size = if kind == Kind::Floor { 0 } else { size };
         self.samples
             .get(&Slot { kind, case, size })
             .map(Vec::as_slice)
@@ -1245,7 +1236,7 @@ impl Net<'_> {
     /// The net ns per check of a program, one per round.
     fn nets(&self, kind: Kind, case: usize, size: usize) -> Option<Vec<f64>> {
         let gross = self.gross(kind, case, size)?;
-        let floor = self.gross(Kind::Floor, case, size)?;
+        let floor = self.gross(Kind::Floor, case, 0)?;
         Some(gross.iter().zip(floor).map(|(g, f)| g - f).collect())
     }
 
@@ -1254,10 +1245,10 @@ impl Net<'_> {
         self.nets(kind, case, size).map(|n| median(&n))
     }
 
-    /// Median over rounds of `a`'s net cost over `b`'s, both measured by
-    /// the same child.
-    fn ratio(&self, a: Kind, b: Kind, case: usize, size: usize) -> Option<f64> {
-        let (a, b) = (self.nets(a, case, size)?, self.nets(b, case, size)?);
+    /// Median over rounds of the net cost of `a` over that of `b`, both
+    /// measured by the same child.
+    fn ratio(&self, a: (Kind, usize), b: (Kind, usize), case: usize) -> Option<f64> {
+        let (a, b) = (self.nets(a.0, case, a.1)?, self.nets(b.0, case, b.1)?);
         let ratios: Vec<f64> = a.iter().zip(&b).map(|(a, b)| a / b).collect();
         Some(median(&ratios))
     }
@@ -1265,10 +1256,6 @@ impl Net<'_> {
 
 fn ns(v: Option<f64>) -> String {
     v.map_or("–".into(), |v| format!("{v:.1}"))
-}
-
-fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    Some(a? / b?)
 }
 
 fn x(v: Option<f64>) -> String {
@@ -1297,12 +1284,13 @@ fn report(
     let _ = writeln!(
         w,
         "- per check: {} rounds, every program set up again each round{}; in a round, for \
-         each (case, rules) in a shuffled order, one child opens the case's node {} times in \
-         the cgroup of each program (floor, seed, ours, runc-style), moving between them every \
-         {} opens; ns per check = Δrun_time_ns / Δrun_cnt (`BPF_ENABLE_STATS`), the median \
-         of its {CHUNKS} chunks; net = gross − the floor measured by the same child; ns: \
-         medians over rounds; ratios: medians over rounds of the ratio of two nets measured \
-         by the same child",
+         each case in a shuffled order, one child opens the case's node {} times in the \
+         cgroup of each of the case's programs (the floor, the seed and ours at every size, \
+         runc-style at its sizes), moving between them every {} opens; ns per check = \
+         Δrun_time_ns / Δrun_cnt (`BPF_ENABLE_STATS`), the median of the program's {CHUNKS} \
+         chunks; net = gross − the floor measured by the same child; ns: medians over \
+         rounds; ratios (including flatness): medians over rounds of the ratio of two nets \
+         measured by the same child",
         o.rounds,
         if o.reuse { " (not: --reuse)" } else { "" },
         o.opens,
@@ -1323,8 +1311,7 @@ fn report(
     let _ = writeln!(
         w,
         "\n### Per-check cost (net ns: gross − floor)\n\n\
-         The floor (`r0 = 1; exit`) costs {:.1}–{:.1} ns gross per check (medians by case and \
-         rules).\n",
+         The floor (`r0 = 1; exit`) costs {:.1}–{:.1} ns gross per check (medians by case).\n",
         floors.iter().copied().fold(f64::INFINITY, f64::min),
         floors.iter().copied().fold(f64::NEG_INFINITY, f64::max)
     );
@@ -1345,9 +1332,9 @@ fn report(
                 thousands(n),
                 ns(seed),
                 ns(ours),
-                x(net.ratio(Kind::Ours, Kind::Seed, c, n)),
+                x(net.ratio((Kind::Ours, n), (Kind::Seed, n), c)),
                 ns(runc),
-                x(net.ratio(Kind::Runc, Kind::Ours, c, n)),
+                x(net.ratio((Kind::Runc, n), (Kind::Ours, n), c)),
             );
         }
     }
@@ -1375,7 +1362,11 @@ fn report(
                 "| {} | {} | {} | {} | {} | {} |",
                 if i == 0 { case.name } else { "" },
                 thousands(n),
-                cell(net.gross(Kind::Floor, c, n)),
+                if i == 0 {
+                    cell(net.gross(Kind::Floor, c, 0))
+                } else {
+                    String::new()
+                },
                 cell(net.gross(Kind::Seed, c, n)),
                 cell(net.gross(Kind::Ours, c, n)),
                 cell(net.gross(Kind::Runc, c, n)),
@@ -1459,7 +1450,7 @@ fn report(
         SIZES
             .iter()
             .map(|&n| {
-                let r = net.ratio(Kind::Ours, Kind::Seed, case, n);
+                let r = net.ratio((Kind::Ours, n), (Kind::Seed, n), case);
                 (r.unwrap_or(f64::NAN), n)
             })
             .collect()
@@ -1469,16 +1460,15 @@ fn report(
     let (miss136, miss136_n) = worst(ours_vs_seed(MISS_136), |r| r);
     let mut flat = Vec::new();
     for c in 0..CASES.len() {
-        let base = net.net(Kind::Ours, c, SIZES[0]);
         for &n in &SIZES[1..] {
-            let r = ratio(net.net(Kind::Ours, c, n), base);
+            let r = net.ratio((Kind::Ours, n), (Kind::Ours, SIZES[0]), c);
             flat.push((r.map_or(f64::NAN, |r| r - 1.0), (c, n)));
         }
     }
     let (flat, (flat_c, flat_n)) = worst(flat, f64::abs);
     let runc: Vec<(f64, usize)> = (0..CASES.len())
         .map(|c| {
-            let r = net.ratio(Kind::Runc, Kind::Ours, c, 200);
+            let r = net.ratio((Kind::Runc, 200), (Kind::Ours, 200), c);
             (r.unwrap_or(f64::NAN), c)
         })
         .collect();

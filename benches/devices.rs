@@ -1507,7 +1507,7 @@ fn report(
     let _ = writeln!(
         w,
         "| ours flat from 10 to 10,000 rules: net within ±10% of its 10-rule cost, every case \
-         | {:+.0}% at {} rules, {} | {} |",
+         | {:+.1}% at {} rules, {} | {} |",
         flat * 100.0,
         thousands(flat_n),
         CASES[flat_c].name,

@@ -763,6 +763,29 @@ pub fn fd_kind(fd: RawFd) -> Result<String> {
         })
 }
 
+/// `BPF_ENABLE_STATS` with `BPF_STATS_RUN_TIME`: the kernel counts every
+/// program's `run_time_ns` and `run_cnt` (see [`prog_info`]) while the
+/// returned fd is open, and stops counting when the last such fd is closed
+/// (unless `kernel.bpf_stats_enabled` is set). Nothing global is left
+/// changed: the sysctl is neither read nor written. Needs `CAP_SYS_ADMIN`.
+pub fn enable_stats() -> Result<OwnedFd> {
+    /// `BPF_ENABLE_STATS`.
+    const ENABLE_STATS: i32 = 32;
+    /// `BPF_STATS_RUN_TIME`.
+    const BPF_STATS_RUN_TIME: u32 = 0;
+    /// `union bpf_attr`'s `enable_stats` member.
+    #[repr(C)]
+    struct EnableStatsAttr {
+        stats_type: u32,
+    }
+    let mut attr = EnableStatsAttr {
+        stats_type: BPF_STATS_RUN_TIME,
+    };
+    bpf(ENABLE_STATS, &mut attr)
+        .map(fd_result)
+        .map_err(|e| Error::sys("bpf(BPF_ENABLE_STATS, BPF_STATS_RUN_TIME)", e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -466,7 +466,12 @@ fn program_maps(id: u32, map_ids: &[u32], with_index: bool) -> Result<Option<Fou
 /// The first program attached to `cg` that is this library's or libvirt's,
 /// with maps of the right shape.
 fn recognise(cg: &Cgroup) -> Result<Option<Found>> {
-    for id in cg.attached()?.ids {
+    recognise_among(cg, &cg.attached()?)
+}
+
+/// [`recognise`] among the programs `attached` (a query of `cg`).
+fn recognise_among(cg: &Cgroup, attached: &sys::Attached) -> Result<Option<Found>> {
+    for &id in &attached.ids {
         let prog = match sys::prog_get_fd_by_id(id) {
             Ok(p) => p,
             // Detached and freed since the query.
@@ -631,7 +636,7 @@ fn install(cg: &Cgroup, held: &mut Option<Held>, parts: Parts) -> Result<()> {
     let old: Option<BorrowedFd<'_>> = match held {
         Some(h) => Some(h.prog.as_fd()),
         None => {
-            found = recognise(cg)?;
+            found = recognise_among(cg, &attached)?;
             found.as_ref().map(|f| f.prog.as_fd())
         }
     };
@@ -712,9 +717,10 @@ pub struct Inspection {
 /// updates its own map), and nothing is recorded for the cgroup.
 pub fn inspect(path: &str) -> Result<Inspection> {
     let cg = Cgroup::open(path)?;
-    let found = recognise(&cg)?;
+    let attached = cg.attached()?;
+    let found = recognise_among(&cg, &attached)?;
     let mut others = Vec::new();
-    for id in cg.attached()?.ids {
+    for id in attached.ids {
         if found.as_ref().is_some_and(|f| f.prog_id == id) {
             continue;
         }

@@ -34,22 +34,21 @@ pub const PROGRAM_NAME: &str = "vircgroup_v2dev";
 ///      * bit 3 (11) says a rule of the type exists, so access(F_OK), which asks
 ///      * for no access bit, is allowed only where a rule of the type is */
 ///     __u64 need = (__u64)((ctx->access_type >> 16) | 8) << ((ctx->access_type & 2) << 2);
-///     __u64 major = (__u64)ctx->major << 32;
-///     __u64 minor = ctx->minor;
-///     __u32 slot = ctx->major;
-///     /* the index bits of the type: 8 (*:m, major:*) and 4 (*:*) at its position */
-///     __u64 bits = (need & 0x808) | (need & 0x808) >> 1;
-///     __u64 key;
-///     __u32 *val, *word;
+///     __u64 dev = (__u64)ctx->major << 32 | ctx->minor;
+///     __u64 bits, key;
+///     __u32 slot, *val, *word;
 ///
-///     key = major | minor;
+///     key = dev;
 ///     val = bpf_map_lookup_elem(&rules, &key);
 ///     if (val && (*val & need) == need)
 ///         return 1;
 ///
+///     /* the index bits of the type: 8 (*:m, major:*) and 4 (*:*) at its position */
+///     bits = (need & 0x808) | (need & 0x808) >> 1;
+///     slot = dev >> 32;
 ///     word = bpf_map_lookup_elem(&index, &slot);      /* major:* of the type? */
 ///     if (word && (*word & bits)) {
-///         key = major | 0xffffffff;
+///         key = dev | 0xffffffff;
 ///         val = bpf_map_lookup_elem(&rules, &key);
 ///         if (val && (*val & need) == need)
 ///             return 1;
@@ -61,7 +60,7 @@ pub const PROGRAM_NAME: &str = "vircgroup_v2dev";
 ///         return 0;
 ///     bits &= *word;
 ///     if (bits & 0x808) {
-///         key = 0xffffffff00000000 | minor;
+///         key = dev | 0xffffffff00000000;
 ///         val = bpf_map_lookup_elem(&rules, &key);
 ///         if (val && (*val & need) == need)
 ///             return 1;
@@ -80,66 +79,66 @@ pub fn device_program(rules: i32, index: i32) -> Vec<Insn> {
     let [idx0, idx1] = ld_map_fd(R1, index);
     let present = INDEX_PRESENT as i32;
     vec![
-        /*  0: r2 = *(u32 *)(r1 + 0)        access_type */
-        ldx_mem(BPF_W, R2, R1, 0),
-        /*  1: r3 = r2 */
-        mov64_reg(R3, R2),
+        /*  0: r6 = *(u32 *)(r1 + 0)        access_type */
+        ldx_mem(BPF_W, R6, R1, 0),
+        /*  1: r3 = r6 */
+        mov64_reg(R3, R6),
         /*  2: r3 &= 2                      BPF_DEVCG_DEV_CHAR bit */
         alu64_imm(BPF_AND, R3, 2),
         /*  3: r3 <<= 2                     shift: block 0, char 8 */
         alu64_imm(BPF_LSH, R3, 2),
-        /*  4: r2 >>= 16                    access bits */
-        alu64_imm(BPF_RSH, R2, 16),
-        /*  5: r2 |= 8                      the type's presence bit */
-        alu64_imm(BPF_OR, R2, 8),
-        /*  6: r2 <<= r3 */
-        alu64_reg(BPF_LSH, R2, R3),
-        /*  7: r6 = r2                      need */
-        mov64_reg(R6, R2),
-        /*  8: r7 = *(u32 *)(r1 + 4)        major */
+        /*  4: r6 >>= 16                    access bits */
+        alu64_imm(BPF_RSH, R6, 16),
+        /*  5: r6 |= 8                      the type's presence bit */
+        alu64_imm(BPF_OR, R6, 8),
+        /*  6: r6 <<= r3                    need */
+        alu64_reg(BPF_LSH, R6, R3),
+        /* exact: key = major << 32 | minor */
+        /*  7: r7 = *(u32 *)(r1 + 4)        major */
         ldx_mem(BPF_W, R7, R1, 4),
-        /*  9: *(u32 *)(r10 - 12) = r7      slot = major */
-        stx_mem(BPF_W, R10, R7, -12),
-        /* 10: r7 <<= 32 */
+        /*  8: r7 <<= 32 */
         alu64_imm(BPF_LSH, R7, 32),
-        /* 11: r8 = *(u32 *)(r1 + 8)        minor */
-        ldx_mem(BPF_W, R8, R1, 8),
-        /* exact: key = major | minor */
-        /* 12: r1 = r7 */
-        mov64_reg(R1, R7),
-        /* 13: r1 |= r8 */
-        alu64_reg(BPF_OR, R1, R8),
-        /* 14: *(u64 *)(r10 - 8) = r1 */
-        stx_mem(BPF_DW, R10, R1, -8),
-        /* 15: r2 = r10 */
+        /*  9: r2 = *(u32 *)(r1 + 8)        minor */
+        ldx_mem(BPF_W, R2, R1, 8),
+        /* 10: r7 |= r2                     key */
+        alu64_reg(BPF_OR, R7, R2),
+        /* 11: *(u64 *)(r10 - 8) = r7 */
+        stx_mem(BPF_DW, R10, R7, -8),
+        /* 12: r2 = r10 */
         mov64_reg(R2, R10),
-        /* 16: r2 += -8 */
+        /* 13: r2 += -8 */
         alu64_imm(BPF_ADD, R2, -8),
-        /* 17: r1 = rules ll */
+        /* 14: r1 = rules ll */
         map0,
         map1,
-        /* 19: call 1                       bpf_map_lookup_elem */
+        /* 16: call 1                       bpf_map_lookup_elem */
         call(BPF_FUNC_MAP_LOOKUP_ELEM),
-        /* 20: if r0 == 0 goto +3 <24> */
+        /* 17: if r0 == 0 goto +3 <21> */
         jmp_imm(BPF_JEQ, R0, 0, 3),
-        /* 21: r1 = *(u32 *)(r0 + 0) */
+        /* 18: r1 = *(u32 *)(r0 + 0) */
         ldx_mem(BPF_W, R1, R0, 0),
-        /* 22: r1 &= r6 */
+        /* 19: r1 &= r6 */
         alu64_reg(BPF_AND, R1, R6),
-        /* 23: if r1 == r6 goto +66 <90 allow> */
-        jmp_reg(BPF_JEQ, R1, R6, 66),
+        /* 20: if r1 == r6 goto +69 <90 allow> */
+        jmp_reg(BPF_JEQ, R1, R6, 69),
         /* bits = (need & 0x808) | (need & 0x808) >> 1 */
-        /* 24: r9 = r6 */
-        mov64_reg(R9, R6),
-        /* 25: r9 &= 0x808 */
-        alu64_imm(BPF_AND, R9, present),
-        /* 26: r1 = r9 */
-        mov64_reg(R1, R9),
-        /* 27: r1 >>= 1 */
+        /* 21: r8 = r6 */
+        mov64_reg(R8, R6),
+        /* 22: r8 &= 0x808 */
+        alu64_imm(BPF_AND, R8, present),
+        /* 23: r1 = r8 */
+        mov64_reg(R1, R8),
+        /* 24: r1 >>= 1 */
         alu64_imm(BPF_RSH, R1, 1),
-        /* 28: r9 |= r1 */
-        alu64_reg(BPF_OR, R9, R1),
+        /* 25: r8 |= r1 */
+        alu64_reg(BPF_OR, R8, R1),
         /* major wildcard, when index[major] says there is one of the type */
+        /* 26: r1 = r7 */
+        mov64_reg(R1, R7),
+        /* 27: r1 >>= 32 */
+        alu64_imm(BPF_RSH, R1, 32),
+        /* 28: *(u32 *)(r10 - 12) = r1      slot = major */
+        stx_mem(BPF_W, R10, R1, -12),
         /* 29: r2 = r10 */
         mov64_reg(R2, R10),
         /* 30: r2 += -12 */
@@ -153,13 +152,13 @@ pub fn device_program(rules: i32, index: i32) -> Vec<Insn> {
         jmp_imm(BPF_JEQ, R0, 0, 15),
         /* 35: r1 = *(u32 *)(r0 + 0) */
         ldx_mem(BPF_W, R1, R0, 0),
-        /* 36: r1 &= r9 */
-        alu64_reg(BPF_AND, R1, R9),
+        /* 36: r1 &= r8 */
+        alu64_reg(BPF_AND, R1, R8),
         /* 37: if r1 == 0 goto +12 <50> */
         jmp_imm(BPF_JEQ, R1, 0, 12),
         /* 38: w1 = -1                      r1 = 0xffffffff */
         Insn::raw(BPF_ALU | BPF_MOV | BPF_K, R1, 0, 0, -1),
-        /* 39: r1 |= r7 */
+        /* 39: r1 |= r7                     key | 0xffffffff */
         alu64_reg(BPF_OR, R1, R7),
         /* 40: *(u64 *)(r10 - 8) = r1 */
         stx_mem(BPF_DW, R10, R1, -8),
@@ -196,11 +195,11 @@ pub fn device_program(rules: i32, index: i32) -> Vec<Insn> {
         jmp_imm(BPF_JEQ, R0, 0, 31),
         /* 57: r1 = *(u32 *)(r0 + 0) */
         ldx_mem(BPF_W, R1, R0, 0),
-        /* 58: r9 &= r1 */
-        alu64_reg(BPF_AND, R9, R1),
-        /* minor wildcard: key = 0xffffffff00000000 | minor */
-        /* 59: r1 = r9 */
-        mov64_reg(R1, R9),
+        /* 58: r8 &= r1 */
+        alu64_reg(BPF_AND, R8, R1),
+        /* minor wildcard: key | 0xffffffff00000000 */
+        /* 59: r1 = r8 */
+        mov64_reg(R1, R8),
         /* 60: r1 &= 0x808 */
         alu64_imm(BPF_AND, R1, present),
         /* 61: if r1 == 0 goto +13 <75> */
@@ -209,8 +208,8 @@ pub fn device_program(rules: i32, index: i32) -> Vec<Insn> {
         mov64_imm(R1, -1),
         /* 63: r1 <<= 32 */
         alu64_imm(BPF_LSH, R1, 32),
-        /* 64: r1 |= r8 */
-        alu64_reg(BPF_OR, R1, R8),
+        /* 64: r1 |= r7 */
+        alu64_reg(BPF_OR, R1, R7),
         /* 65: *(u64 *)(r10 - 8) = r1 */
         stx_mem(BPF_DW, R10, R1, -8),
         /* 66: r2 = r10 */
@@ -231,10 +230,10 @@ pub fn device_program(rules: i32, index: i32) -> Vec<Insn> {
         /* 74: if r1 == r6 goto +15 <90 allow> */
         jmp_reg(BPF_JEQ, R1, R6, 15),
         /* all: key = 0xffffffffffffffff */
-        /* 75: r9 &= 0x404 */
-        alu64_imm(BPF_AND, R9, present >> 1),
-        /* 76: if r9 == 0 goto +11 <88 deny> */
-        jmp_imm(BPF_JEQ, R9, 0, 11),
+        /* 75: r8 &= 0x404 */
+        alu64_imm(BPF_AND, R8, present >> 1),
+        /* 76: if r8 == 0 goto +11 <88 deny> */
+        jmp_imm(BPF_JEQ, R8, 0, 11),
         /* 77: r1 = -1 */
         mov64_imm(R1, -1),
         /* 78: *(u64 *)(r10 - 8) = r1 */
@@ -472,7 +471,7 @@ mod tests {
                 // Every target is a label of the C source: a lookup block,
                 // deny or allow.
                 assert!(
-                    [24, 50, 75, 88, 90].contains(&target),
+                    [21, 50, 75, 88, 90].contains(&target),
                     "jump at {pc} to {target}"
                 );
             }
@@ -481,7 +480,7 @@ mod tests {
         // Only the map fd slots change with the fds.
         let other = device_program(7, 9);
         let changed: Vec<usize> = (0..92).filter(|&i| prog[i] != other[i]).collect();
-        assert_eq!(changed, vec![17, 31, 43, 53, 68, 81]);
+        assert_eq!(changed, vec![14, 31, 43, 53, 68, 81]);
     }
 
     /// The index only ever skips lookups: with every bit set the program

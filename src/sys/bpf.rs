@@ -85,11 +85,14 @@ pub mod hook {
         cmd: Option<i32>,
         skip: u32,
         errno: i32,
+        /// Fails every matching call from the first one on, not just one.
+        sticky: bool,
     }
 
     thread_local! {
         static CALLS: Cell<[u64; COMMANDS]> = const { Cell::new([0; COMMANDS]) };
         static FAULT: Cell<Option<Fault>> = const { Cell::new(None) };
+        static FIRED: Cell<Option<i32>> = const { Cell::new(None) };
     }
 
     pub(super) fn count(cmd: i32) {
@@ -111,7 +114,14 @@ pub mod hook {
                 f.set(Some(fault));
                 return None;
             }
-            f.set(None);
+            if !fault.sticky {
+                f.set(None);
+            }
+            FIRED.with(|fired| {
+                if fired.get().is_none() {
+                    fired.set(Some(cmd));
+                }
+            });
             Some(fault.errno)
         })
     }
@@ -126,14 +136,40 @@ pub mod hook {
         calls().iter().sum()
     }
 
+    fn arm(cmd: Option<i32>, skip: u32, errno: i32, sticky: bool) {
+        FIRED.with(|f| f.set(None));
+        FAULT.with(|f| {
+            f.set(Some(Fault {
+                cmd,
+                skip,
+                errno,
+                sticky,
+            }))
+        });
+    }
+
     /// Makes this thread's bpf(2) call number `skip` from now (0 = the next
     /// one), counting only calls of `cmd` when given, fail with `errno`
     /// without reaching the kernel. The fault fires once.
     pub fn fail(cmd: Option<i32>, skip: u32, errno: i32) {
-        FAULT.with(|f| f.set(Some(Fault { cmd, skip, errno })));
+        arm(cmd, skip, errno, false);
     }
 
-    /// Disarms a fault that has not fired; returns whether one was armed.
+    /// Like [`fail`], but every matching call from that one on fails too,
+    /// until [`disarm`]: a lasting condition (a missing privilege, memory
+    /// that stays short), which a retry does not get past.
+    pub fn fail_from(cmd: Option<i32>, skip: u32, errno: i32) {
+        arm(cmd, skip, errno, true);
+    }
+
+    /// The command of the first call failed since the last [`fail`] or
+    /// [`fail_from`]; None when the fault has not fired.
+    pub fn fired() -> Option<i32> {
+        FIRED.with(Cell::get)
+    }
+
+    /// Disarms the fault; returns whether one was still armed (a fault of
+    /// [`fail`] that has not fired, or any of [`fail_from`]).
     pub fn disarm() -> bool {
         FAULT.with(|f| f.take().is_some())
     }

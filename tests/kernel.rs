@@ -477,32 +477,14 @@ fn restart_second_process() {
     assert_eq!(devices::state(&path).unwrap().count, 72);
 }
 
-/// Sets up a cgroup the way libvirt's C code does: its map encoding, its
-/// program, attached without flags.
-fn attach_like_libvirt(cg: &Scratch, rules_: &[(u8, i32, i32, i32)]) -> u32 {
-    let map = sys::map_create(sys::BPF_MAP_TYPE_HASH, 8, 4, 65, "").unwrap();
-    for &(t, ma, mi, p) in rules_ {
-        sys::map_update(map.as_fd(), rules::get_key(ma, mi), rules::get_perms(p, t)).unwrap();
-    }
-    let prog = sys::prog_load(
-        sys::BPF_PROG_TYPE_CGROUP_DEVICE,
-        &libvirt_program(std::os::fd::AsRawFd::as_raw_fd(&map)),
-        "GPL",
-        "",
-    )
-    .unwrap();
-    let cgfd = std::fs::File::open(&cg.path).unwrap();
-    sys::prog_attach(cgfd.as_fd(), prog.as_fd(), sys::BPF_CGROUP_DEVICE, 0, None).unwrap();
-    sys::prog_info(prog.as_fd()).unwrap().id
-}
-
 #[test]
 fn a_cgroup_set_up_by_libvirt_is_adopted_and_converted() {
     let Some(mount) = privileged() else { return };
     let cg = Scratch::new(&mount);
     let d = Devs::new();
     let libvirt_id = attach_like_libvirt(
-        &cg,
+        &cg.path,
+        65,
         &[
             (b'c', 1, 3, RW),
             (b'c', 136, -1, RW),
@@ -534,23 +516,11 @@ fn a_cgroup_set_up_by_libvirt_is_adopted_and_converted() {
     cg.expect(&[case("rw", &d.null, Some(rule(b'c', 1, 3, RW)), true)]);
 }
 
-/// A program that allows everything: someone else's.
-fn foreign_program() -> std::os::fd::OwnedFd {
-    use vircgroup_v2_devices::insn::{exit, mov64_imm, reg::R0};
-    sys::prog_load(
-        sys::BPF_PROG_TYPE_CGROUP_DEVICE,
-        &[mov64_imm(R0, 1), exit()],
-        "GPL",
-        "foreign",
-    )
-    .unwrap()
-}
-
 #[test]
 fn a_foreign_program_is_never_adopted_nor_replaced() {
     let Some(mount) = privileged() else { return };
     let cg = Scratch::new(&mount);
-    let foreign = foreign_program();
+    let foreign = foreign_program(None);
     let cgfd = std::fs::File::open(&cg.path).unwrap();
     sys::prog_attach(
         cgfd.as_fd(),
@@ -574,7 +544,7 @@ fn next_to_allow_multi_programs_of_others() {
     let Some(mount) = privileged() else { return };
     let cg = Scratch::new(&mount);
     let d = Devs::new();
-    let foreign = foreign_program();
+    let foreign = foreign_program(None);
     let foreign_id = sys::prog_info(foreign.as_fd()).unwrap().id;
     let cgfd = std::fs::File::open(&cg.path).unwrap();
     sys::prog_attach(

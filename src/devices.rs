@@ -104,13 +104,16 @@ pub fn remove_prog(path: &str) -> Result<()> {
 pub fn detach_prog(path: &str) -> Result<()> {
     with_cgroup(path, |cg, held| {
         detect(cg, held)?;
-        if let Some(h) = held.take() {
+        if let Some(h) = held.as_ref() {
+            // Forgotten only once detached: a failed detach leaves the
+            // program enforced, and the library still holds it.
             sys::prog_detach(cg.as_fd(), h.prog.as_fd(), sys::BPF_CGROUP_DEVICE)?;
             log::debug!(
                 "detached program {} from '{}'",
                 h.prog_id,
                 cg.path().display()
             );
+            *held = None;
         }
         Ok(())
     })

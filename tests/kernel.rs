@@ -540,38 +540,6 @@ fn a_foreign_program_is_never_adopted_nor_replaced() {
 }
 
 #[test]
-fn next_to_allow_multi_programs_of_others() {
-    let Some(mount) = privileged() else { return };
-    let cg = Scratch::new(&mount);
-    let d = Devs::new();
-    let foreign = foreign_program(None);
-    let foreign_id = sys::prog_info(foreign.as_fd()).unwrap().id;
-    let cgfd = std::fs::File::open(&cg.path).unwrap();
-    sys::prog_attach(
-        cgfd.as_fd(),
-        foreign.as_fd(),
-        sys::BPF_CGROUP_DEVICE,
-        sys::BPF_F_ALLOW_MULTI,
-        None,
-    )
-    .unwrap();
-    devices::deny_all(cg.p()).unwrap();
-    assert_eq!(cg.attached().len(), 2);
-    for i in 0..70 {
-        devices::allow(cg.p(), &rule(b'c', 241, i, READ)).unwrap();
-    }
-    let ids = cg.attached();
-    assert_eq!(ids.len(), 2, "growth replaced ours, kept theirs: {ids:?}");
-    assert!(ids.contains(&foreign_id));
-    cg.expect(&[
-        case("r", &d.c241_5, Some(rule(b'c', 241, 5, READ)), true),
-        case("r", &d.null, Some(rule(b'c', 1, 3, READ)), false),
-    ]);
-    devices::detach_prog(cg.p()).unwrap();
-    assert_eq!(cg.attached(), vec![foreign_id]);
-}
-
-#[test]
 fn concurrent_calls_on_one_cgroup_are_serialized() {
     let Some(mount) = privileged() else { return };
     let cg = Scratch::new(&mount);
@@ -594,25 +562,6 @@ fn concurrent_calls_on_one_cgroup_are_serialized() {
     assert_eq!(cg.attached().len(), 1);
 }
 
-#[test]
-fn a_new_cgroup_at_the_same_path_is_not_trusted_with_the_old_state() {
-    let Some(mount) = privileged() else { return };
-    let cg = Scratch::new(&mount);
-    devices::allow(cg.p(), &rule(b'c', 1, 3, RW)).unwrap();
-    assert_eq!(cg.state().count, 1);
-    std::fs::remove_dir(&cg.path).unwrap();
-    std::fs::create_dir(&cg.path).unwrap();
-    assert_eq!(
-        cg.state().mapfd,
-        -1,
-        "state of the removed cgroup forgotten"
-    );
-    assert_eq!(cg.list(), "a *:* rwm\n");
-}
-
-/// One cgroup, one state, however its path is spelled; and a path seen
-/// before is still checked on every call (here: the cgroup behind a
-/// symlink is swapped).
 #[test]
 fn spellings_of_one_path_share_one_state() {
     let Some(mount) = privileged() else { return };

@@ -1486,6 +1486,11 @@ fn beside_allow_multi_programs_the_policy_is_the_intersection() {
         3,
         "replaced, not added: {before:?} -> {after:?}"
     );
+    let flags = ::vircgroup_v2_devices::cgroup::Cgroup::open(cg.p())
+        .and_then(|c| c.attached())
+        .unwrap()
+        .flags;
+    assert_eq!(flags, sys::BPF_F_ALLOW_MULTI, "the cgroup's attach flags");
     assert!(foreign.iter().all(|id| after.contains(id)));
     assert_ne!(after, before);
     drop(cg);

@@ -89,7 +89,7 @@ pub fn create_prog(path: &str) -> Result<()> {
 
 /// Detect, create, and grow the map when it is full.
 pub fn prepare_prog(path: &str) -> Result<()> {
-    with_cgroup(path, |cg, held| prepare(cg, held).map(drop))
+    with_cgroup(path, prepare)
 }
 
 /// Forgets the state of the cgroup; the program stays attached.
@@ -104,13 +104,16 @@ pub fn remove_prog(path: &str) -> Result<()> {
 pub fn detach_prog(path: &str) -> Result<()> {
     with_cgroup(path, |cg, held| {
         detect(cg, held)?;
-        if let Some(h) = held.take() {
+        if let Some(h) = held.as_ref() {
+            // Forgotten only once detached: a failed detach leaves the
+            // program enforced, and the library still holds it.
             sys::prog_detach(cg.as_fd(), h.prog.as_fd(), sys::BPF_CGROUP_DEVICE)?;
             log::debug!(
                 "detached program {} from '{}'",
                 h.prog_id,
                 cg.path().display()
             );
+            *held = None;
         }
         Ok(())
     })
@@ -167,26 +170,53 @@ fn on_device_path(path: &str, dev_path: &str, perms: i32, op: RuleOp) -> Result<
 
 // An allow or a deny is one map write (and, the first time a wildcard kind
 // shows up, one index write before it); the held copy of the map changes
-// only once the kernel's has, so a failed call changes nothing.
+// only once the kernel's has. When the rule needs a new map (no program
+// yet, libvirt's, or a full map), the new map is built with the rule in it
+// and replaces the old one in one step. Either way a failed call changes
+// nothing.
 fn allow_in(cg: &Cgroup, held: &mut Option<Held>, rule: &Rule) -> Result<()> {
-    let h = prepare(cg, held)?;
     let key = rule.key();
-    let old = h.rules.get(&key).copied();
-    let new = old.unwrap_or(0) | rule.value();
-    if old != Some(new) {
-        if let Some((slot, bits)) = rules::index_bits(key, new) {
-            widen_index(h, slot, bits)?;
+    let from = start(cg, held)?;
+    if let (Start::Held, Some(h)) = (&from, held.as_mut()) {
+        let old = h.rules.get(&key).copied();
+        if old.is_some() || h.rules.len() < h.max as usize {
+            let new = old.unwrap_or(0) | rule.value();
+            if old != Some(new) {
+                if let Some((slot, bits)) = rules::index_bits(key, new) {
+                    widen_index(h, slot, bits)?;
+                }
+                sys::map_update(h.map.as_fd(), key, new)?;
+                h.rules.insert(key, new);
+            }
+            log::debug!("allowed {rule} in '{}'", cg.path().display());
+            return Ok(());
         }
-        sys::map_update(h.map.as_fd(), key, new)?;
-        h.rules.insert(key, new);
     }
+    rebuild(cg, held, from, 0, |rules| {
+        *rules.entry(key).or_default() |= rule.value();
+    })?;
     log::debug!("allowed {rule} in '{}'", cg.path().display());
     Ok(())
 }
 
 fn deny_in(cg: &Cgroup, held: &mut Option<Held>, rule: &Rule) -> Result<()> {
-    let h = prepare(cg, held)?;
     let key = rule.key();
+    let from = start(cg, held)?;
+    let (Start::Held, Some(h)) = (&from, held.as_mut()) else {
+        // No program: one that denies everything, as libvirt's deny makes;
+        // libvirt's: replaced with the rule denied.
+        rebuild(cg, held, from, 0, |rules| {
+            if let Some(old) = rules.get(&key).copied() {
+                match rule.remove_from(old) {
+                    0 => rules.remove(&key),
+                    new => rules.insert(key, new),
+                };
+            }
+        })?;
+        log::debug!("denied {rule} in '{}'", cg.path().display());
+        return Ok(());
+    };
+    // A full map needs no room for a deny.
     let Some(old) = h.rules.get(&key).copied() else {
         return Ok(());
     };
@@ -535,64 +565,130 @@ fn build(max: u32, rules: HashMap<u64, u32>) -> Result<Parts> {
     })
 }
 
-/// Adopts a recognised program when none is held.
-fn detect(cg: &Cgroup, held: &mut Option<Held>) -> Result<()> {
+/// Where a change starts from, found without changing anything in the
+/// kernel.
+enum Start {
+    /// `held` is this library's program (held before, or just found).
+    Held,
+    /// libvirt's program, read but not replaced yet: its id, its map's
+    /// capacity and its rules in this library's encoding.
+    Libvirt {
+        prog_id: u32,
+        max: u32,
+        rules: HashMap<u64, u32>,
+    },
+    /// No program of this library's or libvirt's.
+    Nothing,
+}
+
+/// What the cgroup holds when nothing is held: a program of this library
+/// found there is recorded in `held` (its maps read); libvirt's is read
+/// and converted, and left for the change to replace.
+fn start(cg: &Cgroup, held: &mut Option<Held>) -> Result<Start> {
     if held.is_some() {
-        return Ok(());
+        return Ok(Start::Held);
     }
     let Some(found) = recognise(cg)? else {
-        return Ok(());
+        return Ok(Start::Nothing);
     };
     let entries = sys::map_entries(found.map.as_fd())?;
-    match found.index {
-        Some(index) => {
-            let rules: HashMap<u64, u32> = entries.into_iter().collect();
-            let words = sys::map_lookup_batch::<u32>(index.as_fd(), rules::INDEX_SLOTS as usize)?
-                .into_iter()
-                .filter(|&(_, w)| w != 0)
-                .collect();
-            let mut h = Held {
-                map: found.map,
-                index,
-                prog: found.prog,
-                prog_id: found.prog_id,
-                max: found.max,
-                rules,
-                words,
-            };
-            // Only another writer can have left a rule the index hides.
-            for (slot, bits) in rules::index_words(&h.rules) {
-                widen_index(&mut h, slot, bits)?;
-            }
-            log::info!(
-                "adopted program {} on '{}' with {} rules",
-                found.prog_id,
-                cg.path().display(),
-                h.rules.len()
-            );
-            *held = Some(h);
-        }
-        None => {
-            // Same keys, our values; then our program replaces libvirt's in one step.
-            let mut rules = HashMap::new();
-            for (key, value) in entries {
-                match rules::from_libvirt_value(value) {
-                    Some(v) if rules::valid_entry(key, v) => {
-                        rules.insert(key, v);
-                    }
-                    _ => log::warn!(
-                        "skipped entry {key:#018x} = {value:#010x} of libvirt's map: not a rule"
-                    ),
+    let Some(index) = found.index else {
+        // Same keys, our values.
+        let mut rules = HashMap::new();
+        for (key, value) in entries {
+            match rules::from_libvirt_value(value) {
+                Some(v) if rules::valid_entry(key, v) => {
+                    rules.insert(key, v);
                 }
+                _ => log::warn!(
+                    "skipped entry {key:#018x} = {value:#010x} of libvirt's map: not a rule"
+                ),
             }
-            let count = rules.len();
-            install(cg, held, build(found.max, rules)?)?;
-            log::info!(
-                "replaced libvirt's program {} on '{}', {count} rules converted",
-                found.prog_id,
-                cg.path().display()
-            );
         }
+        return Ok(Start::Libvirt {
+            prog_id: found.prog_id,
+            max: found.max,
+            rules,
+        });
+    };
+    let rules: HashMap<u64, u32> = entries.into_iter().collect();
+    let words = sys::map_lookup_batch::<u32>(index.as_fd(), rules::INDEX_SLOTS as usize)?
+        .into_iter()
+        .filter(|&(_, w)| w != 0)
+        .collect();
+    let mut h = Held {
+        map: found.map,
+        index,
+        prog: found.prog,
+        prog_id: found.prog_id,
+        max: found.max,
+        rules,
+        words,
+    };
+    // Only another writer can have left a rule the index hides.
+    for (slot, bits) in rules::index_words(&h.rules) {
+        widen_index(&mut h, slot, bits)?;
+    }
+    log::info!(
+        "adopted program {} on '{}' with {} rules",
+        found.prog_id,
+        cg.path().display(),
+        h.rules.len()
+    );
+    *held = Some(h);
+    Ok(Start::Held)
+}
+
+/// Adopts a recognised program when none is held; libvirt's is replaced
+/// by this library's, with its rules, in one step.
+fn detect(cg: &Cgroup, held: &mut Option<Held>) -> Result<()> {
+    match start(cg, held)? {
+        from @ Start::Libvirt { .. } => rebuild(cg, held, from, 0, |_| {}),
+        Start::Held | Start::Nothing => Ok(()),
+    }
+}
+
+/// A new map and program replace what the change starts from, in one step:
+/// the map holds the rules `from` has, changed by `change`, in the same
+/// capacity, or twice that when they do not fit with `room` entries to
+/// spare (none held: an empty map of [`INITIAL_MAX`]).
+fn rebuild(
+    cg: &Cgroup,
+    held: &mut Option<Held>,
+    from: Start,
+    room: usize,
+    change: impl FnOnce(&mut HashMap<u64, u32>),
+) -> Result<()> {
+    let (libvirt, mut max, mut rules) = match from {
+        Start::Held => {
+            let h = held.as_ref().expect("held");
+            (None, h.max, h.rules.clone())
+        }
+        Start::Libvirt {
+            prog_id,
+            max,
+            rules,
+        } => (Some(prog_id), max, rules),
+        Start::Nothing => (None, INITIAL_MAX, HashMap::new()),
+    };
+    change(&mut rules);
+    if rules.len() + room > max as usize {
+        let grown = max
+            .checked_mul(2)
+            .ok_or_else(|| Error::new(libc::E2BIG, format!("map of {max} entries cannot grow")))?;
+        log::info!(
+            "growing the map of '{}' from {max} to {grown} entries",
+            cg.path().display()
+        );
+        max = grown;
+    }
+    let count = rules.len();
+    install(cg, held, build(max, rules)?)?;
+    if let Some(id) = libvirt {
+        log::info!(
+            "replaced libvirt's program {id} on '{}', {count} rules converted",
+            cg.path().display()
+        );
     }
     Ok(())
 }
@@ -605,25 +701,15 @@ fn create<'a>(cg: &Cgroup, held: &'a mut Option<Held>) -> Result<&'a mut Held> {
     Ok(held.as_mut().expect("install sets the state"))
 }
 
-/// Detect, create, grow when full.
-fn prepare<'a>(cg: &Cgroup, held: &'a mut Option<Held>) -> Result<&'a mut Held> {
-    detect(cg, held)?;
-    let h = create(cg, held)?;
-    if h.rules.len() < h.max as usize {
-        return Ok(held.as_mut().expect("held"));
+/// Detect, create, grow when full: at most one new map and program.
+fn prepare(cg: &Cgroup, held: &mut Option<Held>) -> Result<()> {
+    let from = start(cg, held)?;
+    if let (Start::Held, Some(h)) = (&from, held.as_ref()) {
+        if h.rules.len() < h.max as usize {
+            return Ok(());
+        }
     }
-    let max = h
-        .max
-        .checked_mul(2)
-        .ok_or_else(|| Error::new(libc::E2BIG, format!("map of {} entries cannot grow", h.max)))?;
-    log::info!(
-        "growing the map of '{}' from {} to {max} entries",
-        cg.path().display(),
-        h.max
-    );
-    let parts = build(max, h.rules.clone())?;
-    install(cg, held, parts)?;
-    Ok(held.as_mut().expect("install sets the state"))
+    rebuild(cg, held, from, 1, |_| {})
 }
 
 /// Loads the program for `parts` and attaches it, replacing the held

@@ -119,7 +119,12 @@ pub(crate) fn with_cgroup<R>(
     result
 }
 
-/// Drops `held` when its program is no longer attached, then runs `f`.
+/// Drops `held` when its program is no longer attached, then runs `f`. A
+/// call that fails leaves no state it did not start with: a program it
+/// found on the way (after a restart) is found again by the next call.
+/// That forgets nothing the kernel holds: a call changes the kernel in at
+/// most one step, its last (an index bit set before a failed rule write
+/// only widens the index, which is read back on detection).
 fn run<R>(
     cg: &Cgroup,
     held: &mut Option<Held>,
@@ -136,7 +141,12 @@ fn run<R>(
             *held = None;
         }
     }
-    f(cg, held)
+    let started_empty = held.is_none();
+    let result = f(cg, held);
+    if result.is_err() && started_empty {
+        *held = None;
+    }
+    result
 }
 
 /// Records `path` as a name of the entry at `resolved` while it holds

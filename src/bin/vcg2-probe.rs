@@ -5,6 +5,13 @@
 //! `r:PATH`, `w:PATH`, `rw:PATH` (open with O_RDONLY / O_WRONLY / O_RDWR),
 //! `f:PATH` (access(F_OK)) or `mknod:c|b:MAJOR:MINOR:PATH`.
 //!
+//! Loop mode, `vcg2-probe CGROUP_DIR loop:MS ACCESS...`: tries the accesses
+//! over and over until stdin is closed or MS milliseconds have passed,
+//! prints `ready` once every access was tried once, and at the end one
+//! line per access, `ACCESS RESULT=COUNT...` (results sorted), then
+//! `iterations N`. A test runs it with a piped stdin while it changes the
+//! cgroup's program, and closes the pipe to stop it.
+//!
 //! It is a separate program so that tests never fork a multi-threaded
 //! process without exec.
 #![forbid(unsafe_code)]
@@ -13,10 +20,15 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use nix::unistd::{access, AccessFlags};
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
+use std::io::Read;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 fn open(path: &str, flags: OFlag) -> nix::Result<()> {
     let mut o = OpenOptions::new();
@@ -60,6 +72,45 @@ fn probe(spec: &str) -> Result<nix::Result<()>, String> {
     })
 }
 
+fn result_name(r: nix::Result<()>) -> String {
+    match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => format!("{e:?}"),
+    }
+}
+
+/// Loop mode: counts of each result per access.
+fn run_loop(ms: &str, specs: &[String]) -> Result<(), String> {
+    let ms: u64 = ms.parse().map_err(|e| format!("loop:{ms}: {e}"))?;
+    let deadline = Instant::now() + Duration::from_millis(ms);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        flag.store(true, Ordering::SeqCst);
+    });
+    let mut counts: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); specs.len()];
+    let mut out = std::io::stdout().lock();
+    let mut iterations = 0u64;
+    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+        for (spec, count) in specs.iter().zip(&mut counts) {
+            *count.entry(result_name(probe(spec)?)).or_default() += 1;
+        }
+        if iterations == 0 {
+            writeln!(out, "ready")
+                .and_then(|()| out.flush())
+                .expect("stdout");
+        }
+        iterations += 1;
+    }
+    for (spec, count) in specs.iter().zip(&counts) {
+        let results: Vec<String> = count.iter().map(|(r, n)| format!("{r}={n}")).collect();
+        writeln!(out, "{spec} {}", results.join(" ")).expect("stdout");
+    }
+    writeln!(out, "iterations {iterations}").expect("stdout");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((cgroup, specs)) = args.split_first() else {
@@ -70,6 +121,15 @@ fn main() -> ExitCode {
     if let Err(e) = std::fs::write(&procs, "0") {
         eprintln!("vcg2-probe: cannot join {procs}: {e}");
         return ExitCode::from(2);
+    }
+    if let Some(ms) = specs.first().and_then(|s| s.strip_prefix("loop:")) {
+        return match run_loop(ms, &specs[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(msg) => {
+                eprintln!("vcg2-probe: {msg}");
+                ExitCode::from(2)
+            }
+        };
     }
     let mut out = std::io::stdout().lock();
     for spec in specs {

@@ -67,6 +67,54 @@ fn bpf<T>(cmd: i32, attr: &mut T) -> std::result::Result<i64, i32> {
     }
 }
 
+/// The error of a failed command: the call with its arguments and the
+/// errno, and, for an errno that a missing privilege or a memory limit
+/// gives, what to check. Every failed bpf(2) call goes through here.
+fn failed(command: i32, call: impl std::fmt::Display, errno: i32) -> Error {
+    let err = Error::sys(call, errno);
+    match hint(command, errno) {
+        Some(hint) => Error::new(errno, format!("{err}; {hint}")),
+        None => err,
+    }
+}
+
+/// What EPERM or ENOMEM from `command` most likely means, for a device
+/// program on a cgroup.
+fn hint(command: i32, errno: i32) -> Option<&'static str> {
+    Some(match (command, errno) {
+        (cmd::MAP_CREATE, libc::EPERM) => {
+            "creating a BPF map needs CAP_BPF or CAP_SYS_ADMIN while \
+             kernel.unprivileged_bpf_disabled is set; before Linux 5.11 it also fails \
+             so when RLIMIT_MEMLOCK (ulimit -l) is too low for the map"
+        }
+        (cmd::MAP_CREATE | cmd::PROG_LOAD | cmd::MAP_UPDATE_BATCH, libc::ENOMEM) => {
+            "out of memory for BPF: before Linux 5.11 maps and programs count against \
+             RLIMIT_MEMLOCK (ulimit -l), since then against the memory cgroup's limit"
+        }
+        (cmd::PROG_LOAD, libc::EPERM) => {
+            "loading a device program needs CAP_BPF and CAP_NET_ADMIN, or \
+             CAP_SYS_ADMIN; before Linux 5.11 it also fails so when RLIMIT_MEMLOCK \
+             (ulimit -l) is too low"
+        }
+        (cmd::PROG_QUERY, libc::EPERM) => {
+            "querying a cgroup's device programs needs CAP_NET_ADMIN or CAP_SYS_ADMIN"
+        }
+        (cmd::PROG_GET_FD_BY_ID | cmd::MAP_GET_FD_BY_ID, libc::EPERM) => {
+            "opening a BPF program or map by id needs CAP_SYS_ADMIN"
+        }
+        (cmd::PROG_ATTACH | cmd::PROG_DETACH, libc::EPERM) => {
+            "the programs on the cgroup or a parent were attached with flags that \
+             forbid it (BPF_F_ALLOW_MULTI, BPF_F_ALLOW_OVERRIDE), or, on older \
+             kernels, CAP_NET_ADMIN or CAP_SYS_ADMIN is missing"
+        }
+        (_, libc::EPERM) => {
+            "a privilege is missing (CAP_BPF, CAP_NET_ADMIN or CAP_SYS_ADMIN), or a \
+             security module refused"
+        }
+        _ => return None,
+    })
+}
+
 /// Per-thread accounting of bpf(2) calls and fault injection, for tests and
 /// benchmarks: every call the library makes goes through [`bpf`], so counting
 /// there counts them all, and a fault injected there reaches every step
@@ -85,11 +133,14 @@ pub mod hook {
         cmd: Option<i32>,
         skip: u32,
         errno: i32,
+        /// Fails every matching call from the first one on, not just one.
+        sticky: bool,
     }
 
     thread_local! {
         static CALLS: Cell<[u64; COMMANDS]> = const { Cell::new([0; COMMANDS]) };
         static FAULT: Cell<Option<Fault>> = const { Cell::new(None) };
+        static FIRED: Cell<Option<i32>> = const { Cell::new(None) };
     }
 
     pub(super) fn count(cmd: i32) {
@@ -111,7 +162,14 @@ pub mod hook {
                 f.set(Some(fault));
                 return None;
             }
-            f.set(None);
+            if !fault.sticky {
+                f.set(None);
+            }
+            FIRED.with(|fired| {
+                if fired.get().is_none() {
+                    fired.set(Some(cmd));
+                }
+            });
             Some(fault.errno)
         })
     }
@@ -126,14 +184,40 @@ pub mod hook {
         calls().iter().sum()
     }
 
+    fn arm(cmd: Option<i32>, skip: u32, errno: i32, sticky: bool) {
+        FIRED.with(|f| f.set(None));
+        FAULT.with(|f| {
+            f.set(Some(Fault {
+                cmd,
+                skip,
+                errno,
+                sticky,
+            }))
+        });
+    }
+
     /// Makes this thread's bpf(2) call number `skip` from now (0 = the next
     /// one), counting only calls of `cmd` when given, fail with `errno`
     /// without reaching the kernel. The fault fires once.
     pub fn fail(cmd: Option<i32>, skip: u32, errno: i32) {
-        FAULT.with(|f| f.set(Some(Fault { cmd, skip, errno })));
+        arm(cmd, skip, errno, false);
     }
 
-    /// Disarms a fault that has not fired; returns whether one was armed.
+    /// Like [`fail`], but every matching call from that one on fails too,
+    /// until [`disarm`]: a lasting condition (a missing privilege, memory
+    /// that stays short), which a retry does not get past.
+    pub fn fail_from(cmd: Option<i32>, skip: u32, errno: i32) {
+        arm(cmd, skip, errno, true);
+    }
+
+    /// The command of the first call failed since the last [`fail`] or
+    /// [`fail_from`]; None when the fault has not fired.
+    pub fn fired() -> Option<i32> {
+        FIRED.with(Cell::get)
+    }
+
+    /// Disarms the fault; returns whether one was still armed (a fault of
+    /// [`fail`] that has not fired, or any of [`fail_from`]).
     pub fn disarm() -> bool {
         FAULT.with(|f| f.take().is_some())
     }
@@ -185,7 +269,8 @@ pub fn map_create(
         ..Default::default()
     };
     bpf(cmd::MAP_CREATE, &mut attr).map(fd_result).map_err(|e| {
-        Error::sys(
+        failed(
+            cmd::MAP_CREATE,
             format_args!(
                 "bpf(BPF_MAP_CREATE, type {map_type}, key {key_size}, value {value_size}, \
                  max_entries {max_entries})"
@@ -223,7 +308,8 @@ pub fn map_lookup(map: BorrowedFd<'_>, key: u64) -> Result<Option<u32>> {
     match bpf(cmd::MAP_LOOKUP_ELEM, &mut attr) {
         Ok(_) => Ok(Some(value)),
         Err(libc::ENOENT) => Ok(None),
-        Err(e) => Err(Error::sys(
+        Err(e) => Err(failed(
+            cmd::MAP_LOOKUP_ELEM,
             format_args!(
                 "bpf(BPF_MAP_LOOKUP_ELEM, map fd {}, key {key:#018x})",
                 map.as_raw_fd()
@@ -237,7 +323,8 @@ pub fn map_lookup(map: BorrowedFd<'_>, key: u64) -> Result<Option<u32>> {
 pub fn map_update(map: BorrowedFd<'_>, key: u64, value: u32) -> Result<()> {
     let mut attr = elem_attr(map, &key, ptr(&value as *const u32), BPF_ANY);
     bpf(cmd::MAP_UPDATE_ELEM, &mut attr).map(drop).map_err(|e| {
-        Error::sys(
+        failed(
+            cmd::MAP_UPDATE_ELEM,
             format_args!(
                 "bpf(BPF_MAP_UPDATE_ELEM, map fd {}, key {key:#018x}, value {value:#010x})",
                 map.as_raw_fd()
@@ -253,7 +340,8 @@ pub fn map_delete(map: BorrowedFd<'_>, key: u64) -> Result<bool> {
     match bpf(cmd::MAP_DELETE_ELEM, &mut attr) {
         Ok(_) => Ok(true),
         Err(libc::ENOENT) => Ok(false),
-        Err(e) => Err(Error::sys(
+        Err(e) => Err(failed(
+            cmd::MAP_DELETE_ELEM,
             format_args!(
                 "bpf(BPF_MAP_DELETE_ELEM, map fd {}, key {key:#018x})",
                 map.as_raw_fd()
@@ -300,7 +388,8 @@ pub fn map_update_batch<K: Key>(map: BorrowedFd<'_>, entries: &[(K, u32)]) -> Re
     bpf(cmd::MAP_UPDATE_BATCH, &mut attr)
         .map(drop)
         .map_err(|e| {
-            Error::sys(
+            failed(
+                cmd::MAP_UPDATE_BATCH,
                 format_args!(
                     "bpf(BPF_MAP_UPDATE_BATCH, map fd {}, {} entries, {} written)",
                     map.as_raw_fd(),
@@ -340,7 +429,8 @@ pub fn map_lookup_batch<K: Key>(map: BorrowedFd<'_>, max: usize) -> Result<Vec<(
             Ok(_) => false,
             Err(libc::ENOENT) => true,
             Err(e) => {
-                return Err(Error::sys(
+                return Err(failed(
+                    cmd::MAP_LOOKUP_BATCH,
                     format_args!("bpf(BPF_MAP_LOOKUP_BATCH, map fd {})", map.as_raw_fd()),
                     e,
                 ))
@@ -370,7 +460,8 @@ pub fn map_next_key(map: BorrowedFd<'_>, key: Option<u64>) -> Result<Option<u64>
     match bpf(cmd::MAP_GET_NEXT_KEY, &mut attr) {
         Ok(_) => Ok(Some(next)),
         Err(libc::ENOENT) => Ok(None),
-        Err(e) => Err(Error::sys(
+        Err(e) => Err(failed(
+            cmd::MAP_GET_NEXT_KEY,
             format_args!(
                 "bpf(BPF_MAP_GET_NEXT_KEY, map fd {}, key {})",
                 map.as_raw_fd(),
@@ -457,7 +548,11 @@ pub fn prog_load(prog_type: u32, insns: &[Insn], license: &str, name: &str) -> R
                 let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
                 let text = String::from_utf8_lossy(&log[..end]);
                 let text = text.trim_end();
-                let err = Error::sys(&call, if e == libc::ENOSPC { errno } else { e });
+                let err = failed(
+                    cmd::PROG_LOAD,
+                    &call,
+                    if e == libc::ENOSPC { errno } else { e },
+                );
                 return Err(if text.is_empty() {
                     err
                 } else {
@@ -496,7 +591,8 @@ pub fn prog_attach(
     };
     let flags = attr.attach_flags;
     bpf(cmd::PROG_ATTACH, &mut attr).map(drop).map_err(|e| {
-        Error::sys(
+        failed(
+            cmd::PROG_ATTACH,
             format_args!(
                 "bpf(BPF_PROG_ATTACH, cgroup fd {}, prog fd {}, type {attach_type}, \
                  flags {flags:#x}, replace fd {})",
@@ -518,7 +614,8 @@ pub fn prog_detach(target: BorrowedFd<'_>, prog: BorrowedFd<'_>, attach_type: u3
         ..Default::default()
     };
     bpf(cmd::PROG_DETACH, &mut attr).map(drop).map_err(|e| {
-        Error::sys(
+        failed(
+            cmd::PROG_DETACH,
             format_args!(
                 "bpf(BPF_PROG_DETACH, cgroup fd {}, prog fd {}, type {attach_type})",
                 target.as_raw_fd(),
@@ -571,7 +668,8 @@ pub fn prog_query(target: BorrowedFd<'_>, attach_type: u32) -> Result<Attached> 
             }
             Err(libc::ENOSPC) if ids.len() < 1 << 16 => ids = vec![0; ids.len() * 8],
             Err(e) => {
-                return Err(Error::sys(
+                return Err(failed(
+                    cmd::PROG_QUERY,
                     format_args!(
                         "bpf(BPF_PROG_QUERY, cgroup fd {}, type {attach_type})",
                         target.as_raw_fd()
@@ -596,9 +694,13 @@ fn get_fd_by_id(command: i32, what: &str, id: u32) -> Result<OwnedFd> {
         id,
         ..Default::default()
     };
-    bpf(command, &mut attr)
-        .map(fd_result)
-        .map_err(|e| Error::sys(format_args!("bpf(BPF_{what}_GET_FD_BY_ID, id {id})"), e))
+    bpf(command, &mut attr).map(fd_result).map_err(|e| {
+        failed(
+            command,
+            format_args!("bpf(BPF_{what}_GET_FD_BY_ID, id {id})"),
+            e,
+        )
+    })
 }
 
 /// `BPF_PROG_GET_FD_BY_ID`.
@@ -628,7 +730,8 @@ fn obj_info<T>(fd: BorrowedFd<'_>, info: &mut T) -> Result<()> {
     bpf(cmd::OBJ_GET_INFO_BY_FD, &mut attr)
         .map(drop)
         .map_err(|e| {
-            Error::sys(
+            failed(
+                cmd::OBJ_GET_INFO_BY_FD,
                 format_args!("bpf(BPF_OBJ_GET_INFO_BY_FD, fd {})", fd.as_raw_fd()),
                 e,
             )

@@ -186,3 +186,212 @@ impl Drop for Nodes {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Open fds of this process (the directory listing's own fd included, the
+/// same every time).
+pub fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("list /proc/self/fd")
+        .count()
+}
+
+/// What the fds of this process point to, for a message when the count
+/// changed.
+pub fn fd_targets() -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .expect("list /proc/self/fd")
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some(format!(
+                "{} -> {}",
+                e.file_name().to_string_lossy(),
+                target.display()
+            ))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Resident set size of this process in KiB.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
+/// A child process that is killed and reaped when dropped, whatever
+/// happened to the test.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What a probe loop saw: per access, the count of each result.
+#[derive(Debug)]
+pub struct LoopCounts {
+    pub accesses: Vec<(String, std::collections::BTreeMap<String, u64>)>,
+    pub iterations: u64,
+}
+
+impl LoopCounts {
+    /// How often access `i` was denied by the cgroup (EPERM).
+    pub fn denied(&self, i: usize) -> u64 {
+        self.accesses[i].1.get("EPERM").copied().unwrap_or(0)
+    }
+
+    /// How often access `i` got past the cgroup (anything but EPERM).
+    pub fn passed(&self, i: usize) -> u64 {
+        self.accesses[i]
+            .1
+            .iter()
+            .filter(|(r, _)| r.as_str() != "EPERM")
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// vcg2-probe in loop mode inside a cgroup: started and ready (every access
+/// tried once) when `start` returns; `stop` closes its stdin and reads its
+/// counts. Dropped without `stop`, it is killed.
+pub struct ProbeLoop {
+    child: ChildGuard,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl ProbeLoop {
+    pub fn start(cgroup: &Path, accesses: &[String]) -> ProbeLoop {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        // Bounded, so that a test that never stops it cannot hang on it.
+        let child = Command::new(env!("CARGO_BIN_EXE_vcg2-probe"))
+            .arg(cgroup)
+            .arg("loop:300000")
+            .args(accesses)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start vcg2-probe loop");
+        let mut child = ChildGuard(child);
+        let mut stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read probe");
+        assert_eq!(line.trim(), "ready", "vcg2-probe loop did not start");
+        ProbeLoop { child, stdout }
+    }
+
+    pub fn stop(mut self) -> LoopCounts {
+        use std::io::Read;
+        drop(self.child.0.stdin.take());
+        let mut text = String::new();
+        self.stdout.read_to_string(&mut text).expect("read probe");
+        let status = self.child.0.wait().expect("wait probe");
+        assert!(status.success(), "vcg2-probe loop failed: {status}");
+        let mut accesses = Vec::new();
+        let mut iterations = None;
+        for line in text.lines() {
+            if let Some(n) = line.strip_prefix("iterations ") {
+                iterations = Some(n.parse().unwrap());
+                continue;
+            }
+            let mut parts = line.split_whitespace();
+            let access = parts.next().expect("an access");
+            let counts = parts
+                .map(|r| {
+                    let (name, n) = r.split_once('=').expect("RESULT=COUNT");
+                    (name.to_string(), n.parse().expect("a count"))
+                })
+                .collect();
+            accesses.push((access.to_string(), counts));
+        }
+        LoopCounts {
+            accesses,
+            iterations: iterations.expect("iterations line"),
+        }
+    }
+}
+
+/// Sets up a cgroup the way libvirt's C code does: a hash map of `max`
+/// entries holding `rules` (type, major, minor, perms) in libvirt's
+/// encoding (written with the C ABI's `get_key` / `get_perms`), the seed's
+/// program, attached without flags. Returns the program's id.
+pub fn attach_like_libvirt(cgroup: &Path, max: u32, rules: &[(u8, i32, i32, i32)]) -> u32 {
+    use std::os::fd::{AsFd, AsRawFd};
+    use vircgroup_v2_devices::capi::{
+        vircgroup_v2_devices_get_key, vircgroup_v2_devices_get_perms,
+    };
+    use vircgroup_v2_devices::{program::libvirt_program, sys};
+    let map = sys::map_create(sys::BPF_MAP_TYPE_HASH, 8, 4, max, "").unwrap();
+    for &(t, ma, mi, p) in rules {
+        sys::map_update(
+            map.as_fd(),
+            vircgroup_v2_devices_get_key(ma, mi),
+            vircgroup_v2_devices_get_perms(p, t as libc::c_char),
+        )
+        .unwrap();
+    }
+    let prog = sys::prog_load(
+        sys::BPF_PROG_TYPE_CGROUP_DEVICE,
+        &libvirt_program(map.as_raw_fd()),
+        "GPL",
+        "",
+    )
+    .unwrap();
+    attach_raw(cgroup, &prog, 0);
+    sys::prog_info(prog.as_fd()).unwrap().id
+}
+
+/// Attaches `prog` to the cgroup with `flags`, as another program would.
+pub fn attach_raw(cgroup: &Path, prog: &std::os::fd::OwnedFd, flags: u32) {
+    use std::os::fd::AsFd;
+    use vircgroup_v2_devices::sys;
+    let cgfd = std::fs::File::open(cgroup).unwrap();
+    sys::prog_attach(
+        cgfd.as_fd(),
+        prog.as_fd(),
+        sys::BPF_CGROUP_DEVICE,
+        flags,
+        None,
+    )
+    .unwrap();
+}
+
+/// A device program of someone else: allows everything, or, with
+/// `deny_major`, everything but that major number.
+pub fn foreign_program(deny_major: Option<i32>) -> std::os::fd::OwnedFd {
+    use vircgroup_v2_devices::insn::{exit, jmp_imm, ldx_mem, mov64_imm, op, reg::*};
+    use vircgroup_v2_devices::sys;
+    let insns = match deny_major {
+        None => vec![mov64_imm(R0, 1), exit()],
+        Some(major) => vec![
+            // r2 = ctx->major (struct bpf_cgroup_dev_ctx: access_type, major, minor)
+            ldx_mem(op::BPF_W, R2, R1, 4),
+            mov64_imm(R0, 1),
+            jmp_imm(op::BPF_JNE, R2, major, 1),
+            mov64_imm(R0, 0),
+            exit(),
+        ],
+    };
+    sys::prog_load(sys::BPF_PROG_TYPE_CGROUP_DEVICE, &insns, "GPL", "foreign").unwrap()
+}
+
+/// The id of a program fd.
+pub fn prog_id(prog: &std::os::fd::OwnedFd) -> u32 {
+    use std::os::fd::AsFd;
+    vircgroup_v2_devices::sys::prog_info(prog.as_fd())
+        .unwrap()
+        .id
+}
+
+/// A rule from C-style arguments.
+pub fn rule(t: u8, major: i32, minor: i32, perms: i32) -> Rule {
+    Rule::new(t, major, minor, perms).unwrap()
+}

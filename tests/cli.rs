@@ -5,13 +5,10 @@
 mod common;
 
 use common::*;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use vircgroup_v2_devices::program::libvirt_program;
-use vircgroup_v2_devices::rules::{self, READ, RW};
-use vircgroup_v2_devices::sys;
+use vircgroup_v2_devices::rules::{READ, RW};
 
 const TOOL: &str = env!("CARGO_BIN_EXE_vircgroup-devices");
 const PROBE: &str = env!("CARGO_BIN_EXE_vcg2-probe");
@@ -276,31 +273,13 @@ fn allow_deny_list_check_with_the_kernel_behind() {
     assert!(!cg.allowed(&format!("r:{null}")));
 }
 
-/// Sets up a cgroup the way libvirt's C code does: its map encoding, its
-/// program, attached without flags.
-fn attach_like_libvirt(cg: &Scratch, rules_: &[(u8, i32, i32, i32)]) -> u32 {
-    let map = sys::map_create(sys::BPF_MAP_TYPE_HASH, 8, 4, 65, "").unwrap();
-    for &(t, ma, mi, p) in rules_ {
-        sys::map_update(map.as_fd(), rules::get_key(ma, mi), rules::get_perms(p, t)).unwrap();
-    }
-    let prog = sys::prog_load(
-        sys::BPF_PROG_TYPE_CGROUP_DEVICE,
-        &libvirt_program(std::os::fd::AsRawFd::as_raw_fd(&map)),
-        "GPL",
-        "",
-    )
-    .unwrap();
-    let cgfd = std::fs::File::open(&cg.path).unwrap();
-    sys::prog_attach(cgfd.as_fd(), prog.as_fd(), sys::BPF_CGROUP_DEVICE, 0, None).unwrap();
-    sys::prog_info(prog.as_fd()).unwrap().id
-}
-
 #[test]
 fn libvirt_programs_are_read_without_being_replaced() {
     let Some(mount) = privileged() else { return };
     let cg = Scratch::new(&mount);
     let libvirt_id = attach_like_libvirt(
-        &cg,
+        &cg.path,
+        65,
         &[
             (b'c', 1, 3, RW),
             (b'c', 136, -1, RW),
@@ -328,17 +307,9 @@ fn libvirt_programs_are_read_without_being_replaced() {
 
 /// A program that allows everything: someone else's.
 fn attach_foreign(cg: &Scratch) -> u32 {
-    use vircgroup_v2_devices::insn::{exit, mov64_imm, reg::R0};
-    let prog = sys::prog_load(
-        sys::BPF_PROG_TYPE_CGROUP_DEVICE,
-        &[mov64_imm(R0, 1), exit()],
-        "GPL",
-        "foreign",
-    )
-    .unwrap();
-    let cgfd = std::fs::File::open(&cg.path).unwrap();
-    sys::prog_attach(cgfd.as_fd(), prog.as_fd(), sys::BPF_CGROUP_DEVICE, 0, None).unwrap();
-    sys::prog_info(prog.as_fd()).unwrap().id
+    let prog = foreign_program(None);
+    attach_raw(&cg.path, &prog, 0);
+    prog_id(&prog)
 }
 
 #[test]

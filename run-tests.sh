@@ -3,7 +3,9 @@
 # kernel tests run; with CI=true a privileged test that cannot run fails).
 # Installs what a fresh Debian machine lacks, then runs, in order:
 #   lint:    cargo fmt --check, cargo clippy -D warnings
-#   rust:    unit tests, kernel tests, C-boundary tests, header freshness
+#   rust:    unit tests, kernel tests, C-boundary tests, header freshness,
+#            the admin tool, the oracle, the fail-closed tests
+#   bench:   the benchmark once in --quick mode, so it keeps working
 #   meson:   the library built and installed as distros do, the symbol
 #            audit, SONAME, pkg-config, and the C harness (TAP)
 #   valgrind: the C harness again under valgrind
@@ -27,6 +29,13 @@ cargo clippy --locked --all-targets -- -D warnings
 
 echo "== rust tests"
 cargo test --locked
+
+echo "== benchmark smoke run (numbers: cargo bench --bench devices, BENCHMARKS.md)"
+bench_log=$(mktemp)
+if ! cargo bench --locked --bench devices -- --quick >"$bench_log" 2>&1; then
+    cat "$bench_log"; rm -f "$bench_log"; exit 1
+fi
+rm -f "$bench_log"
 
 echo "== meson build and C tests"
 build=build-tests

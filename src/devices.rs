@@ -299,11 +299,7 @@ pub fn check(path: &str, rule: &Rule) -> Result<bool> {
         let Some(h) = held_or_unrestricted(cg, held)? else {
             return Ok(true);
         };
-        let values: Vec<u32> = rules::covering_keys(rule.major, rule.minor)
-            .iter()
-            .filter_map(|k| h.rules.get(k).copied())
-            .collect();
-        Ok(rules::allows(rule, &values))
+        Ok(rules::grants(rule, |k| h.rules.get(&k).copied()))
     })
 }
 

@@ -426,6 +426,16 @@ pub fn covering_keys(major: Option<u32>, minor: Option<u32>) -> Vec<u64> {
     keys
 }
 
+/// Whether the rules `value_of` finds under the keys covering `rule` grant
+/// it: [`allows`] on the values of [`covering_keys`].
+pub fn grants(rule: &Rule, value_of: impl Fn(u64) -> Option<u32>) -> bool {
+    let values: Vec<u32> = covering_keys(rule.major, rule.minor)
+        .into_iter()
+        .filter_map(value_of)
+        .collect();
+    allows(rule, &values)
+}
+
 /// Whether the values found under [`covering_keys`] grant `rule`, as the
 /// program decides: one entry must hold a rule of the type with every
 /// requested bit (for `a`, for both types).

@@ -373,11 +373,7 @@ fn check(cg: &str, rule: &Rule) -> Res<u8> {
         None if others.is_empty() => true,
         None => return Err(failed(format!("cannot tell: {}", unknown(cg, &others)))),
         Some((_, entries)) => {
-            let values: Vec<u32> = rules::covering_keys(rule.major, rule.minor)
-                .into_iter()
-                .filter_map(|key| entries.iter().find(|e| e.0 == key).map(|e| e.1))
-                .collect();
-            rules::allows(rule, &values)
+            rules::grants(rule, |key| entries.iter().find(|e| e.0 == key).map(|e| e.1))
         }
     };
     if allowed && !others.is_empty() {

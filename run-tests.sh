@@ -26,13 +26,14 @@ fi
 echo "== lint"
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --all-targets --features testing -- -D warnings
 
 echo "== rust tests"
-cargo test --locked
+cargo test --locked --features testing
 
 echo "== benchmark smoke run (numbers: cargo bench --bench devices, BENCHMARKS.md)"
 bench_log=$(mktemp)
-if ! cargo bench --locked --bench devices -- --quick >"$bench_log" 2>&1; then
+if ! cargo bench --locked --features testing --bench devices -- --quick >"$bench_log" 2>&1; then
     cat "$bench_log"; rm -f "$bench_log"; exit 1
 fi
 rm -f "$bench_log"

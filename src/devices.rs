@@ -3,7 +3,9 @@
 #![forbid(unsafe_code)]
 
 use crate::cgroup::Cgroup;
-use crate::program::{device_program, interp, libvirt_program, PROGRAM_NAME};
+#[cfg(feature = "testing")]
+use crate::program::interp;
+use crate::program::{device_program, libvirt_program, PROGRAM_NAME};
 use crate::registry::{with_cgroup, Held};
 use crate::rules::{self, Rule};
 use crate::sys::{
@@ -316,6 +318,7 @@ pub fn list(path: &str) -> Result<String> {
     })
 }
 
+#[cfg(feature = "testing")]
 /// What the kernel runs for the cgroup, for the oracle tests: the exact
 /// instructions the library loaded (with the fds it holds; checked against
 /// the kernel's tag of the attached program) and the maps they refer to,

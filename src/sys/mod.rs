@@ -7,5 +7,7 @@
 //! close-on-exec (the kernel sets `O_CLOEXEC` on BPF fds).
 
 mod bpf;
+#[cfg(feature = "testing")]
+pub mod hook;
 
 pub use bpf::*;

@@ -1,0 +1,138 @@
+//! The benchmark of issue 7: what one device check costs the kernel, and
+//! what the control plane costs, side by side with the alternatives, in one
+//! run. Everything it claims is a ratio of things measured in the same run,
+//! interleaved round by round.
+//!
+//! Run as root (it makes cgroups, device nodes and BPF programs, and removes
+//! them all when it ends, also on error, panic or Ctrl-C):
+//!
+//! ```sh
+//! cargo bench --bench devices              # the full run: a few minutes
+//! cargo bench --bench devices -- --quick   # a smoke run: a few seconds
+//! cargo bench --bench devices -- --help    # rounds, opens per measurement
+//! ```
+//!
+//! **Per-check cost.** The kernel's own run-time stats: `BPF_ENABLE_STATS`
+//! turns them on while this process holds the fd (the sysctl is never
+//! written), and `BPF_OBJ_GET_INFO_BY_FD` gives each program's
+//! `run_time_ns` and `run_cnt`. For each case, one child process opens the
+//! case's device node K times in the cgroup of each of the case's programs
+//! (every kind, every rule count), moving between the cgroups every K/20
+//! opens and reading the stats around each chunk: the programs are
+//! measured side by side, a slow spell of the machine hits them alike, and
+//! a program's cost is the median of its chunks (time the child spends
+//! preempted inside a program counts as its run time). Every open runs the
+//! program once (checked: `run_cnt` grows by exactly the opens, per chunk
+//! and in all), and every answer is checked (EPERM for a denial, anything
+//! else got past the cgroup), so a wrong setup cannot produce a number.
+//! The programs:
+//!
+//! - ours: whatever the library attaches, set up through its public API as
+//!   a user would (`devices::deny_all`, then `devices::allow` per rule) and
+//!   found with `BPF_PROG_QUERY`: nothing is assumed of its maps or code;
+//! - seed: libvirt's program (`program::libvirt_program`) on a hash map in
+//!   libvirt's format (`rules::get_key`, `rules::get_perms`), sized as
+//!   libvirt grows it (64, doubled), attached with no flags;
+//! - runc-style: one compare block per rule, first match wins, as runc's
+//!   `devicefilter` compiles a rule list (the probed rule is the last block);
+//! - floor: `r0 = 1; exit`, the cost of running any program at all; net
+//!   cost = gross - floor.
+//!
+//! Each program has its own cgroup under one scratch parent. Every round
+//! sets every program up again (each hash map draws its own hash seed) and
+//! measures every case once, in a shuffled order. Net costs are taken
+//! against the floor measured by the same child, ratios are medians over
+//! rounds of the ratio of two nets measured by the same child.
+//!
+//! **Control plane.** bpf(2) calls per allow and per deny on a held
+//! program, counted by `sys::hook`; 10,000 allows on a fresh cgroup (map
+//! growth included) against 10,000 `BPF_MAP_UPDATE_ELEM` into a map already
+//! large enough; QEMU's start (deny-all and libvirt's default ACL through the
+//! library) against a replay of libvirt's C sequence. Times are compared as
+//! ratios of medians over rounds in which both sides alternate.
+//!
+//! One file per part:
+//!
+//! - `options.rs`: the command line;
+//! - `cgroups.rs`: scratch cgroups, device nodes, the stats fd, Ctrl-C;
+//! - `cases.rs`: the rule sets, the probed cases, libvirt's QEMU ACL;
+//! - `programs.rs`: the programs compared (ours, seed, runc-style, floor);
+//! - `child.rs`: the child that opens a node in each program's cgroup;
+//! - `per_check.rs`: the rounds of per-check measurements;
+//! - `control_plane.rs`: bpf(2) calls per operation, 10,000 allows, QEMU starts;
+//! - `stats.rs`: medians and quantiles;
+//! - `report.rs`: the markdown report and the targets' verdicts.
+
+mod cases;
+mod cgroups;
+mod child;
+mod control_plane;
+mod options;
+mod per_check;
+mod programs;
+mod report;
+mod stats;
+
+use crate::cgroups::*;
+use crate::child::*;
+use crate::control_plane::*;
+use crate::options::*;
+use crate::per_check::*;
+use crate::report::*;
+use std::process::ExitCode;
+use std::time::Instant;
+use vircgroup_v2_devices::cgroup::cgroup2_mount;
+use vircgroup_v2_devices::sys;
+
+pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn run(o: &Options) -> Res<String> {
+    let began = Instant::now();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("run as root: the benchmark makes cgroups and BPF programs".into());
+    }
+    let mount = cgroup2_mount().ok_or("no cgroup2 filesystem is mounted")?;
+    let exe = std::env::current_exe()?;
+    catch_signals();
+    // Declared first, dropped last: everything else lives inside.
+    let parent = Cg::new(&mount, &unique("vcg2-bench"))?;
+    let nodes = Nodes::new()?;
+    eprintln!("scratch cgroups under {}", parent.path.display());
+    let samples = {
+        let _stats = Stats(sys::enable_stats()?);
+        run_checks(&exe, &parent.path, &nodes, o)?
+    };
+    let steady = steady_calls(&parent.path)?;
+    let g = growth(&parent.path, o)?;
+    let s = starts(&parent.path, o)?;
+    Ok(report(o, &samples, &steady, &g, &s, began.elapsed()))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(CHILD) {
+        return child(&args[1..]);
+    }
+    let o = match options(&args) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&o) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("devices benchmark: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

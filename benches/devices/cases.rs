@@ -1,7 +1,7 @@
 //! The rule sets and the cases: filler rules, the probed rule and node
 //! of each case, the rule counts, libvirt's default ACL for QEMU.
 
-use vircgroup_v2_devices::rules::{self, Rule, READ, RW};
+use vircgroup_v2_devices::rules::{self, READ, RW};
 
 /// A rule as the C API takes it.
 #[derive(Debug, Clone, Copy)]
@@ -20,10 +20,6 @@ impl Spec {
             minor,
             perms,
         }
-    }
-
-    pub(crate) fn rule(&self) -> Rule {
-        Rule::new(self.ty, self.major, self.minor, self.perms).expect("a valid rule")
     }
 
     /// libvirt's key and value.
@@ -103,13 +99,11 @@ pub(crate) const CASES: [Case; 6] = [
         allowed: false,
     },
 ];
-pub(crate) const EXACT: usize = 0;
-pub(crate) const MISS: usize = 4;
-pub(crate) const MISS_136: usize = 5;
 
-/// Rule counts for ours and the seed, and for the runc-style program.
-pub(crate) const SIZES: [usize; 4] = [10, 200, 1000, 10_000];
-pub(crate) const RUNC_SIZES: [usize; 2] = [10, 200];
+/// Rule counts for ours and the seed (30: the upper end of what a VM has),
+/// and for the runc-style program, whose cost grows with the rules.
+pub(crate) const SIZES: [usize; 5] = [10, 30, 200, 1000, 10_000];
+pub(crate) const RUNC_SIZES: [usize; 3] = [10, 30, 200];
 
 /// The `n` rules of a case: fillers, then the case's rule (last, so that
 /// the runc-style program runs every other block before it).

@@ -2,13 +2,13 @@
 //! programs detached on drop), device nodes, the stats fd, and Ctrl-C
 //! turned into a clean stop.
 
+use crate::ours;
 use crate::Res;
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
-use vircgroup_v2_devices::devices;
 use vircgroup_v2_devices::sys::{self, BPF_CGROUP_DEVICE};
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -89,10 +89,11 @@ impl Cg {
             .expect("the names this benchmark makes are UTF-8")
     }
 
-    /// Marks the cgroup as the library's before the library touches it.
-    pub(crate) fn library(&mut self) -> &str {
+    /// Marks the cgroup as the library's before the library touches it;
+    /// its path as the C ABI takes it.
+    pub(crate) fn library(&mut self) -> Res<ours::Path> {
         self.library = true;
-        self.p()
+        ours::Path::new(self.p())
     }
 
     /// Attaches `prog` with no flags, as libvirt does.
@@ -124,11 +125,9 @@ impl Drop for Cg {
             }
         }
         if self.library {
-            let path = self.p().to_string();
-            if let Err(e) = devices::detach_prog(&path) {
-                eprintln!("cleanup: {path}: {e}");
+            if let Err(e) = ours::Path::new(self.p()).and_then(|p| ours::forget(&p)) {
+                eprintln!("cleanup: {e}");
             }
-            let _ = devices::remove_prog(&path);
         }
         // A child that just exited may keep the cgroup busy for a moment.
         for _ in 0..100 {

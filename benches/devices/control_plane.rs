@@ -1,18 +1,17 @@
-//! The control plane: bpf(2) calls per allow and deny, 10,000 allows,
-//! and a QEMU start against libvirt's C sequence.
+//! The control plane, timed: 10,000 allows, and a QEMU start against
+//! libvirt's C sequence, with their bpf(2) calls (counted by `sys::hook`).
 
 use crate::cases::*;
 use crate::cgroups::*;
 use crate::options::*;
+use crate::ours;
 use crate::programs::*;
 use crate::Res;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::time::Instant;
-use vircgroup_v2_devices::devices;
 use vircgroup_v2_devices::program::libvirt_program;
-use vircgroup_v2_devices::rules::{Rule, RW, WRITE};
 use vircgroup_v2_devices::sys::{self, hook, BPF_CGROUP_DEVICE};
 
 /// bpf(2) calls made by this thread during `f`: the total and per command.
@@ -79,63 +78,6 @@ fn cmd_name(cmd: usize) -> String {
         .map_or(format!("cmd {cmd}"), |&(_, n)| n.to_string())
 }
 
-/// bpf(2) calls per operation on a held program in steady state.
-pub(crate) struct Steady {
-    pub(crate) allow_new: Calls,
-    pub(crate) allow_again: Calls,
-    pub(crate) deny_some: Calls,
-    pub(crate) deny_all_perms: Calls,
-    pub(crate) steps: u64,
-}
-
-/// Warm-up rules, then `STEPS` of each operation, the map never full and
-/// never grown while counting.
-pub(crate) fn steady_calls(parent: &Path) -> Res<Steady> {
-    const WARM: usize = 24;
-    const STEPS: usize = 24;
-    let mut cg = Cg::new(parent, "cp-steady")?;
-    let path = cg.library().to_string();
-    let rules = fillers(WARM + STEPS);
-    devices::deny_all(&path)?;
-    for r in &rules[..WARM] {
-        devices::allow(&path, &r.rule())?;
-    }
-    let max = devices::state(&path)?.max;
-    let new = &rules[WARM..];
-    let each = |perms: Option<i32>, op: fn(&str, &Rule) -> vircgroup_v2_devices::Result<()>| {
-        count_calls(|| -> Res<()> {
-            for r in new {
-                let spec = Spec {
-                    perms: perms.unwrap_or(r.perms),
-                    ..*r
-                };
-                op(&path, &spec.rule())?;
-            }
-            Ok(())
-        })
-    };
-    let (r1, allow_new) = each(None, devices::allow);
-    let (r2, allow_again) = each(None, devices::allow);
-    let (r3, deny_some) = each(Some(WRITE), devices::deny);
-    let (r4, deny_all_perms) = each(Some(RW), devices::deny);
-    r1.and(r2).and(r3).and(r4)?;
-    let state = devices::state(&path)?;
-    if state.max != max || state.count != WARM {
-        return Err(format!(
-            "steady state: the map went from {max} to {} entries, {} rules left (expected {WARM})",
-            state.max, state.count
-        )
-        .into());
-    }
-    Ok(Steady {
-        allow_new,
-        allow_again,
-        deny_some,
-        deny_all_perms,
-        steps: STEPS as u64,
-    })
-}
-
 /// Times (s) per round of 10,000 allows on a fresh cgroup and of 10,000
 /// updates into a map already large enough, and the calls of the last.
 pub(crate) struct Growth {
@@ -149,7 +91,6 @@ pub(crate) const GROWTH_RULES: usize = 10_000;
 
 pub(crate) fn growth(parent: &Path, o: &Options) -> Res<Growth> {
     let specs = fillers(GROWTH_RULES);
-    let rules: Vec<Rule> = specs.iter().map(Spec::rule).collect();
     let entries: Vec<(u64, u32)> = specs.iter().map(Spec::libvirt).collect();
     let mut g = Growth {
         ours: Vec::new(),
@@ -162,15 +103,17 @@ pub(crate) fn growth(parent: &Path, o: &Options) -> Res<Growth> {
             check_stop()?;
             if side == 0 {
                 let mut cg = Cg::new(parent, &format!("cp-allows-{round}"))?;
-                let path = cg.library().to_string();
+                let path = cg.library()?;
                 let start = Instant::now();
                 let (r, calls) =
-                    count_calls(|| rules.iter().try_for_each(|r| devices::allow(&path, r)));
+                    count_calls(|| specs.iter().try_for_each(|r| ours::allow(&path, r)));
                 let t = start.elapsed().as_secs_f64();
                 r?;
-                let count = devices::state(&path)?.count;
-                if count != GROWTH_RULES {
-                    return Err(format!("{path}: {count} rules after {GROWTH_RULES} allows").into());
+                let (count, _) = ours::state(&path)?;
+                if count != GROWTH_RULES as isize {
+                    return Err(
+                        format!("{}: {count} rules after {GROWTH_RULES} allows", cg.p()).into(),
+                    );
                 }
                 g.ours.push(t);
                 g.ours_calls = calls;
@@ -219,10 +162,10 @@ fn libvirt_start(cg: &mut Cg) -> Res<()> {
 
 /// QEMU's start through the library: deny all, then the default ACL.
 fn our_start(cg: &mut Cg) -> Res<()> {
-    let path = cg.library().to_string();
-    devices::deny_all(&path)?;
+    let path = cg.library()?;
+    ours::deny_all(&path)?;
     for r in &QEMU_ACL {
-        devices::allow(&path, &r.rule())?;
+        ours::allow(&path, r)?;
     }
     Ok(())
 }

@@ -68,10 +68,13 @@ mod cgroups;
 mod child;
 mod control_plane;
 mod options;
+mod ours;
 mod per_check;
 mod programs;
 mod report;
 mod stats;
+mod syscalls;
+mod targets;
 
 use crate::cgroups::*;
 use crate::child::*;
@@ -79,6 +82,7 @@ use crate::control_plane::*;
 use crate::options::*;
 use crate::per_check::*;
 use crate::report::*;
+use crate::syscalls::*;
 use std::process::ExitCode;
 use std::time::Instant;
 use vircgroup_v2_devices::cgroup::cgroup2_mount;
@@ -94,6 +98,8 @@ fn run(o: &Options) -> Res<String> {
     }
     let mount = cgroup2_mount().ok_or("no cgroup2 filesystem is mounted")?;
     let exe = std::env::current_exe()?;
+    // Before the long part: the syscall count at the end needs strace.
+    let strace = strace_version()?;
     catch_signals();
     // Declared first, dropped last: everything else lives inside.
     let parent = Cg::new(&mount, &unique("vcg2-bench"))?;
@@ -103,16 +109,22 @@ fn run(o: &Options) -> Res<String> {
         let _stats = Stats(sys::enable_stats()?);
         run_checks(&exe, &parent.path, &nodes, o)?
     };
-    let steady = steady_calls(&parent.path)?;
+    let steady = steady(&exe, &parent.path)?;
     let g = growth(&parent.path, o)?;
     let s = starts(&parent.path, o)?;
-    Ok(report(o, &samples, &steady, &g, &s, began.elapsed()))
+    let info = RunInfo {
+        took: began.elapsed(),
+        strace,
+    };
+    Ok(report(o, &samples, &steady, &g, &s, &info))
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some(CHILD) {
-        return child(&args[1..]);
+    match args.first().map(String::as_str) {
+        Some(CHILD) => return child(&args[1..]),
+        Some(STEADY_CHILD) => return steady_child(&args[1..]),
+        _ => {}
     }
     let o = match options(&args) {
         Ok(Some(o)) => o,

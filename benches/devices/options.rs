@@ -1,4 +1,5 @@
-//! The command line: `--quick`, `--rounds`, `--opens`, `--reuse`, `--cp-rounds`.
+//! The command line: `--quick`, `--rounds`, `--opens`, `--reuse`, `--cp-rounds`,
+//! `--raw`.
 
 use crate::child::*;
 
@@ -12,6 +13,8 @@ usage: cargo bench --bench devices -- [OPTIONS]   (as root)
   --reuse          set the programs up once, not every round (each map's
                    hash seed is then one draw for the whole run)
   --cp-rounds N    control-plane rounds (default 15)
+  --raw FILE       also write every chunk's ns per check to FILE (TSV:
+                   round, case, program, rules, chunk, ns)
   --help           this text";
 
 pub(crate) struct Options {
@@ -22,6 +25,8 @@ pub(crate) struct Options {
     pub(crate) starts: usize,
     /// Set the programs up once instead of every round.
     pub(crate) reuse: bool,
+    /// Where to write every chunk's measurement.
+    pub(crate) raw: Option<std::path::PathBuf>,
     /// The options as given (without cargo's `--bench`), for the report.
     pub(crate) given: Vec<String>,
 }
@@ -36,6 +41,7 @@ pub(crate) fn options(args: &[String]) -> Result<Option<Options>, String> {
         cp_rounds: if quick { 3 } else { 15 },
         starts: if quick { 4 } else { 10 },
         reuse: quick,
+        raw: None,
         given: Vec::new(),
     };
     let mut it = args.iter();
@@ -65,6 +71,7 @@ pub(crate) fn options(args: &[String]) -> Result<Option<Options>, String> {
                     .ok_or(format!("--opens: from {CHUNKS} to {}", u32::MAX))?
             }
             "--cp-rounds" => o.cp_rounds = value("--cp-rounds")?,
+            "--raw" => o.raw = Some(it.next().ok_or("--raw needs a file")?.into()),
             "--help" | "-h" => return Ok(None),
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }

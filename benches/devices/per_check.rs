@@ -9,6 +9,7 @@ use crate::programs::*;
 use crate::stats::*;
 use crate::Res;
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::process::Command;
@@ -67,9 +68,8 @@ impl Target {
 
 /// One measurement of a case: one child opens the case's node `opens`
 /// times in the cgroup of each of the case's programs, chunk by chunk in
-/// turn; per program, the median over its chunks of the kernel's ns per
-/// run.
-fn measure(exe: &Path, group: &[&Target], opens: u32) -> Res<Vec<f64>> {
+/// turn; per program, the kernel's ns per run of each chunk.
+fn measure(exe: &Path, group: &[&Target], opens: u32) -> Res<Vec<Vec<f64>>> {
     let first = group.first().ok_or("an empty group")?;
     let what = CASES[first.slot.case].name;
     let mut child = Command::new(exe);
@@ -115,7 +115,7 @@ fn measure(exe: &Path, group: &[&Target], opens: u32) -> Res<Vec<f64>> {
             return Err(format!("{what}: no run time counted: are the stats on?").into());
         }
     }
-    Ok(chunks.iter().map(|c| median(c)).collect())
+    Ok(chunks)
 }
 
 /// Every slot's program on a new cgroup (names carry the round).
@@ -159,6 +159,42 @@ impl XorShift {
 /// Gross ns per check by slot, one per round.
 pub(crate) type Samples = HashMap<Slot, Vec<f64>>;
 
+/// Net ns per check: gross − the floor measured by the same child.
+pub(crate) struct Net<'a>(pub(crate) &'a Samples);
+
+impl Net<'_> {
+    /// The gross ns per check of a program, one per round.
+    pub(crate) fn gross(&self, kind: Kind, case: usize, size: usize) -> Option<&[f64]> {
+        let size = if kind == Kind::Floor { 0 } else { size };
+        self.0.get(&Slot { kind, case, size }).map(Vec::as_slice)
+    }
+
+    /// The net ns per check of a program, one per round.
+    pub(crate) fn nets(&self, kind: Kind, case: usize, size: usize) -> Option<Vec<f64>> {
+        let gross = self.gross(kind, case, size)?;
+        let floor = self.gross(Kind::Floor, case, 0)?;
+        Some(gross.iter().zip(floor).map(|(g, f)| g - f).collect())
+    }
+
+    /// Median net ns per check over rounds.
+    pub(crate) fn net(&self, kind: Kind, case: usize, size: usize) -> Option<f64> {
+        self.nets(kind, case, size).map(|n| median(&n))
+    }
+
+    /// `a` against `k` times `b` (kind and size), both measured by the
+    /// same child in each round.
+    pub(crate) fn paired(
+        &self,
+        case: usize,
+        a: (Kind, usize),
+        b: (Kind, usize),
+        k: f64,
+    ) -> Option<Paired> {
+        let (a, b) = (self.nets(a.0, case, a.1)?, self.nets(b.0, case, b.1)?);
+        Some(paired(&a, &b, k))
+    }
+}
+
 /// Every round sets every program up again (unless `--reuse`): each hash
 /// map draws its own hash seed, which decides which keys share a bucket, so
 /// one set-up is one draw and a median over rounds is a median over draws
@@ -169,6 +205,15 @@ pub(crate) fn run_checks(exe: &Path, parent: &Path, nodes: &Nodes, o: &Options) 
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let mut order: Vec<usize> = (0..CASES.len()).collect();
     let mut targets = Vec::new();
+    let mut raw = match &o.raw {
+        Some(path) => {
+            let mut f = std::fs::File::create(path)
+                .map_err(|e| format!("--raw {}: {e}", path.display()))?;
+            writeln!(f, "round\tcase\tprogram\trules\tchunk\tns")?;
+            Some(std::io::BufWriter::new(f))
+        }
+        None => None,
+    };
     for round in 0..o.rounds {
         let start = Instant::now();
         if round == 0 || !o.reuse {
@@ -181,8 +226,14 @@ pub(crate) fn run_checks(exe: &Path, parent: &Path, nodes: &Nodes, o: &Options) 
         for &case in &order {
             check_stop()?;
             let group: Vec<&Target> = targets.iter().filter(|t| t.slot.case == case).collect();
-            for (t, ns) in group.iter().zip(measure(exe, &group, o.opens)?) {
-                samples.entry(t.slot).or_default().push(ns);
+            for (t, chunks) in group.iter().zip(measure(exe, &group, o.opens)?) {
+                if let Some(raw) = &mut raw {
+                    let s = t.slot;
+                    for (i, ns) in chunks.iter().enumerate() {
+                        writeln!(raw, "{round}\t{case}\t{:?}\t{}\t{i}\t{ns}", s.kind, s.size)?;
+                    }
+                }
+                samples.entry(t.slot).or_default().push(median(&chunks));
             }
         }
         eprintln!(
@@ -193,6 +244,9 @@ pub(crate) fn run_checks(exe: &Path, parent: &Path, nodes: &Nodes, o: &Options) 
             set_up.as_secs_f64(),
             (start.elapsed() - set_up).as_secs_f64()
         );
+    }
+    if let Some(mut raw) = raw {
+        raw.flush()?;
     }
     Ok(samples)
 }

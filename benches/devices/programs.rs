@@ -3,9 +3,9 @@
 
 use crate::cases::*;
 use crate::cgroups::*;
+use crate::ours;
 use crate::Res;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use vircgroup_v2_devices::devices;
 use vircgroup_v2_devices::insn::op::*;
 use vircgroup_v2_devices::insn::reg::*;
 use vircgroup_v2_devices::insn::{alu32_imm, exit, jmp_imm, jmp_reg, ldx_mem, mov64_imm, Insn};
@@ -110,19 +110,21 @@ pub(crate) enum Kind {
 }
 
 /// Attaches the `kind` program for `rules` to `cg` (ours through the
-/// library's public API) and returns an fd on what is attached there.
+/// library's C ABI: deny all, then one allow per rule) and returns an fd on
+/// what is attached there.
 pub(crate) fn set_up(kind: Kind, cg: &mut Cg, rules: &[Spec]) -> Res<OwnedFd> {
     match kind {
         Kind::Ours => {
-            let path = cg.library().to_string();
-            devices::deny_all(&path)?;
+            let path = cg.library()?;
+            ours::deny_all(&path)?;
             for r in rules {
-                devices::allow(&path, &r.rule())?;
+                ours::allow(&path, r)?;
             }
-            let count = devices::state(&path)?.count;
-            if count != rules.len() {
+            let (count, _) = ours::state(&path)?;
+            if count != rules.len() as isize {
                 return Err(format!(
-                    "{path}: the library counts {count} rules, not {}",
+                    "{}: the library counts {count} rules, not {}",
+                    cg.p(),
                     rules.len()
                 )
                 .into());

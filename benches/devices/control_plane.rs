@@ -170,8 +170,9 @@ fn our_start(cg: &mut Cg) -> Res<()> {
     Ok(())
 }
 
-/// Times (s) of `starts` QEMU starts per side and round, each on a fresh
-/// cgroup made before the clock starts; the calls of one start.
+/// Times (s) of each QEMU start, `starts` per side and round, each on a
+/// fresh cgroup made before the clock starts, the sides taking turns (the
+/// i-th of each side form a pair); the calls of one start.
 pub(crate) struct Starts {
     pub(crate) ours: Vec<f64>,
     pub(crate) libvirt: Vec<f64>,
@@ -195,7 +196,6 @@ pub(crate) fn starts(parent: &Path, o: &Options) -> Res<Starts> {
                 Cg::new(parent, &format!("cp-qemu-libvirt-{round}-{i}"))?,
             ]);
         }
-        let (mut ours, mut libvirt) = (0.0, 0.0);
         for (i, [a, b]) in cgs.iter_mut().enumerate() {
             for side in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
                 let start = Instant::now();
@@ -207,14 +207,14 @@ pub(crate) fn starts(parent: &Path, o: &Options) -> Res<Starts> {
                 let t = start.elapsed().as_secs_f64();
                 r?;
                 if side == 0 {
-                    (ours, s.ours_calls) = (ours + t, calls);
+                    s.ours.push(t);
+                    s.ours_calls = calls;
                 } else {
-                    (libvirt, s.libvirt_calls) = (libvirt + t, calls);
+                    s.libvirt.push(t);
+                    s.libvirt_calls = calls;
                 }
             }
         }
-        s.ours.push(ours);
-        s.libvirt.push(libvirt);
         eprintln!(
             "control plane: QEMU starts, round {}/{}",
             round + 1,

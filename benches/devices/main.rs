@@ -1,10 +1,12 @@
-//! The benchmark of issue 7: what one device check costs the kernel, and
-//! what the control plane costs, side by side with the alternatives, in one
-//! run. Everything it claims is a ratio of things measured in the same run,
-//! interleaved round by round.
+//! The benchmark of issues 7 and 15: what one device check costs the
+//! kernel, and what the control plane costs, side by side with the
+//! alternatives, in one run, with a verdict on each of issue 15's targets.
+//! Everything it claims is a comparison of things measured side by side in
+//! the same run.
 //!
 //! Run as root (it makes cgroups, device nodes and BPF programs, and removes
-//! them all when it ends, also on error, panic or Ctrl-C):
+//! them all when it ends, also on error, panic or Ctrl-C; Debian's strace
+//! counts the syscalls):
 //!
 //! ```sh
 //! cargo bench --bench devices              # the full run: a few minutes
@@ -15,21 +17,11 @@
 //! **Per-check cost.** The kernel's own run-time stats: `BPF_ENABLE_STATS`
 //! turns them on while this process holds the fd (the sysctl is never
 //! written), and `BPF_OBJ_GET_INFO_BY_FD` gives each program's
-//! `run_time_ns` and `run_cnt`. For each case, one child process opens the
-//! case's device node K times in the cgroup of each of the case's programs
-//! (every kind, every rule count), moving between the cgroups every K/20
-//! opens and reading the stats around each chunk: the programs are
-//! measured side by side, a slow spell of the machine hits them alike, and
-//! a program's cost is the median of its chunks (time the child spends
-//! preempted inside a program counts as its run time). Every open runs the
-//! program once (checked: `run_cnt` grows by exactly the opens, per chunk
-//! and in all), and every answer is checked (EPERM for a denial, anything
-//! else got past the cgroup), so a wrong setup cannot produce a number.
-//! The programs:
+//! `run_time_ns` and `run_cnt`. The programs:
 //!
-//! - ours: whatever the library attaches, set up through its public API as
-//!   a user would (`devices::deny_all`, then `devices::allow` per rule) and
-//!   found with `BPF_PROG_QUERY`: nothing is assumed of its maps or code;
+//! - ours: whatever the library attaches, set up through its C ABI as
+//!   libvirt would (deny all, then one allow per rule) and found with
+//!   `BPF_PROG_QUERY`: nothing is assumed of its maps or code;
 //! - seed: libvirt's program (`program::libvirt_program`) on a hash map in
 //!   libvirt's format (`rules::get_key`, `rules::get_perms`), sized as
 //!   libvirt grows it (64, doubled), attached with no flags;
@@ -38,18 +30,26 @@
 //! - floor: `r0 = 1; exit`, the cost of running any program at all; net
 //!   cost = gross - floor.
 //!
-//! Each program has its own cgroup under one scratch parent. Every round
-//! sets every program up again (each hash map draws its own hash seed) and
-//! measures every case once, in a shuffled order. Net costs are taken
-//! against the floor measured by the same child, ratios are medians over
-//! rounds of the ratio of two nets measured by the same child.
+//! Each program is attached to its own cgroup (where the child checks its
+//! answer) and, with `BPF_F_ALLOW_MULTI`, to the case's chain cgroups, where
+//! every open runs all of the case's programs one after the other: they are
+//! measured at the same instants, so a slow spell of this shared machine
+//! hits them alike. There is one chain cgroup per rotation of a shuffled
+//! order, and the child goes round them, so that every program takes every
+//! place in the chain (the first place runs colder). A program's cost in a
+//! round is the median of its chunks. Every round sets the programs with a
+//! map up again (each hash map draws its own hash seed, so one round is one
+//! draw); the programs without a map are loaded once. Ratios and their 95%
+//! confidence intervals are read off per-round margins (`stats::paired`),
+//! and the verdicts off those intervals (`targets.rs`).
 //!
-//! **Control plane.** bpf(2) calls per allow and per deny on a held
-//! program, counted by `sys::hook`; 10,000 allows on a fresh cgroup (map
+//! **Control plane.** Every syscall of an allow and a deny in steady state,
+//! counted by strace in a child (`syscalls.rs`); QEMU's start (deny-all and
+//! libvirt's default ACL through the library) against a replay of libvirt's
+//! C sequence, in time (each start paired with the other side's next) and
+//! in bpf(2) calls (`sys::hook`); 10,000 allows on a fresh cgroup (map
 //! growth included) against 10,000 `BPF_MAP_UPDATE_ELEM` into a map already
-//! large enough; QEMU's start (deny-all and libvirt's default ACL through the
-//! library) against a replay of libvirt's C sequence. Times are compared as
-//! ratios of medians over rounds in which both sides alternate.
+//! large enough.
 //!
 //! One file per part:
 //!
@@ -57,11 +57,14 @@
 //! - `cgroups.rs`: scratch cgroups, device nodes, the stats fd, Ctrl-C;
 //! - `cases.rs`: the rule sets, the probed cases, libvirt's QEMU ACL;
 //! - `programs.rs`: the programs compared (ours, seed, runc-style, floor);
-//! - `child.rs`: the child that opens a node in each program's cgroup;
-//! - `per_check.rs`: the rounds of per-check measurements;
-//! - `control_plane.rs`: bpf(2) calls per operation, 10,000 allows, QEMU starts;
-//! - `stats.rs`: medians and quantiles;
-//! - `report.rs`: the markdown report and the targets' verdicts.
+//! - `ours.rs`: the library through its C ABI;
+//! - `child.rs`: the child that opens a node in the programs' cgroups;
+//! - `per_check.rs`: the rounds of per-check measurements, the chains;
+//! - `syscalls.rs`: every syscall of an allow or deny, counted by strace;
+//! - `control_plane.rs`: QEMU starts and 10,000 allows, timed;
+//! - `stats.rs`: medians, quantiles, confidence intervals, paired margins;
+//! - `targets.rs`: issue 15's targets and their verdicts;
+//! - `report.rs`: the markdown report.
 
 mod cases;
 mod cgroups;

@@ -1,21 +1,25 @@
 //! The command line: `--quick`, `--rounds`, `--opens`, `--reuse`, `--cp-rounds`,
 //! `--raw`.
 
-use crate::child::*;
-
 pub(crate) const USAGE: &str = "\
 usage: cargo bench --bench devices -- [OPTIONS]   (as root)
 
   --quick          a smoke run in a few seconds (3 rounds, 1000 opens,
                    3 control-plane rounds, --reuse, unless given); rough
-  --rounds N       per-check rounds (default 21; medians over rounds)
-  --opens K        opens per measurement (default 20000), in 20 chunks
+  --rounds N       per-check rounds (default 81; medians over rounds, each
+                   round a new set-up: a new draw of every map)
+  --opens K        opens per case and round (default 10000, at least 1000),
+                   in 2 chunks per program of the case
   --reuse          set the programs up once, not every round (each map's
                    hash seed is then one draw for the whole run)
   --cp-rounds N    control-plane rounds (default 15)
   --raw FILE       also write every chunk's ns per check to FILE (TSV:
-                   round, case, program, rules, chunk, ns)
+                   round, case, program, rules, place in the chain,
+                   chunk, ns)
   --help           this text";
+
+/// Enough for every chunk of a case to hold some opens.
+const MIN_OPENS: u32 = 1000;
 
 pub(crate) struct Options {
     pub(crate) rounds: usize,
@@ -36,8 +40,8 @@ pub(crate) struct Options {
 pub(crate) fn options(args: &[String]) -> Result<Option<Options>, String> {
     let quick = args.iter().any(|a| a == "--quick");
     let mut o = Options {
-        rounds: if quick { 3 } else { 21 },
-        opens: if quick { 1000 } else { 20_000 },
+        rounds: if quick { 3 } else { 81 },
+        opens: if quick { 1000 } else { 10_000 },
         cp_rounds: if quick { 3 } else { 15 },
         starts: if quick { 4 } else { 10 },
         reuse: quick,
@@ -67,8 +71,8 @@ pub(crate) fn options(args: &[String]) -> Result<Option<Options>, String> {
                 o.opens = value("--opens")?
                     .try_into()
                     .ok()
-                    .filter(|&k| k >= CHUNKS)
-                    .ok_or(format!("--opens: from {CHUNKS} to {}", u32::MAX))?
+                    .filter(|&k| k >= MIN_OPENS)
+                    .ok_or(format!("--opens: from {MIN_OPENS} to {}", u32::MAX))?
             }
             "--cp-rounds" => o.cp_rounds = value("--cp-rounds")?,
             "--raw" => o.raw = Some(it.next().ok_or("--raw needs a file")?.into()),

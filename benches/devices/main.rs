@@ -39,9 +39,10 @@
 //! place in the chain (the first place runs colder). A program's cost in a
 //! round is the median of its chunks. Every round sets the programs with a
 //! map up again (each hash map draws its own hash seed, so one round is one
-//! draw); the programs without a map are loaded once. Ratios and their 95%
-//! confidence intervals are read off per-round margins (`stats::paired`),
-//! and the verdicts off those intervals (`targets.rs`).
+//! draw); the programs without a map are loaded once. A ratio is the
+//! median of the per-round ratios, with its 95% confidence interval
+//! (`stats::paired`), and a verdict is read off that interval
+//! (`targets.rs`).
 //!
 //! **Control plane.** Every syscall of an allow and a deny in steady state,
 //! counted by strace in a child (`syscalls.rs`); QEMU's start (deny-all and
@@ -62,7 +63,7 @@
 //! - `per_check.rs`: the rounds of per-check measurements, the chains;
 //! - `syscalls.rs`: every syscall of an allow or deny, counted by strace;
 //! - `control_plane.rs`: QEMU starts and 10,000 allows, timed;
-//! - `stats.rs`: medians, quantiles, confidence intervals, paired margins;
+//! - `stats.rs`: medians, quantiles, confidence intervals, paired ratios;
 //! - `targets.rs`: issue 15's targets and their verdicts;
 //! - `report.rs`: the markdown report.
 

@@ -1,5 +1,6 @@
-//! Per-check cost: every program set up on its own cgroup each round,
-//! each case measured by one child across its programs.
+//! Per-check cost: every program set up on its own cgroup each round and
+//! chained with the other programs of its case, each case measured by one
+//! child.
 
 use crate::cases::*;
 use crate::cgroups::*;
@@ -262,10 +263,11 @@ impl Net<'_> {
     }
 }
 
-/// Every round sets every program up again (unless `--reuse`): each hash
-/// map draws its own hash seed, which decides which keys share a bucket, so
-/// one set-up is one draw and a median over rounds is a median over draws
-/// too. Then one child per case, the cases in a shuffled order.
+/// Every round sets every program with a map up again (unless `--reuse`):
+/// each hash map draws its own hash seed, which decides which keys share a
+/// bucket, so one set-up is one draw and a median over rounds is a median
+/// over draws too; the chains get a new order. Then one child per case,
+/// the cases in a shuffled order.
 pub(crate) fn run_checks(exe: &Path, parent: &Path, nodes: &Nodes, o: &Options) -> Res<Samples> {
     let slots = plan();
     let mut samples = Samples::new();

@@ -121,10 +121,8 @@ pub(crate) fn report(
     );
     let _ = writeln!(
         w,
-        "- ratios: a/b = k + median over rounds of (a − k·b) / median of b, with the 95% CI \
-         of that median (order statistics) in brackets; a and b measured by the same child \
-         in each round; k is the target's factor (1 for ours/runc and flatness, 0.5 for \
-         ours/seed)"
+        "- ratios: the median over rounds of a/b, a and b net ns measured in the same chunks, \
+         with the 95% CI of that median (order statistics: a sign test) in brackets"
     );
     let _ = writeln!(
         w,

@@ -41,36 +41,37 @@ pub(crate) fn median_ci(v: &[f64]) -> (f64, f64) {
     (s[k - 1], s[n - k])
 }
 
-/// "a ≤ k·b" read off rounds in which a and b were measured side by side:
-/// the median over rounds of the margin a − k·b, with its 95% CI, also
-/// expressed as ratios a/b (k + margin / median of b). The margin decides
-/// the verdict, so a b near 0 (a program that costs almost nothing) makes
-/// the ratio rough but not the verdict.
+/// `a` against `k`·`b` over rounds in which both were measured side by
+/// side: the median over rounds of the ratio a/b, with the 95% CI of that
+/// median. The interval is a sign test: its upper end is at most `k`
+/// exactly when enough rounds have a ≤ k·b. A round where b is not above
+/// 0 (a program that costs next to nothing) has no ratio; it counts as
+/// +∞ or −∞ by the sign of a − k·b, so that it still votes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Paired {
     pub(crate) ratio: f64,
     pub(crate) lo: f64,
     pub(crate) hi: f64,
-    pub(crate) margin_lo: f64,
-    pub(crate) margin_hi: f64,
 }
 
 pub(crate) fn paired(a: &[f64], b: &[f64], k: f64) -> Paired {
-    let margins: Vec<f64> = a.iter().zip(b).map(|(a, b)| a - k * b).collect();
-    let (margin_lo, margin_hi) = median_ci(&margins);
-    let scale = median(b);
-    let as_ratio = |m: f64| {
-        if scale > 0.0 {
-            k + m / scale
-        } else {
-            f64::NAN
-        }
-    };
+    let ratios: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(&a, &b)| {
+            if b > 0.0 {
+                a / b
+            } else if a - k * b <= 0.0 {
+                f64::NEG_INFINITY
+            } else {
+                f64::INFINITY
+            }
+        })
+        .collect();
+    let (lo, hi) = median_ci(&ratios);
     Paired {
-        ratio: as_ratio(median(&margins)),
-        lo: as_ratio(margin_lo),
-        hi: as_ratio(margin_hi),
-        margin_lo,
-        margin_hi,
+        ratio: median(&ratios),
+        lo,
+        hi,
     }
 }

@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
-use vircgroup_v2_devices::sys::{self, BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI};
+use vircgroup_v2_devices::sys::{self, BPF_CGROUP_DEVICE};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -100,20 +100,6 @@ impl Cg {
     pub(crate) fn attach(&mut self, prog: OwnedFd) -> Res<()> {
         sys::prog_attach(self.dir.as_fd(), prog.as_fd(), BPF_CGROUP_DEVICE, 0, None)?;
         self.attached.push(prog);
-        Ok(())
-    }
-
-    /// Attaches `prog` (a program attached elsewhere too) beside others
-    /// (`BPF_F_ALLOW_MULTI`), after those attached before.
-    pub(crate) fn attach_multi(&mut self, prog: &OwnedFd) -> Res<()> {
-        sys::prog_attach(
-            self.dir.as_fd(),
-            prog.as_fd(),
-            BPF_CGROUP_DEVICE,
-            BPF_F_ALLOW_MULTI,
-            None,
-        )?;
-        self.attached.push(prog.try_clone()?);
         Ok(())
     }
 

@@ -1,8 +1,5 @@
-//! The child process, re-executed from the benchmark, that opens a case's
-//! node: first in each program's own cgroup (its answer is checked), then
-//! in the cgroups that hold all the case's programs at once, where every
-//! open runs every program and the kernel's stats give each one's ns per
-//! run.
+//! The child process, re-executed from the benchmark, that opens a node
+//! in a loop in each program's cgroup and reports the kernel's ns per run.
 
 use crate::Res;
 use std::fmt::Write as _;
@@ -10,30 +7,28 @@ use std::fs::OpenOptions;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::ExitCode;
-use vircgroup_v2_devices::sys::{self, ProgInfo};
+use vircgroup_v2_devices::sys;
 
 /// First argument of the benchmark re-executed as the child that opens a
 /// node in a loop (so the parent never forks without exec).
 pub(crate) const CHILD: &str = "__open-loop";
 
-/// Times the child goes round the chain cgroups, one chunk of opens in
-/// each: a program's cost is the median over its chunks, so that a chunk
-/// in which the child was preempted inside the program (that time counts
-/// as run time) is left out.
-pub(crate) const PASSES: usize = 2;
+/// Chunks each program's opens are split into. A child measures the
+/// programs of one case side by side, moving between their
+/// cgroups chunk by chunk, so that a slow spell of the machine (a busy
+/// sibling CPU, the hypervisor) hits them alike; a program's cost is the
+/// median over its chunks, so that a chunk in which the child was
+/// preempted inside the program (that time counts as run time) is left out.
+pub(crate) const CHUNKS: u32 = 20;
 
-/// Opens per program in its own cgroup, to check its answer.
-pub(crate) const CHECKS: u64 = 3;
-
-/// `__open-loop NODE K N CHAIN... (CGROUP PROG_ID allow|deny)...`: opens
-/// NODE read-only CHECKS times in each program's own CGROUP, failing
-/// unless the answer is the expected one (deny: EPERM; allow: anything
-/// else, as a node without a driver gives ENXIO or EIO once the cgroup let
-/// it through); then K times in the N CHAIN cgroups, which hold every
-/// PROG_ID (`BPF_F_ALLOW_MULTI`), in [`PASSES`] × N chunks taking the
-/// cgroups in turn, printing one line per program and chunk: its index and
-/// its ns per run over the chunk. Fails unless every program ran exactly
-/// once per open.
+/// `__open-loop NODE K (CGROUP PROG_ID allow|deny)...`: opens NODE
+/// read-only K times in each CGROUP, in [`CHUNKS`] chunks per cgroup, the
+/// cgroups taking turns chunk by chunk (the order shifts every chunk), and
+/// prints one line per chunk: the cgroup's index and the ns per run of
+/// program PROG_ID over the chunk. Fails unless each chunk ran the program
+/// once per open and every answer is the expected one (deny: EPERM; allow:
+/// anything else, as a node without a driver gives ENXIO or EIO once the
+/// cgroup let it through).
 pub(crate) fn child(args: &[String]) -> ExitCode {
     match open_loop(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -44,60 +39,18 @@ pub(crate) fn child(args: &[String]) -> ExitCode {
     }
 }
 
-/// A program and its own cgroup.
+/// A cgroup the child opens the node in.
 struct Member {
     cgroup: String,
     prog: OwnedFd,
     allow: bool,
 }
 
-fn join(cgroup: &str) -> Res<()> {
-    std::fs::write(format!("{cgroup}/cgroup.procs"), "0")
-        .map_err(|e| format!("cannot join {cgroup}: {e}").into())
-}
-
-/// Opens `node` `n` times in the cgroup the child is in; fails unless
-/// every answer is `allow`'s.
-fn opens(node: &str, n: u64, allow: bool, cgroup: &str) -> Res<()> {
-    let mut open = OpenOptions::new();
-    open.read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
-    let (mut eperm, mut other) = (0, None);
-    for _ in 0..n {
-        match open.open(node) {
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => eperm += 1,
-            Err(e) => other = Some(e),
-        }
-    }
-    if (allow && eperm > 0) || (!allow && eperm != n) {
-        return Err(format!(
-            "{node} in {cgroup}: expected {}, got EPERM for {eperm} of {n} opens \
-             (other answer: {other:?})",
-            if allow { "allow" } else { "deny" }
-        )
-        .into());
-    }
-    Ok(())
-}
-
-fn infos(members: &[Member]) -> Res<Vec<ProgInfo>> {
-    Ok(members
-        .iter()
-        .map(|m| sys::prog_info(m.prog.as_fd()))
-        .collect::<Result<_, _>>()?)
-}
-
 fn open_loop(args: &[String]) -> Res<()> {
-    let usage = "expected NODE K N CHAIN... (CGROUP PROG_ID allow|deny)...";
-    let [node, count, n, rest @ ..] = args else {
+    let usage = "expected NODE K (CGROUP PROG_ID allow|deny)...";
+    let [node, count, members @ ..] = args else {
         return Err(usage.into());
     };
-    let n: usize = n.parse()?;
-    if n == 0 || rest.len() < n {
-        return Err(usage.into());
-    }
-    let (chains, members) = rest.split_at(n);
     if members.is_empty() || members.len() % 3 != 0 {
         return Err(usage.into());
     }
@@ -116,40 +69,44 @@ fn open_loop(args: &[String]) -> Res<()> {
             })
         })
         .collect::<Res<Vec<Member>>>()?;
-    let check_runs = |before: &[ProgInfo], after: &[ProgInfo], n: u64, cgroup: &str| {
-        for (i, (b, a)) in before.iter().zip(after).enumerate() {
-            let runs = a.run_cnt - b.run_cnt;
-            if runs != n {
-                return Err(format!(
-                    "{cgroup}: program {} ran {runs} times for {n} opens",
-                    members[i].cgroup
-                ));
-            }
-        }
-        Ok(())
-    };
-    // Each program alone: its own answer.
-    for m in &members {
-        join(&m.cgroup)?;
-        let before = sys::prog_info(m.prog.as_fd())?;
-        opens(node, CHECKS, m.allow, &m.cgroup)?;
-        let after = sys::prog_info(m.prog.as_fd())?;
-        check_runs(&[before], &[after], CHECKS, &m.cgroup)?;
-    }
-    // All at once: every open runs every program, one after the other.
-    let allow = members.iter().all(|m| m.allow);
-    let chunks = (PASSES * chains.len()) as u64;
+    let mut open = OpenOptions::new();
+    open.read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    let chunks = u64::from(CHUNKS);
     let mut out = String::new();
     for chunk in 0..chunks {
         let n = count / chunks + u64::from(chunk < count % chunks);
-        let cgroup = &chains[chunk as usize % chains.len()];
-        join(cgroup)?;
-        let before = infos(&members)?;
-        opens(node, n, allow, cgroup)?;
-        let after = infos(&members)?;
-        check_runs(&before, &after, n, cgroup)?;
-        for (i, (b, a)) in before.iter().zip(&after).enumerate() {
-            let ns = (a.run_time_ns - b.run_time_ns) as f64 / n.max(1) as f64;
+        for turn in 0..members.len() {
+            let i = (turn + chunk as usize) % members.len();
+            let m = &members[i];
+            std::fs::write(format!("{}/cgroup.procs", m.cgroup), "0")
+                .map_err(|e| format!("cannot join {}: {e}", m.cgroup))?;
+            let before = sys::prog_info(m.prog.as_fd())?;
+            let (mut eperm, mut other) = (0, None);
+            for _ in 0..n {
+                match open.open(node) {
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => eperm += 1,
+                    Err(e) => other = Some(e),
+                }
+            }
+            let after = sys::prog_info(m.prog.as_fd())?;
+            if (m.allow && eperm > 0) || (!m.allow && eperm != n) {
+                return Err(format!(
+                    "{node} in {}: expected {}, got EPERM for {eperm} of {n} opens \
+                     (other answer: {other:?})",
+                    m.cgroup,
+                    if m.allow { "allow" } else { "deny" }
+                )
+                .into());
+            }
+            let runs = after.run_cnt - before.run_cnt;
+            if runs != n {
+                return Err(
+                    format!("{}: the program ran {runs} times for {n} opens", m.cgroup).into(),
+                );
+            }
+            let ns = (after.run_time_ns - before.run_time_ns) as f64 / n.max(1) as f64;
             let _ = writeln!(out, "{i} {ns}");
         }
     }

@@ -30,19 +30,22 @@
 //! - floor: `r0 = 1; exit`, the cost of running any program at all; net
 //!   cost = gross - floor.
 //!
-//! Each program is attached to its own cgroup (where the child checks its
-//! answer) and, with `BPF_F_ALLOW_MULTI`, to the case's chain cgroups, where
-//! every open runs all of the case's programs one after the other: they are
-//! measured at the same instants, so a slow spell of this shared machine
-//! hits them alike. There is one chain cgroup per rotation of a shuffled
-//! order, and the child goes round them, so that every program takes every
-//! place in the chain (the first place runs colder). A program's cost in a
-//! round is the median of its chunks. Every round sets the programs with a
-//! map up again (each hash map draws its own hash seed, so one round is one
-//! draw); the programs without a map are loaded once. A ratio is the
-//! median of the per-round ratios, with its 95% confidence interval
-//! (`stats::paired`), and a verdict is read off that interval
-//! (`targets.rs`).
+//! Each program has its own cgroup under one scratch parent. For each case,
+//! one child process opens the case's node K times in the cgroup of each of
+//! the case's programs (every kind, every rule count), moving between the
+//! cgroups every K/20 opens and reading the stats around each chunk: the
+//! programs are measured side by side, a slow spell of the machine hits
+//! them alike, and a program's cost is the median of its chunks (time the
+//! child spends preempted inside a program counts as its run time). Every
+//! open runs the program once (checked: `run_cnt` grows by exactly the
+//! opens, per chunk and in all), and every answer is checked (EPERM for a
+//! denial, anything else got past the cgroup), so a wrong set-up cannot
+//! produce a number. Every round sets the programs with a map up again
+//! (each hash map draws its own hash seed, so one round is one draw); the
+//! programs without a map are loaded once. Net costs are taken against the
+//! floor measured by the same child. A ratio is the median of the
+//! per-round ratios, with its 95% confidence interval (`stats::paired`),
+//! and a verdict is read off that interval (`targets.rs`).
 //!
 //! **Control plane.** Every syscall of an allow and a deny in steady state,
 //! counted by strace in a child (`syscalls.rs`); QEMU's start (deny-all and
@@ -59,8 +62,8 @@
 //! - `cases.rs`: the rule sets, the probed cases, libvirt's QEMU ACL;
 //! - `programs.rs`: the programs compared (ours, seed, runc-style, floor);
 //! - `ours.rs`: the library through its C ABI;
-//! - `child.rs`: the child that opens a node in the programs' cgroups;
-//! - `per_check.rs`: the rounds of per-check measurements, the chains;
+//! - `child.rs`: the child that opens a node in each program's cgroup;
+//! - `per_check.rs`: the rounds of per-check measurements;
 //! - `syscalls.rs`: every syscall of an allow or deny, counted by strace;
 //! - `control_plane.rs`: QEMU starts and 10,000 allows, timed;
 //! - `stats.rs`: medians, quantiles, confidence intervals, paired ratios;

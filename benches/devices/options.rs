@@ -1,25 +1,23 @@
 //! The command line: `--quick`, `--rounds`, `--opens`, `--reuse`, `--cp-rounds`,
 //! `--raw`.
 
+use crate::child::CHUNKS;
+
 pub(crate) const USAGE: &str = "\
 usage: cargo bench --bench devices -- [OPTIONS]   (as root)
 
   --quick          a smoke run in a few seconds (3 rounds, 1000 opens,
                    3 control-plane rounds, --reuse, unless given); rough
-  --rounds N       per-check rounds (default 81; medians over rounds, each
+  --rounds N       per-check rounds (default 61; medians over rounds, each
                    round a new set-up: a new draw of every map)
-  --opens K        opens per case and round (default 10000, at least 1000),
-                   in 2 chunks per program of the case
+  --opens K        opens per program and round (default 5000), in 20
+                   chunks
   --reuse          set the programs up once, not every round (each map's
                    hash seed is then one draw for the whole run)
   --cp-rounds N    control-plane rounds (default 15)
   --raw FILE       also write every chunk's ns per check to FILE (TSV:
-                   round, case, program, rules, place in the chain,
-                   chunk, ns)
+                   round, case, program, rules, chunk, ns)
   --help           this text";
-
-/// Enough for every chunk of a case to hold some opens.
-const MIN_OPENS: u32 = 1000;
 
 pub(crate) struct Options {
     pub(crate) rounds: usize,
@@ -40,8 +38,8 @@ pub(crate) struct Options {
 pub(crate) fn options(args: &[String]) -> Result<Option<Options>, String> {
     let quick = args.iter().any(|a| a == "--quick");
     let mut o = Options {
-        rounds: if quick { 3 } else { 81 },
-        opens: if quick { 1000 } else { 10_000 },
+        rounds: if quick { 3 } else { 61 },
+        opens: if quick { 1000 } else { 5000 },
         cp_rounds: if quick { 3 } else { 15 },
         starts: if quick { 4 } else { 10 },
         reuse: quick,
@@ -71,8 +69,8 @@ pub(crate) fn options(args: &[String]) -> Result<Option<Options>, String> {
                 o.opens = value("--opens")?
                     .try_into()
                     .ok()
-                    .filter(|&k| k >= MIN_OPENS)
-                    .ok_or(format!("--opens: from {MIN_OPENS} to {}", u32::MAX))?
+                    .filter(|&k| k >= CHUNKS)
+                    .ok_or(format!("--opens: from {CHUNKS} to {}", u32::MAX))?
             }
             "--cp-rounds" => o.cp_rounds = value("--cp-rounds")?,
             "--raw" => o.raw = Some(it.next().ok_or("--raw needs a file")?.into()),

@@ -1,6 +1,6 @@
-//! Per-check cost: every program set up on its own cgroup each round and
-//! chained with the other programs of its case, each case measured by one
-//! child.
+//! Per-check cost: every program set up on its own cgroup each round, each
+//! case measured by one child that goes from one program's cgroup to the
+//! next, chunk by chunk.
 
 use crate::cases::*;
 use crate::cgroups::*;
@@ -52,11 +52,6 @@ fn plan() -> Vec<Slot> {
     slots
 }
 
-/// Programs per case, so chains per case: the length of a chain.
-pub(crate) fn chain_len() -> usize {
-    plan().iter().filter(|s| s.case == 0).count()
-}
-
 /// A slot's program attached to its own cgroup.
 struct Target {
     slot: Slot,
@@ -72,40 +67,14 @@ impl Target {
     }
 }
 
-/// The cgroups of a case that hold every program of the case at once
-/// (`BPF_F_ALLOW_MULTI`, the same program objects as in their own
-/// cgroups): every open there runs each program once, one after the
-/// other, so that all of them are measured at the same instants. A
-/// program's place in that chain changes its cost (the first runs with a
-/// colder cache), so there is one cgroup per rotation of a shuffled order:
-/// each program takes each place once, in as many chunks as the others.
-struct Bench {
-    cgs: Vec<Cg>,
-    /// The programs in the first cgroup's order; cgroup `j` starts at `j`.
-    order: Vec<Slot>,
-}
-
-impl Bench {
-    /// Where `slot` runs in the chain of chunk `chunk`.
-    fn place(&self, slot: Slot, chunk: usize) -> usize {
-        let n = self.order.len();
-        let i = self.order.iter().position(|&o| o == slot).unwrap_or(0);
-        (i + n - chunk % self.cgs.len()) % n
-    }
-}
-
-/// One measurement of a case: one child checks each program's answer in
-/// its own cgroup, then opens the case's node `opens` times in the case's
-/// chain cgroups, going round them [`PASSES`] times, a chunk of opens in
-/// each; per program (in `group`'s order), the kernel's ns per run of
-/// each chunk.
-fn measure(exe: &Path, group: &[&Target], bench: &Bench, opens: u32) -> Res<Vec<Vec<f64>>> {
+/// One measurement of a case: one child opens the case's node `opens`
+/// times in the cgroup of each of the case's programs, chunk by chunk in
+/// turn; per program, the kernel's ns per run of each chunk.
+fn measure(exe: &Path, group: &[&Target], opens: u32) -> Res<Vec<Vec<f64>>> {
     let first = group.first().ok_or("an empty group")?;
     let what = CASES[first.slot.case].name;
     let mut child = Command::new(exe);
     child.args([CHILD, &first.node, &opens.to_string()]);
-    child.arg(bench.cgs.len().to_string());
-    child.args(bench.cgs.iter().map(Cg::p));
     let mut before = Vec::new();
     for t in group {
         let info = sys::prog_info(t.prog.as_fd())?;
@@ -134,10 +103,9 @@ fn measure(exe: &Path, group: &[&Target], bench: &Bench, opens: u32) -> Res<Vec<
     for ((t, before), chunks) in group.iter().zip(&before).zip(&chunks) {
         let after = sys::prog_info(t.prog.as_fd())?;
         let runs = after.run_cnt - before.run_cnt;
-        if runs != u64::from(opens) + CHECKS || chunks.len() != PASSES * bench.cgs.len() {
+        if runs != u64::from(opens) || chunks.len() != CHUNKS as usize {
             return Err(format!(
-                "{what}: {:?} at {} rules ran {runs} times for {opens} opens and {CHECKS} \
-                 checks, {} chunks",
+                "{what}: {:?} at {} rules ran {runs} times for {opens} opens, {} chunks",
                 t.slot.kind,
                 t.slot.size,
                 chunks.len()
@@ -177,33 +145,6 @@ fn set_up_targets(
         });
     }
     Ok(targets)
-}
-
-/// The bench cgroups of every case, the order drawn from `rng`.
-fn set_up_benches(
-    parent: &Path,
-    targets: &[Target],
-    round: usize,
-    rng: &mut XorShift,
-) -> Res<Vec<Bench>> {
-    let mut benches = Vec::new();
-    for case in 0..CASES.len() {
-        check_stop()?;
-        let mut group: Vec<&Target> = targets.iter().filter(|t| t.slot.case == case).collect();
-        rng.shuffle(&mut group);
-        let n = group.len();
-        let mut cgs = Vec::new();
-        for j in 0..n {
-            let mut cg = Cg::new(parent, &format!("chain-{case}-{j}-r{round}"))?;
-            for i in 0..n {
-                cg.attach_multi(&group[(i + j) % n].prog)?;
-            }
-            cgs.push(cg);
-        }
-        let order = group.iter().map(|t| t.slot).collect();
-        benches.push(Bench { cgs, order });
-    }
-    Ok(benches)
 }
 
 /// A small deterministic generator for the shuffled order of each round.
@@ -266,19 +207,18 @@ impl Net<'_> {
 /// Every round sets every program with a map up again (unless `--reuse`):
 /// each hash map draws its own hash seed, which decides which keys share a
 /// bucket, so one set-up is one draw and a median over rounds is a median
-/// over draws too; the chains get a new order. Then one child per case,
-/// the cases in a shuffled order.
+/// over draws too. Then one child per case, the cases in a shuffled order.
 pub(crate) fn run_checks(exe: &Path, parent: &Path, nodes: &Nodes, o: &Options) -> Res<Samples> {
     let slots = plan();
     let mut samples = Samples::new();
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let mut order: Vec<usize> = (0..CASES.len()).collect();
-    let (mut targets, mut benches, mut fixed) = (Vec::new(), Vec::new(), HashMap::new());
+    let (mut targets, mut fixed) = (Vec::new(), HashMap::new());
     let mut raw = match &o.raw {
         Some(path) => {
             let mut f = std::fs::File::create(path)
                 .map_err(|e| format!("--raw {}: {e}", path.display()))?;
-            writeln!(f, "round\tcase\tprogram\trules\tplace\tchunk\tns")?;
+            writeln!(f, "round\tcase\tprogram\trules\tchunk\tns")?;
             Some(std::io::BufWriter::new(f))
         }
         None => None,
@@ -287,29 +227,19 @@ pub(crate) fn run_checks(exe: &Path, parent: &Path, nodes: &Nodes, o: &Options) 
         let start = Instant::now();
         if round == 0 || !o.reuse {
             // The old round's cgroups go before the new ones come.
-            benches.clear();
             targets.clear();
             targets = set_up_targets(parent, nodes, &slots, round, &mut fixed)?;
-            benches = set_up_benches(parent, &targets, round, &mut rng)?;
         }
         let set_up = start.elapsed();
         rng.shuffle(&mut order);
         for &case in &order {
             check_stop()?;
             let group: Vec<&Target> = targets.iter().filter(|t| t.slot.case == case).collect();
-            for (t, chunks) in group
-                .iter()
-                .zip(measure(exe, &group, &benches[case], o.opens)?)
-            {
+            for (t, chunks) in group.iter().zip(measure(exe, &group, o.opens)?) {
                 if let Some(raw) = &mut raw {
                     let s = t.slot;
                     for (i, ns) in chunks.iter().enumerate() {
-                        let place = benches[case].place(s, i);
-                        writeln!(
-                            raw,
-                            "{round}\t{case}\t{:?}\t{}\t{place}\t{i}\t{ns}",
-                            s.kind, s.size
-                        )?;
+                        writeln!(raw, "{round}\t{case}\t{:?}\t{}\t{i}\t{ns}", s.kind, s.size)?;
                     }
                 }
                 samples.entry(t.slot).or_default().push(median(&chunks));

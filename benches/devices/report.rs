@@ -1,7 +1,7 @@
 //! The markdown report: the run, the tables and the targets.
 
 use crate::cases::*;
-use crate::child::PASSES;
+use crate::child::CHUNKS;
 use crate::control_plane::*;
 use crate::options::*;
 use crate::per_check::*;
@@ -98,30 +98,23 @@ pub(crate) fn report(
     let _ = writeln!(w, "- command: `{command}` (as root)");
     let _ = writeln!(w, "- machine: {}", machine());
     let _ = writeln!(w, "- commit: {}", commit());
-    let chunks = PASSES * chain_len();
     let _ = writeln!(
         w,
-        "- per check: {} rounds, every program set up again each round{} (the floor, the \
-         seed and ours at every size, runc-style at {}), each on its own cgroup and also, with \
-         `BPF_F_ALLOW_MULTI`, on the case's {} chain cgroups, one per rotation of a shuffled \
-         order, so that every open runs each of the case's {} programs once; in a round, for \
-         each case in a shuffled order, one child checks each program's answer in its own \
-         cgroup, then opens the case's node {} times, {} chunks of {} going round the chains \
-         {PASSES} times; ns per check = Δrun_time_ns / Δrun_cnt (`BPF_ENABLE_STATS`), the \
-         median of the program's chunks; net = gross − the floor's gross in the same chunks; \
-         ns: medians over rounds",
+        "- per check: {} rounds, every program with a map set up again each round{}; in a \
+         round, for each case in a shuffled order, one child opens the case's node {} times \
+         in the cgroup of each of the case's programs (the floor, the seed and ours at every \
+         size, runc-style at {}), moving between them every {} opens; ns per check = \
+         Δrun_time_ns / Δrun_cnt (`BPF_ENABLE_STATS`), the median of the program's {CHUNKS} \
+         chunks; net = gross − the floor measured by the same child; ns: medians over rounds",
         o.rounds,
         if o.reuse { " (not: --reuse)" } else { "" },
-        RUNC_SIZES.map(thousands).join(", "),
-        chain_len(),
-        chain_len(),
         o.opens,
-        chunks,
-        o.opens as usize / chunks
+        RUNC_SIZES.map(thousands).join(", "),
+        o.opens / CHUNKS
     );
     let _ = writeln!(
         w,
-        "- ratios: the median over rounds of a/b, a and b net ns measured in the same chunks, \
+        "- ratios: the median over rounds of a/b, a and b net ns measured by the same child, \
          with the 95% CI of that median (order statistics: a sign test) in brackets"
     );
     let _ = writeln!(

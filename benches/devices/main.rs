@@ -9,9 +9,9 @@
 //! counts the syscalls):
 //!
 //! ```sh
-//! cargo bench --bench devices              # the full run: a few minutes
-//! cargo bench --bench devices -- --quick   # a smoke run: a few seconds
-//! cargo bench --bench devices -- --help    # rounds, opens per measurement
+//! cargo bench --features testing --bench devices              # the full run: a few minutes
+//! cargo bench --features testing --bench devices -- --quick   # a smoke run: a few seconds
+//! cargo bench --features testing --bench devices -- --help    # the options
 //! ```
 //!
 //! **Per-check cost.** The kernel's own run-time stats: `BPF_ENABLE_STATS`
@@ -99,6 +99,7 @@ pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn run(o: &Options) -> Res<String> {
     let began = Instant::now();
+    let load_before = load_average();
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err("run as root: the benchmark makes cgroups and BPF programs".into());
@@ -122,6 +123,7 @@ fn run(o: &Options) -> Res<String> {
     let info = RunInfo {
         took: began.elapsed(),
         strace,
+        load_before,
     };
     Ok(report(o, &samples, &steady, &g, &s, &info))
 }

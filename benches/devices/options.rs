@@ -4,7 +4,7 @@
 use crate::child::CHUNKS;
 
 pub(crate) const USAGE: &str = "\
-usage: cargo bench --bench devices -- [OPTIONS]   (as root)
+usage: cargo bench --features testing --bench devices -- [OPTIONS]   (as root)
 
   --quick          a smoke run in a few seconds (3 rounds, 1000 opens,
                    3 control-plane rounds, --reuse, unless given); rough

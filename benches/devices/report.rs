@@ -73,6 +73,15 @@ fn commit() -> String {
 pub(crate) struct RunInfo {
     pub(crate) took: Duration,
     pub(crate) strace: String,
+    /// `/proc/loadavg`'s first three fields when the run began.
+    pub(crate) load_before: String,
+}
+
+/// The load averages (1, 5, 15 minutes): how shared the machine was.
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").map_or("?".into(), |s| {
+        s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    })
 }
 
 fn ns(v: Option<f64>) -> String {
@@ -91,12 +100,18 @@ pub(crate) fn report(
     let w = &mut out;
     let net = Net(samples);
     let _ = writeln!(w, "### Run\n");
-    let mut command = "cargo bench --bench devices".to_string();
+    let mut command = "cargo bench --features testing --bench devices".to_string();
     if !o.given.is_empty() {
         command = format!("{command} -- {}", o.given.join(" "));
     }
     let _ = writeln!(w, "- command: `{command}` (as root)");
     let _ = writeln!(w, "- machine: {}", machine());
+    let _ = writeln!(
+        w,
+        "- load average (1, 5, 15 min): {} at the start, {} at the end",
+        info.load_before,
+        load_average()
+    );
     let _ = writeln!(w, "- commit: {}", commit());
     let _ = writeln!(
         w,

@@ -90,10 +90,13 @@ impl Target {
         }
     }
 
-    /// The check furthest on the wrong side of the line.
+    /// The check that decides the verdict: among those with the target's
+    /// verdict, the furthest from the line.
     pub(crate) fn worst(&self) -> Option<&Check> {
+        let verdict = self.verdict();
         self.checks
             .iter()
+            .filter(|c| c.verdict == verdict)
             .max_by(|a, b| a.badness.total_cmp(&b.badness))
     }
 }

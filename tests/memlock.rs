@@ -28,6 +28,7 @@ fn a_hundred_vms_fit_under_the_default_memlock_limit() {
     assert!(status.success(), "{status}");
 }
 
+#[allow(clippy::unnecessary_cast)] // rlim_t is 32 bits on some targets
 fn memlock() -> (u64, u64) {
     let mut r = libc::rlimit {
         rlim_cur: 0,

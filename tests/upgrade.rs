@@ -73,7 +73,7 @@ fn every_earlier_format_is_adopted_without_a_gap() {
             .unwrap_or_else(|| panic!("format {format}: the old program is not recognised"));
         assert_eq!(old.format, format, "recognised as its format");
         let want = "b 8:* r\nb *:7 m\nc 1:3 rw\nc 136:* rw\nc 240:1 r\n";
-        let mut sorted = |text: &str| {
+        let sorted = |text: &str| {
             let mut l: Vec<&str> = text.lines().collect();
             l.sort();
             l.join("\n")

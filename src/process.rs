@@ -9,8 +9,7 @@
 //! the library that its state belongs to the parent (`registry`).
 #![forbid(unsafe_code)]
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 static PID: AtomicU32 = AtomicU32::new(0);
 static FORKS: AtomicU64 = AtomicU64::new(0);
@@ -20,16 +19,21 @@ fn child_after_fork() {
     FORKS.fetch_add(1, Ordering::Release);
 }
 
+/// Registers the fork handler, the first time. Never waits: a child forked
+/// while another thread was here must not block on it (a `Once` would).
 fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        PID.store(crate::sys::getpid(), Ordering::Relaxed);
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    if PID.load(Ordering::Relaxed) != 0 {
+        return;
+    }
+    if !REGISTERED.swap(true, Ordering::AcqRel) {
         if let Err(e) = crate::sys::at_fork_child(child_after_fork) {
             log::warn!(
                 "pthread_atfork: {e}: calls in forked children may wait on the parent's locks"
             );
         }
-    });
+    }
+    PID.store(crate::sys::getpid(), Ordering::Relaxed);
 }
 
 /// This process's pid.

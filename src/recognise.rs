@@ -84,9 +84,15 @@ struct Tags {
     legacy: [[u8; 8]; 4],
 }
 
+/// Learnt without a lock held while loading (two threads may both load;
+/// the first answer stays): a child forked while another thread was
+/// learning them must not wait for it.
 fn tags() -> Result<&'static Tags> {
     static TAGS: OnceCell<Tags> = OnceCell::new();
-    TAGS.get_or_try_init(|| {
+    if let Some(t) = TAGS.get() {
+        return Ok(t);
+    }
+    let learnt = (|| -> Result<Tags> {
         let map = sys::map_create(BPF_MAP_TYPE_HASH, 8, 4, 1, "vcg2dev_tag")?;
         let index = sys::map_create(BPF_MAP_TYPE_ARRAY, 4, 4, 1, "vcg2dev_tag")?;
         let (m, i) = (map.as_raw_fd(), index.as_raw_fd());
@@ -98,7 +104,9 @@ fn tags() -> Result<&'static Tags> {
             libvirt: tag_of(&libvirt_program(m), "")?,
             legacy,
         })
-    })
+    })()?;
+    let _ = TAGS.set(learnt);
+    Ok(TAGS.get().expect("set just now"))
 }
 
 /// The kernel's tag of `insns`, loaded once and closed.

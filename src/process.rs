@@ -54,3 +54,61 @@ pub fn forks() -> u64 {
 pub fn alive(pid: i32) -> bool {
     pid > 0 && crate::sys::process_exists(pid)
 }
+
+/// When process `pid` started (`/proc/PID/stat` field 22, clock ticks since
+/// boot): with the pid, it names one process for good, even once the pid is
+/// reused. None when there is no such process.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// This process as a lock holder: its pid in the high half, the low half
+/// of its start time in the low half (never 0). Read once per process
+/// (a forked child reads its own).
+pub fn token() -> u64 {
+    static TOKEN: AtomicU64 = AtomicU64::new(0);
+    static FOR: AtomicU64 = AtomicU64::new(u64::MAX);
+    let forks = forks();
+    if FOR.load(Ordering::Acquire) == forks {
+        return TOKEN.load(Ordering::Acquire);
+    }
+    let pid = pid();
+    let t = (pid as u64) << 32 | (start_time(pid).unwrap_or(0) as u32 | 1) as u64;
+    TOKEN.store(t, Ordering::Release);
+    FOR.store(forks, Ordering::Release);
+    t
+}
+
+/// Whether the holder `token` (another process's [`token`]) still runs:
+/// its pid exists and started when the token says. A pid reused by
+/// another process is not the holder.
+pub fn holder_alive(token: u64) -> bool {
+    let pid = (token >> 32) as u32;
+    match start_time(pid) {
+        Some(t) => (t as u32 | 1) == token as u32,
+        // Without /proc mounted, the pid alone.
+        None if start_time(crate::sys::getpid()).is_none() => alive(pid as i32),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_holder_is_its_pid_and_start_time() {
+        let me = token();
+        assert!(holder_alive(me));
+        assert_eq!(me >> 32, pid() as u64);
+        // The same pid with another start time: a reused pid.
+        assert!(!holder_alive(me ^ 2));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = (child.id() as u64) << 32 | 1;
+        child.wait().unwrap();
+        assert!(!holder_alive(gone));
+    }
+}

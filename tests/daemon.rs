@@ -763,3 +763,64 @@ fn scenario_stress_writer() {
         }
     }
 }
+
+/// A writer that died holding the table's lock (killed in the middle of a
+/// change) is taken over: the next call works at once, with the count
+/// recounted. With format 5 the lock is the cgroup's flock, which the
+/// kernel releases when its holder dies.
+#[test]
+fn a_writer_that_died_holding_the_lock_is_taken_over() {
+    use ::vircgroup_v2_devices::table::layout::{COUNT_OFF, LOCK_OFF, SEQ_OFF};
+    let Some(mount) = privileged() else { return };
+    let cg = Scratch::new(&mount);
+    let p = c(cg.p());
+    assert_eq!(allow(&p, b'c', 1, 3, RW), 0, "{}", last_error());
+    assert_eq!(allow(&p, b'c', 1, 5, READ), 0, "{}", last_error());
+    let format = ::vircgroup_v2_devices::devices::kernel_view(cg.p())
+        .unwrap()
+        .unwrap()
+        .format;
+    // A process that is gone: its token (pid and a start time).
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = (child.id() as u64) << 32 | 1;
+    child.wait().unwrap();
+    if format == 6 {
+        let s = state(&p);
+        // SAFETY: the library's fd, borrowed for the call.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(s.mapfd) };
+        let size = sys::map_info(fd).unwrap().value_size as usize;
+        let mem = sys::MapMemory::map(fd, size).unwrap();
+        // What a writer killed half-way leaves: the lock, an odd sequence,
+        // a count it did not finish.
+        mem.word(LOCK_OFF).store(dead, Ordering::SeqCst);
+        mem.word(SEQ_OFF).fetch_or(1, Ordering::SeqCst);
+        mem.word(COUNT_OFF).store(7, Ordering::SeqCst);
+        let started = Instant::now();
+        assert_eq!(list(&p), "c 1:3 rw\nc 1:5 r\n", "a reader reads through");
+        assert_eq!(allow(&p, b'c', 1, 7, READ), 0, "{}", last_error());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "it waited for a dead process"
+        );
+        assert_eq!(mem.word(LOCK_OFF).load(Ordering::SeqCst), 0, "released");
+        assert_eq!(
+            mem.word(SEQ_OFF).load(Ordering::SeqCst) % 2,
+            0,
+            "even again"
+        );
+        assert_eq!(state(&p).count, 3, "recounted");
+    } else {
+        // A child takes the cgroup's flock and is killed holding it.
+        let mut holder = ChildGuard(
+            Command::new("flock")
+                .args(["-o", cg.p(), "sleep", "60"])
+                .spawn()
+                .unwrap(),
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        holder.0.kill().unwrap();
+        holder.0.wait().unwrap();
+        assert_eq!(allow(&p, b'c', 1, 7, READ), 0, "{}", last_error());
+    }
+    assert_eq!(list(&p), "c 1:3 rw\nc 1:5 r\nc 1:7 r\n");
+}

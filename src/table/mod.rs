@@ -28,7 +28,8 @@
 //!
 //! Writers (this library in any process: the daemon, the admin tool) take
 //! the table's lock, a word in the table itself, by compare-and-swap: no
-//! system call. It holds the holder's pid; a holder that died (a process
+//! system call. It holds the holder's pid and start time; a holder that
+//! died (a process
 //! killed mid-change) is recognised with `kill(pid, 0)` and its lock taken
 //! over, and the table's count is then recounted. A change also makes the
 //! sequence word odd while it is under way, so that a reader in another
@@ -374,19 +375,20 @@ impl Table {
     /// holder that died is taken over (and the count recounted).
     pub fn lock(&self) -> Result<Writer<'_>> {
         let lock = self.word(LOCK_OFF);
-        let me = process::pid() as u64;
+        let me = process::token();
         let deadline = Instant::now() + LOCK_WAIT;
         loop {
             match lock.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return Ok(Writer::new(self)),
-                Err(holder) if holder != me && !process::alive(holder as i32) => {
+                Err(holder) if holder != me && !process::holder_alive(holder) => {
                     if lock
                         .compare_exchange(holder, me, Ordering::AcqRel, Ordering::Acquire)
                         .is_ok()
                     {
                         log::warn!(
-                            "process {holder} died while changing the table of map fd {}: \
+                            "process {} died while changing the table of map fd {}: \
                              taking its lock over",
+                            holder >> 32,
                             self.map.as_raw_fd()
                         );
                         return Ok(Writer::taken_over(self));
@@ -403,7 +405,7 @@ impl Table {
 
     fn holder_died(&self) -> bool {
         let holder = self.header(LOCK_OFF);
-        holder != 0 && !process::alive(holder as i32)
+        holder != 0 && !process::holder_alive(holder)
     }
 
     fn busy(&self) -> Error {
@@ -413,7 +415,7 @@ impl Table {
                 "the rule table (map fd {}) is being changed by process {} and it has not \
                  finished in {} s",
                 self.map.as_raw_fd(),
-                self.header(LOCK_OFF),
+                self.header(LOCK_OFF) >> 32,
                 LOCK_WAIT.as_secs()
             ),
         )

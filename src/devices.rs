@@ -306,12 +306,11 @@ pub fn check(path: &str, rule: &Rule) -> Result<bool> {
 }
 
 /// The rules as `devices.list` text. A cgroup with no device program allows
-/// everything: `a *:* rwm`.
+/// everything: `a *:* rwm`, the only `a` line a list has.
 pub fn list(path: &str) -> Result<String> {
     with_cgroup(path, |cg, held| {
         let Some(h) = held_or_unrestricted(cg, held)? else {
-            let all = Rule::new(b'a', -1, -1, rules::RWM)?;
-            return Ok(format!("{all}\n"));
+            return Ok(rules::UNRESTRICTED_LIST.to_string());
         };
         let entries: Vec<(u64, u32)> = h.rules.iter().map(|(&k, &v)| (k, v)).collect();
         Ok(rules::list_text(&entries))

@@ -105,4 +105,3 @@ pub fn fired() -> Option<i32> {
 pub fn disarm() -> bool {
     FAULT.with(|f| f.take().is_some())
 }
-

@@ -279,35 +279,22 @@ mod model {
             numbers.len()
         }
 
-        /// cgroup v1 `devices.list`: one line per rule, an `a` line where
-        /// block and char rules on the same numbers have the same
-        /// permissions; sorted by type (`a`, `b`, `c`), major, minor, `*`
-        /// after every number. No program: `a *:* rwm`.
+        /// cgroup v1 `devices.list`: one line per rule, a char and a block
+        /// rule on the same numbers two lines (never an `a` line: v1 reads
+        /// that as every device); sorted by type (`b`, `c`), major, minor,
+        /// `*` after every number. No program: `a *:* rwm`.
         pub fn list(&self) -> String {
             if !self.attached {
                 return "a *:* rwm\n".to_string();
             }
-            let mut by_numbers: BTreeMap<(Option<u32>, Option<u32>), [u8; 2]> = BTreeMap::new();
-            for (&(t, ma, mi), &p) in &self.rules {
-                by_numbers.entry((ma, mi)).or_default()[t as usize] = p;
-            }
-            let mut lines = Vec::new();
-            for ((ma, mi), [b, c]) in by_numbers {
-                if b == c {
-                    lines.push(('a', ma, mi, b));
-                } else {
-                    lines.extend(
-                        [('b', ma, mi, b), ('c', ma, mi, c)]
-                            .into_iter()
-                            .filter(|l| l.3 != 0),
-                    );
-                }
-            }
             let last = |n: Option<u32>| n.unwrap_or(u32::MAX);
-            lines.sort_by_key(|&(t, ma, mi, _)| (t, last(ma), last(mi)));
+            let mut lines: Vec<_> = self.rules.iter().collect();
+            lines.sort_by_key(|&(&(t, ma, mi), _)| (t, last(ma), last(mi)));
             lines
                 .iter()
-                .map(|&(t, ma, mi, p)| format!("{t} {}:{} {}\n", num(ma), num(mi), perms_text(p)))
+                .map(|&(&(t, ma, mi), &p)| {
+                    format!("{} {}:{} {}\n", t.letter(), num(ma), num(mi), perms_text(p))
+                })
                 .collect()
         }
     }
@@ -1367,7 +1354,11 @@ fn the_model_follows_the_documented_semantics() {
     assert_eq!(m.list(), "b 1:3 r\nc 1:3 rw\n");
     assert_eq!(m.count(), 1);
     m.apply(&Call::Allow(spec(b'b', Some(1), Some(3), W)));
-    assert_eq!(m.list(), "a 1:3 rw\n");
+    assert_eq!(
+        m.list(),
+        "b 1:3 rw\nc 1:3 rw\n",
+        "never merged into 'a 1:3 rw'"
+    );
     // One rule must hold every bit: b *:* r plus b 8:0 w is not rw on 8:0.
     m.apply(&Call::Allow(spec(b'b', None, None, R)));
     m.apply(&Call::Allow(spec(b'b', Some(8), Some(0), W)));
@@ -1376,13 +1367,13 @@ fn the_model_follows_the_documented_semantics() {
     // access(F_OK): a rule of the type names the device.
     assert!(m.allows(Ty::Block, 9, 9, 0));
     assert!(!m.allows(Ty::Char, 9, 9, 0));
-    assert_eq!(m.list(), "a 1:3 rw\nb 8:0 w\nb *:* r\n");
+    assert_eq!(m.list(), "b 1:3 rw\nb 8:0 w\nb *:* r\nc 1:3 rw\n");
     // Deny: bits of that exact rule; none left, no rule; missing: no-op.
     m.apply(&Call::Deny(spec(b'a', Some(1), Some(3), W)));
-    assert_eq!(m.list(), "a 1:3 r\nb 8:0 w\nb *:* r\n");
+    assert_eq!(m.list(), "b 1:3 r\nb 8:0 w\nb *:* r\nc 1:3 r\n");
     m.apply(&Call::Deny(spec(b'b', Some(8), None, R | W | M)));
     m.apply(&Call::Deny(spec(b'b', Some(8), Some(0), W)));
-    assert_eq!(m.list(), "a 1:3 r\nb *:* r\n");
+    assert_eq!(m.list(), "b 1:3 r\nb *:* r\nc 1:3 r\n");
     assert_eq!(m.count(), 2);
     // check: wildcard queries need a rule as wide.
     m.apply(&Call::Allow(spec(b'c', Some(136), None, R | W)));
@@ -1400,7 +1391,7 @@ fn the_model_follows_the_documented_semantics() {
         spec(b'b', Some(1), Some(3), R),
         spec(b'a', Some(136), None, W),
     ]);
-    assert_eq!(m.list(), "a 136:* w\nb 1:3 r\n");
+    assert_eq!(m.list(), "b 1:3 r\nb 136:* w\nc 136:* w\n");
     // Generated cases are what they say: the same seed, the same case.
     let (a, b) = (Case::new(7), Case::new(7));
     assert_eq!((a.calls, a.devices), (b.calls, b.devices));

@@ -311,6 +311,14 @@ fn cgroup_path(arg: &str) -> Res<String> {
             )));
         }
         let path = mount()?.join(rel.trim_start_matches('/'));
+        if !path.exists() {
+            return Err(failed(format!(
+                "cgroup path {} (of the /proc/PID/cgroup line {}): {}",
+                rules::quoted(&path.to_string_lossy()),
+                rules::quoted(arg),
+                nix::errno::Errno::ENOENT.desc()
+            )));
+        }
         note(&path, "is a /proc/PID/cgroup line");
         return Ok(path.to_string_lossy().into_owned());
     }
@@ -340,7 +348,7 @@ fn cgroup_path(arg: &str) -> Res<String> {
     Err(failed(format!(
         "cgroup path {}: {} (nor under the cgroup2 mount: {})",
         rules::quoted(arg),
-        std::io::Error::from_raw_os_error(libc::ENOENT),
+        nix::errno::Errno::ENOENT.desc(),
         rules::quoted(&under.to_string_lossy())
     )))
 }

@@ -46,11 +46,14 @@
 
 mod common;
 
-use common::{privileged, Nodes, Scratch};
-use model::{Call, Model, Spec, Ty, M, R, W};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use common::cases::{
+    case_seed, ddmin, kernel_checks, major_pool, random_major, random_minor, verdict, NodeCache,
+    Rng, Settings, Spec, Ty, M, MAX_MINOR, R, W,
+};
+use common::{privileged, Scratch};
+use model::{Call, Model};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Instant;
 use vircgroup_v2_devices::devices;
 use vircgroup_v2_devices::insn::Insn;
@@ -61,56 +64,12 @@ const DEFAULT_CASES: u64 = 1000;
 const DEFAULT_SEED: u64 = 0x0bac_1e5e_ed00_2025;
 /// Shards of the kernel run, one #[test] each, run in parallel.
 const SHARDS: u64 = 4;
-const MAX_MAJOR: u32 = 4095;
-const MAX_MINOR: u32 = 1_048_575;
 
 /// The reference model: API.md's semantics, nothing else.
 mod model {
     use std::collections::BTreeMap;
 
-    /// `VIRCGROUP_DEVICE_READ`, `_WRITE`, `_MKNOD`.
-    pub const R: u8 = 1;
-    pub const W: u8 = 2;
-    pub const M: u8 = 4;
-
-    /// The type of a device (a rule of type `a` is one of each).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-    pub enum Ty {
-        Block,
-        Char,
-    }
-
-    impl Ty {
-        pub fn letter(self) -> char {
-            match self {
-                Ty::Block => 'b',
-                Ty::Char => 'c',
-            }
-        }
-    }
-
-    /// A rule as the C API takes it: type `a`, `b` or `c`, numbers (None is
-    /// `*`, the C API's -1) and `VIRCGROUP_DEVICE_*` permissions.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct Spec {
-        pub ty: u8,
-        pub major: Option<u32>,
-        pub minor: Option<u32>,
-        pub perms: u8,
-    }
-
-    impl std::fmt::Display for Spec {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(
-                f,
-                "{} {}:{} {}",
-                self.ty as char,
-                num(self.major),
-                num(self.minor),
-                perms_text(self.perms)
-            )
-        }
-    }
+    pub use super::common::cases::{num, perms_text, types, Spec, Ty};
 
     /// A call of the library.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,27 +99,6 @@ mod model {
                 Call::Forget => write!(f, "remove_prog"),
                 Call::Detach => write!(f, "detach_prog"),
             }
-        }
-    }
-
-    pub fn num(n: Option<u32>) -> String {
-        n.map_or("*".to_string(), |n| n.to_string())
-    }
-
-    pub fn perms_text(perms: u8) -> String {
-        [(R, 'r'), (W, 'w'), (M, 'm')]
-            .iter()
-            .filter(|(bit, _)| perms & bit != 0)
-            .map(|(_, c)| c)
-            .collect()
-    }
-
-    pub fn types(letter: u8) -> &'static [Ty] {
-        match letter {
-            b'a' => &[Ty::Block, Ty::Char],
-            b'b' => &[Ty::Block],
-            b'c' => &[Ty::Char],
-            _ => panic!("type {letter}"),
         }
     }
 
@@ -262,10 +200,10 @@ mod model {
             };
             let major = q
                 .major
-                .unwrap_or_else(|| unnamed(|k| k.1, super::MAX_MAJOR));
+                .unwrap_or_else(|| unnamed(|k| k.1, super::common::cases::MAX_MAJOR));
             let minor = q
                 .minor
-                .unwrap_or_else(|| unnamed(|k| k.2, super::MAX_MINOR));
+                .unwrap_or_else(|| unnamed(|k| k.2, super::common::cases::MAX_MINOR));
             types(q.ty)
                 .iter()
                 .all(|&t| self.allows(t, major, minor, q.perms))
@@ -297,90 +235,6 @@ mod model {
                 })
                 .collect()
         }
-    }
-}
-
-/// splitmix64: seeded, reproducible, no dependency.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// In `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-
-    fn percent(&mut self, p: u64) -> bool {
-        self.below(100) < p
-    }
-
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len() as u64) as usize]
-    }
-}
-
-/// The seed of case `i` of a run seeded `seed`.
-fn case_seed(seed: u64, i: u64) -> u64 {
-    Rng(seed ^ i.wrapping_mul(0xd134_2543_de82_ef95)).next()
-}
-
-/// Majors no driver on this machine answers to (an open reaches the
-/// cgroup check and then fails with ENXIO): `/proc/devices` lists the ones
-/// in use, of either type.
-fn in_use() -> &'static HashSet<u32> {
-    static USED: OnceLock<HashSet<u32>> = OnceLock::new();
-    USED.get_or_init(|| {
-        std::fs::read_to_string("/proc/devices")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-            .collect()
-    })
-}
-
-/// Majors the cases use most: 0 and 4095, and a few without a driver.
-fn major_pool() -> &'static [u32] {
-    static POOL: OnceLock<Vec<u32>> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let pool: Vec<u32> = [0, 4095, 240, 241, 243, 600, 1024, 3000, 3071, 4094]
-            .into_iter()
-            .filter(|m| *m == 0 || !in_use().contains(m))
-            .collect();
-        assert!(pool.len() >= 5, "majors in use: {:?}", in_use());
-        pool
-    })
-}
-
-/// A driverless major above the dynamic ranges.
-fn random_major(rng: &mut Rng) -> u32 {
-    loop {
-        let m = rng.range(512, MAX_MAJOR as u64) as u32;
-        if !in_use().contains(&m) {
-            return m;
-        }
-    }
-}
-
-/// Minors at the edges of the encodings (dev_t's 8-bit split, 16 bits,
-/// the 20-bit maximum), or any.
-fn random_minor(rng: &mut Rng) -> u32 {
-    const EDGES: [u32; 11] = [0, 1, 2, 3, 7, 255, 256, 65535, 65536, 1_048_574, MAX_MINOR];
-    if rng.percent(70) {
-        rng.pick(&EDGES)
-    } else {
-        rng.range(0, MAX_MINOR as u64) as u32
     }
 }
 
@@ -536,8 +390,8 @@ impl Case {
                     let (ma, mi) = (any_major(&mut rng), any_minor(&mut rng));
                     rng.pick(&[
                         (0, 0),
-                        (MAX_MAJOR, MAX_MINOR),
-                        (MAX_MAJOR, mi),
+                        (4095, MAX_MINOR),
+                        (4095, mi),
                         (ma, MAX_MINOR),
                         (0, mi),
                         (ma, 0),
@@ -718,15 +572,6 @@ fn disagreements(table: &Table) -> Vec<String> {
     out
 }
 
-/// The accesses the probe makes for each device and type.
-const KINDS: [(&str, u8); 5] = [("r", R), ("w", W), ("rw", R | W), ("f", 0), ("m", M)];
-
-/// Whether the kernel runs the device program for this access (see the
-/// top of the file for device 0:0).
-fn kernel_runs_program(ty: Ty, ma: u32, mi: u32, kind: &str) -> bool {
-    (ma, mi) != (0, 0) || (ty == Ty::Block && kind != "f")
-}
-
 #[derive(Debug, Default)]
 struct Stats {
     cases: u64,
@@ -748,9 +593,7 @@ struct Stats {
 struct Worker {
     mount: PathBuf,
     cg: Scratch,
-    nodes: Nodes,
-    made: HashSet<(Ty, u32, u32)>,
-    fresh_paths: u64,
+    nodes: NodeCache,
     stats: Stats,
 }
 
@@ -759,20 +602,8 @@ impl Worker {
         Worker {
             mount: mount.to_path_buf(),
             cg: Scratch::new(mount),
-            nodes: Nodes::new(),
-            made: HashSet::new(),
-            fresh_paths: 0,
+            nodes: NodeCache::default(),
             stats: Stats::default(),
-        }
-    }
-
-    /// The node file for a device, made once.
-    fn node(&mut self, ty: Ty, ma: u32, mi: u32) -> String {
-        let name = format!("{}-{ma}-{mi}", ty.letter());
-        if self.made.insert((ty, ma, mi)) {
-            self.nodes.node(&name, ty.letter(), ma.into(), mi.into())
-        } else {
-            self.nodes.dir.join(name).to_str().unwrap().to_string()
         }
     }
 
@@ -780,7 +611,7 @@ impl Worker {
     fn apply(&mut self, path: &str, call: &Call) -> Result<(), String> {
         let on_node = |w: &mut Worker, s: &Spec, allow: bool| {
             let ty = if s.ty == b'b' { Ty::Block } else { Ty::Char };
-            let node = w.node(ty, s.major.unwrap(), s.minor.unwrap());
+            let node = w.nodes.node(ty, s.major.unwrap(), s.minor.unwrap());
             let perms = i32::from(s.perms);
             match if allow {
                 devices::allow_path(path, &node, perms)
@@ -806,11 +637,7 @@ impl Worker {
     /// Applies the case to the cgroup and compares every leg; returns one
     /// line per disagreement.
     fn run(&mut self, case: &Case) -> Vec<String> {
-        // Between cases only: a probe list must not name a removed node.
-        if self.made.len() > 20_000 {
-            self.nodes = Nodes::new();
-            self.made.clear();
-        }
+        self.nodes.trim();
         match &case.start {
             Start::DenyAll => {
                 if let Err(e) = devices::deny_all(self.cg.p()) {
@@ -893,33 +720,15 @@ impl Worker {
         }
 
         // The kernel: one probe child for every access of the case.
-        let mut probes = Vec::new();
-        let mut asked = Vec::new();
-        for &(ma, mi) in &case.devices {
-            for ty in [Ty::Block, Ty::Char] {
-                for (kind, perms) in KINDS {
-                    probes.push(if kind == "m" {
-                        self.fresh_paths += 1;
-                        let path = self.nodes.fresh(&format!("mknod-{}", self.fresh_paths));
-                        format!("mknod:{}:{ma}:{mi}:{path}", ty.letter())
-                    } else {
-                        format!("{kind}:{}", self.node(ty, ma, mi))
-                    });
-                    asked.push((ty, ma, mi, kind, perms));
-                }
-            }
-            self.stats.zero_probed += u64::from((ma, mi) == (0, 0));
-        }
-        let results = self.cg.probe(&probes);
-        assert_eq!(results.len(), probes.len(), "one result per probe");
-        for ((ty, ma, mi, kind, perms), result) in asked.into_iter().zip(results) {
-            // EPERM is the cgroup's denial. Past the cgroup, a node without
-            // a driver gives ENXIO (or ENODEV); anything else means the
-            // probe did not test what it meant to.
-            let answer = match result.as_str() {
-                "EPERM" => Answer::Deny,
-                "ok" | "ENXIO" | "ENODEV" => Answer::Allow,
-                other => Answer::Failed(format!("the probe's {kind} gave {other}")),
+        let accesses = self.nodes.accesses(&case.devices);
+        self.stats.zero_probed += case.devices.iter().filter(|&&d| d == (0, 0)).count() as u64;
+        let args: Vec<String> = accesses.iter().map(|a| a.arg.clone()).collect();
+        let results = self.cg.probe(&args);
+        for (a, result) in accesses.iter().zip(results) {
+            let (ty, ma, mi, kind) = (a.ty, a.major, a.minor, a.kind);
+            let answer = match verdict(&result) {
+                Some(allowed) => Answer::of(allowed),
+                None => Answer::Failed(format!("the probe's {kind} gave {result}")),
             };
             let allowed = answer == Answer::Allow;
             self.stats.probes += 1;
@@ -928,8 +737,8 @@ impl Worker {
             } else {
                 self.stats.kernel_denied += 1;
             }
-            if kernel_runs_program(ty, ma, mi, kind) {
-                table.get_mut(&(ty, ma, mi, perms)).unwrap()[3] = answer;
+            if kernel_checks(ty, ma, mi, kind) {
+                table.get_mut(&(ty, ma, mi, a.perms)).unwrap()[3] = answer;
             } else if !allowed {
                 out.push(format!(
                     "kernel: {kind} on {} {ma}:{mi} gave {result}, but the kernel does not check it",
@@ -957,34 +766,6 @@ impl Worker {
         self.stats.libvirt += u64::from(matches!(case.start, Start::Libvirt(_)));
         out
     }
-}
-
-/// Drops items while `fails` still holds: halves of the list, then
-/// quarters, down to single items, until none can go.
-fn ddmin<T: Clone>(items: &[T], mut fails: impl FnMut(&[T]) -> bool) -> Vec<T> {
-    let mut best = items.to_vec();
-    let mut chunk = (best.len() / 2).max(1);
-    while !best.is_empty() {
-        let mut progress = false;
-        let mut i = 0;
-        while i < best.len() {
-            let mut trial = best.clone();
-            trial.drain(i..(i + chunk).min(best.len()));
-            if fails(&trial) {
-                best = trial;
-                progress = true;
-            } else {
-                i += chunk;
-            }
-        }
-        if !progress {
-            if chunk == 1 {
-                break;
-            }
-            chunk /= 2;
-        }
-    }
-    best
 }
 
 /// The case with as few calls, then as few rules set up by libvirt, as
@@ -1074,58 +855,14 @@ fn report(run: &str, case: &Case, shrunk: &Case, found: &[String]) -> String {
     s
 }
 
-struct Settings {
-    cases: u64,
-    seed: u64,
-    replay: Option<u64>,
-}
-
-fn settings() -> Settings {
-    let number = |name: &str| -> Option<u64> {
-        let v = std::env::var(name).ok()?;
-        let v = v.trim();
-        let parsed = match v.strip_prefix("0x") {
-            Some(hex) => u64::from_str_radix(hex, 16),
-            None => v.parse(),
-        };
-        Some(parsed.unwrap_or_else(|_| panic!("{name}={v}: not a number")))
-    };
-    let seed = match std::env::var("ORACLE_SEED").as_deref() {
-        Ok("random") => {
-            static RANDOM: OnceLock<u64> = OnceLock::new();
-            *RANDOM.get_or_init(|| {
-                let t = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap();
-                Rng(t.as_nanos() as u64 ^ u64::from(std::process::id())).next()
-            })
-        }
-        _ => number("ORACLE_SEED").unwrap_or(DEFAULT_SEED),
-    };
-    Settings {
-        cases: number("ORACLE_CASES").unwrap_or(DEFAULT_CASES),
-        seed,
-        replay: number("ORACLE_REPLAY"),
-    }
-}
-
 /// Shard `k`: cases `k`, `k + SHARDS`, ... of the run, against the kernel.
 fn shard(k: u64) {
     let Some(mount) = privileged() else { return };
-    let s = settings();
-    let seeds: Vec<(String, u64)> = match s.replay {
-        Some(seed) if k == 0 => vec![("replay".to_string(), seed)],
-        Some(_) => return,
-        None => (k..s.cases)
-            .step_by(SHARDS as usize)
-            .map(|i| {
-                (
-                    format!("seed {:#x}, case {i}", s.seed),
-                    case_seed(s.seed, i),
-                )
-            })
-            .collect(),
-    };
+    let s = Settings::from_env("ORACLE", DEFAULT_CASES, DEFAULT_SEED);
+    let seeds = s.shard(k, SHARDS);
+    if seeds.is_empty() {
+        return;
+    }
     let start = Instant::now();
     let mut worker = Worker::new(&mount);
     for (run, seed) in &seeds {

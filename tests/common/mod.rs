@@ -2,6 +2,8 @@
 //! cgroups that clean up after themselves, device nodes, and the probe.
 #![allow(dead_code)]
 
+pub mod cases;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -62,21 +64,7 @@ impl Scratch {
     /// Runs the probe in this cgroup: one result per access (`ok`,
     /// `EPERM`, `ENXIO`...).
     pub fn probe(&self, accesses: &[String]) -> Vec<String> {
-        let out = Command::new(env!("CARGO_BIN_EXE_vcg2-probe"))
-            .arg(&self.path)
-            .args(accesses)
-            .output()
-            .expect("run vcg2-probe");
-        assert!(
-            out.status.success(),
-            "vcg2-probe failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        cases::probe_in(&[], &self.path, accesses)
     }
 
     /// Whether `access` (as vcg2-probe takes it) is allowed: EPERM is a

@@ -1,4 +1,4 @@
-//! The C boundary from Rust: every bad input of API.md fails with -1 and
+//! The C boundary from Rust: every bad input of docs/API.md fails with -1 and
 //! EINVAL (or the failing call's errno), a message naming what was wrong,
 //! and no change to the rules.
 

@@ -1,6 +1,6 @@
 //! The policy proved three ways, on seeded random rule sequences:
 //!
-//! - a reference model written from the semantics in API.md (rules to a
+//! - a reference model written from the semantics in docs/API.md (rules to a
 //!   decision), which knows nothing of the map encoding;
 //! - the exact instructions the library loaded, run by the userspace
 //!   interpreter (`program::interp`) on the maps read back from the kernel
@@ -65,7 +65,7 @@ const DEFAULT_SEED: u64 = 0x0bac_1e5e_ed00_2025;
 /// Shards of the kernel run, one #[test] each, run in parallel.
 const SHARDS: u64 = 4;
 
-/// The reference model: API.md's semantics, nothing else.
+/// The reference model: docs/API.md's semantics, nothing else.
 mod model {
     use std::collections::BTreeMap;
 
@@ -1070,7 +1070,7 @@ fn a_wrong_instruction_is_caught() {
     }
 }
 
-/// The model itself, on the examples API.md and the README give.
+/// The model itself, on the examples docs/API.md and the README give.
 #[test]
 fn the_model_follows_the_documented_semantics() {
     let spec = |ty, major, minor, perms| Spec {

@@ -463,3 +463,31 @@ fn last_error_is_per_thread_and_logs_reach_the_callback() {
         "{logs:?}"
     );
 }
+
+#[test]
+fn list_prints_the_lines_cgroup_v1_shows() {
+    let Some(mount) = privileged() else { return };
+    let cg = Scratch::new(&mount);
+    let path = CString::new(cg.p()).unwrap();
+    let p = path.as_ptr();
+    // SAFETY: `p` is a valid C string for every call.
+    unsafe {
+        assert_eq!(list(&path), "a *:* rwm\n", "no program: v1's default allow");
+        assert_eq!(vircgroup_v2_deny_all_devices(p), 0, "{}", last_error());
+        assert_eq!(list(&path), "");
+        // 'a' on numbers is both types: two lines, never a merged 'a 8:* m'.
+        assert_eq!(vircgroup_v2_allow_device(p, b'a' as _, 8, -1, 4), 0);
+        assert_eq!(vircgroup_v2_allow_device(p, b'c' as _, 1, 3, 3), 0);
+        assert_eq!(list(&path), "b 8:* m\nc 1:3 rw\nc 8:* m\n");
+        // allow_all as libvirt's v1 backend writes it: b *:* and c *:*.
+        assert_eq!(vircgroup_v2_allow_all_devices(p, 7), 0);
+        assert_eq!(
+            list(&path),
+            "b 8:* m\nb *:* rwm\nc 1:3 rw\nc 8:* m\nc *:* rwm\n"
+        );
+        assert_eq!(vircgroup_v2_deny_device(p, b'b' as _, -1, -1, 7), 0);
+        assert_eq!(list(&path), "b 8:* m\nc 1:3 rw\nc 8:* m\nc *:* rwm\n");
+        assert_eq!(vircgroup_v2_devices_detach_prog(p), 0);
+        assert_eq!(list(&path), "a *:* rwm\n");
+    }
+}

@@ -6,31 +6,13 @@ mod common;
 
 use ::vircgroup_v2_devices::capi::*;
 use ::vircgroup_v2_devices::{rules, sys};
-use common::*;
+use common::{capi_list as list, *};
 use std::ffi::{CStr, CString};
 use std::os::fd::IntoRawFd;
 use std::ptr;
 
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap()
-}
-
-fn last_error() -> String {
-    // SAFETY: the library returns a valid C string.
-    unsafe { CStr::from_ptr(vircgroup_v2_last_error()) }
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn list(path: &CStr) -> String {
-    // SAFETY: valid C string; the result is malloc'ed and freed here.
-    unsafe {
-        let p = vircgroup_v2_devices_list(path.as_ptr());
-        assert!(!p.is_null(), "list: {}", last_error());
-        let s = CStr::from_ptr(p).to_string_lossy().into_owned();
-        libc::free(p.cast());
-        s
-    }
 }
 
 fn state(path: &CStr) -> vircgroup_v2_devices {

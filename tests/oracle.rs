@@ -47,8 +47,8 @@
 mod common;
 
 use common::cases::{
-    case_seed, ddmin, kernel_checks, major_pool, random_major, random_minor, verdict, NodeCache,
-    Rng, Settings, Spec, Ty, M, MAX_MINOR, R, W,
+    case_seed, ddmin, kernel_checks, major_pool, random_major, random_minor, verdict, Hot,
+    NodeCache, Rng, Settings, Spec, Ty, M, MAX_MINOR, R, W,
 };
 use common::{privileged, Scratch};
 use model::{Call, Model};
@@ -272,34 +272,8 @@ impl Case {
             80..=91 => (rng.range(21, 60), false),
             _ => (rng.range(70, 300), true),
         };
-        let hot_majors: Vec<u32> = (0..rng.range(1, 3))
-            .map(|_| {
-                if rng.percent(20) {
-                    random_major(&mut rng)
-                } else {
-                    rng.pick(major_pool())
-                }
-            })
-            .collect();
-        let hot_minors: Vec<u32> = (0..rng.range(1, 4))
-            .map(|_| random_minor(&mut rng))
-            .collect();
-        let spec = |rng: &mut Rng| Spec {
-            ty: match rng.below(100) {
-                0..=24 => b'a',
-                25..=59 => b'b',
-                _ => b'c',
-            },
-            major: (!rng.percent(20)).then(|| rng.pick(&hot_majors)),
-            minor: (!rng.percent(20)).then(|| {
-                if wide && rng.percent(70) {
-                    rng.range(0, MAX_MINOR as u64) as u32
-                } else {
-                    rng.pick(&hot_minors)
-                }
-            }),
-            perms: rng.range(1, 7) as u8,
-        };
+        let hot = Hot::new(&mut rng, wide);
+        let spec = |rng: &mut Rng| hot.spec(rng);
         let mut specs: Vec<Spec> = Vec::new();
         let start = match start {
             0..=7 => Start::New,
@@ -317,8 +291,8 @@ impl Case {
             if s.ty == b'a' {
                 s.ty = rng.pick(b"bc");
             }
-            s.major = Some(s.major.unwrap_or_else(|| rng.pick(&hot_majors)));
-            s.minor = Some(s.minor.unwrap_or_else(|| rng.pick(&hot_minors)));
+            s.major = Some(s.major.unwrap_or_else(|| rng.pick(&hot.majors)));
+            s.minor = Some(s.minor.unwrap_or_else(|| rng.pick(&hot.minors)));
             s
         };
         for _ in 0..n_calls {
@@ -336,15 +310,7 @@ impl Case {
                     }
                 }
                 _ => {
-                    // Mostly the numbers of a rule there is (or was).
-                    let mut s = spec(&mut rng);
-                    if !specs.is_empty() && rng.percent(65) {
-                        let prev = rng.pick(&specs);
-                        (s.major, s.minor) = (prev.major, prev.minor);
-                        if rng.percent(50) {
-                            s.ty = prev.ty;
-                        }
-                    }
+                    let s = hot.deny_spec(&mut rng, &specs);
                     if rng.percent(10) {
                         Call::DenyPath(on_node(&mut rng, s))
                     } else {
@@ -358,13 +324,13 @@ impl Case {
             calls.push(call);
         }
         let any_major = |rng: &mut Rng| match rng.below(10) {
-            0..=4 => rng.pick(&hot_majors),
+            0..=4 => rng.pick(&hot.majors),
             5..=7 => rng.pick(major_pool()),
             _ => random_major(rng),
         };
         let any_minor = |rng: &mut Rng| {
             if rng.percent(50) {
-                rng.pick(&hot_minors)
+                rng.pick(&hot.minors)
             } else {
                 random_minor(rng)
             }
@@ -385,7 +351,7 @@ impl Case {
                         s.minor.unwrap_or_else(|| any_minor(&mut rng)),
                     )
                 }
-                0..=69 => (rng.pick(&hot_majors), rng.pick(&hot_minors)),
+                0..=69 => (rng.pick(&hot.majors), rng.pick(&hot.minors)),
                 70..=84 => {
                     let (ma, mi) = (any_major(&mut rng), any_minor(&mut rng));
                     rng.pick(&[

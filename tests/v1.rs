@@ -49,10 +49,10 @@ mod common;
 
 use ::vircgroup_v2_devices::capi::*;
 use common::cases::{
-    ddmin, kernel_checks, major_pool, perms_text, random_major, random_minor, verdict, Access,
-    NodeCache, Rng, Settings, Spec, Ty, MAX_MINOR,
+    ddmin, kernel_checks, perms_text, random_major, verdict, Access, Hot, NodeCache, Probe, Rng,
+    Settings, Spec, Ty, MAX_MINOR,
 };
-use common::{privileged, Scratch};
+use common::{capi_list as list, last_error, privileged, remove_cgroup, Scratch};
 use std::collections::HashSet;
 use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
@@ -129,18 +129,7 @@ impl V1Cgroup {
 
 impl Drop for V1Cgroup {
     fn drop(&mut self) {
-        for _ in 0..50 {
-            match std::fs::remove_dir(&self.path) {
-                Ok(()) => return,
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    std::thread::sleep(std::time::Duration::from_millis(20))
-                }
-                Err(e) => {
-                    eprintln!("cannot remove {}: {e}", self.path.display());
-                    return;
-                }
-            }
-        }
+        remove_cgroup(&self.path);
     }
 }
 
@@ -177,26 +166,27 @@ impl Call {
     /// The same call through the C API.
     fn apply_v2(&self, path: &CStr) -> Result<(), String> {
         let n = |n: Option<u32>| n.map_or(-1, |n| n as i32);
-        // SAFETY: `path` is a valid C string.
-        let ret = unsafe {
-            match *self {
-                Call::Allow(s) => vircgroup_v2_allow_device(
+        type RuleCall =
+            unsafe extern "C" fn(*const libc::c_char, libc::c_char, i32, i32, i32) -> i32;
+        let rule = |f: RuleCall, s: Spec| {
+            // SAFETY: `path` is a valid C string.
+            unsafe {
+                f(
                     path.as_ptr(),
-                    s.ty as libc::c_char,
+                    s.ty as _,
                     n(s.major),
                     n(s.minor),
-                    i32::from(s.perms),
-                ),
-                Call::Deny(s) => vircgroup_v2_deny_device(
-                    path.as_ptr(),
-                    s.ty as libc::c_char,
-                    n(s.major),
-                    n(s.minor),
-                    i32::from(s.perms),
-                ),
-                Call::AllowAll(p) => vircgroup_v2_allow_all_devices(path.as_ptr(), i32::from(p)),
-                Call::DenyAll => vircgroup_v2_deny_all_devices(path.as_ptr()),
+                    s.perms.into(),
+                )
             }
+        };
+        let ret = match *self {
+            Call::Allow(s) => rule(vircgroup_v2_allow_device, s),
+            Call::Deny(s) => rule(vircgroup_v2_deny_device, s),
+            // SAFETY: `path` is a valid C string.
+            Call::AllowAll(p) => unsafe { vircgroup_v2_allow_all_devices(path.as_ptr(), p.into()) },
+            // SAFETY: as above.
+            Call::DenyAll => unsafe { vircgroup_v2_deny_all_devices(path.as_ptr()) },
         };
         if ret == 0 {
             Ok(())
@@ -215,13 +205,6 @@ impl std::fmt::Display for Call {
             Call::DenyAll => write!(f, "deny_all_devices"),
         }
     }
-}
-
-fn last_error() -> String {
-    // SAFETY: the library returns a valid C string.
-    unsafe { CStr::from_ptr(vircgroup_v2_last_error()) }
-        .to_string_lossy()
-        .into_owned()
 }
 
 /// How a case's cgroups start.
@@ -261,60 +244,22 @@ impl Case {
             // Past the first map's 64 entries.
             _ => (rng.range(70, 120), true),
         };
-        let hot_majors: Vec<u32> = (0..rng.range(1, 3))
-            .map(|_| {
-                if rng.percent(20) {
-                    random_major(&mut rng)
-                } else {
-                    rng.pick(major_pool())
-                }
-            })
-            .collect();
-        let hot_minors: Vec<u32> = (0..rng.range(1, 4))
-            .map(|_| random_minor(&mut rng))
-            .collect();
-        let spec = |rng: &mut Rng| Spec {
-            ty: match rng.below(100) {
-                0..=14 => b'a',
-                15..=54 => b'b',
-                _ => b'c',
-            },
-            major: (!rng.percent(20)).then(|| rng.pick(&hot_majors)),
-            minor: (!rng.percent(20)).then(|| {
-                if wide && rng.percent(70) {
-                    rng.range(0, MAX_MINOR as u64) as u32
-                } else {
-                    rng.pick(&hot_minors)
-                }
-            }),
-            perms: rng.range(1, 7) as u8,
-        };
+        let hot = Hot::new(&mut rng, wide);
         let mut specs: Vec<Spec> = Vec::new();
         let mut calls = Vec::new();
         for _ in 0..n_calls {
             let call = match rng.below(100) {
                 0..=2 if !wide => Call::DenyAll,
                 3..=7 => Call::AllowAll(rng.range(1, 7) as u8),
-                r if r < if wide { 85 } else { 65 } => Call::Allow(spec(&mut rng)),
-                _ => {
-                    // Mostly the numbers of a rule there is (or was).
-                    let mut s = spec(&mut rng);
-                    if !specs.is_empty() && rng.percent(65) {
-                        let prev = rng.pick(&specs);
-                        (s.major, s.minor) = (prev.major, prev.minor);
-                        if rng.percent(50) {
-                            s.ty = prev.ty;
-                        }
-                    }
-                    Call::Deny(s)
-                }
+                r if r < if wide { 85 } else { 65 } => Call::Allow(hot.spec(&mut rng)),
+                _ => Call::Deny(hot.deny_spec(&mut rng, &specs)),
             };
             if let Call::Allow(s) | Call::Deny(s) = call {
                 specs.push(s);
             }
             calls.push(call);
         }
-        let devices = devices_for(&mut rng, &specs, &hot_majors, &hot_minors);
+        let devices = devices_for(&mut rng, &specs, &hot);
         Case {
             seed,
             start,
@@ -326,7 +271,7 @@ impl Case {
 
 /// Devices that hit each rule exactly, through its wildcards alone (numbers
 /// no rule names filled in), and no rule; and some at the edges.
-fn devices_for(rng: &mut Rng, specs: &[Spec], majors: &[u32], minors: &[u32]) -> Vec<(u32, u32)> {
+fn devices_for(rng: &mut Rng, specs: &[Spec], hot: &Hot) -> Vec<(u32, u32)> {
     let named_majors: HashSet<u32> = specs.iter().filter_map(|s| s.major).collect();
     let named_minors: HashSet<u32> = specs.iter().filter_map(|s| s.minor).collect();
     let free_major = |rng: &mut Rng| loop {
@@ -351,11 +296,11 @@ fn devices_for(rng: &mut Rng, specs: &[Spec], majors: &[u32], minors: &[u32]) ->
                     s.minor.unwrap_or_else(|| free_minor(rng)),
                 )
             }
-            0..=74 => (rng.pick(majors), rng.pick(minors)),
-            75..=84 => (rng.pick(majors), free_minor(rng)),
-            85..=89 => (free_major(rng), rng.pick(minors)),
+            0..=74 => (rng.pick(&hot.majors), rng.pick(&hot.minors)),
+            75..=84 => (rng.pick(&hot.majors), free_minor(rng)),
+            85..=89 => (free_major(rng), rng.pick(&hot.minors)),
             _ => {
-                let edge_minor = (0, rng.pick(minors));
+                let edge_minor = (0, rng.pick(&hot.minors));
                 rng.pick(&[(0, 0), (4095, MAX_MINOR), edge_minor])
             }
         };
@@ -488,10 +433,15 @@ impl Worker {
         self.stats.largest = self.stats.largest.max(v2_list.len());
 
         // The kernel's answers in each.
+        // The same nodes; each probe its own paths to mknod (they run at once).
         let accesses = self.nodes.accesses(&case.devices);
-        let args: Vec<String> = accesses.iter().map(|a| a.arg.clone()).collect();
-        let in_v1 = common::cases::probe_in(&[&self.unrestricted.path], &v1.path, &args);
-        let in_v2 = common::cases::probe_in(&[&self.v1_mount], &v2.path, &args);
+        let args = |accesses: &[Access]| -> Vec<String> {
+            accesses.iter().map(|a| a.arg.clone()).collect()
+        };
+        let probe_v1 = Probe::start(&[&self.unrestricted.path], &v1.path, &args(&accesses));
+        let for_v2 = self.nodes.accesses(&case.devices);
+        let probe_v2 = Probe::start(&[&self.v1_mount], &v2.path, &args(&for_v2));
+        let (in_v1, in_v2) = (probe_v1.results(), probe_v2.results());
         drop(v1);
         for ((a, r1), r2) in accesses.iter().zip(&in_v1).zip(&in_v2) {
             let what = describe(a);
@@ -580,17 +530,6 @@ fn describe(a: &Access) -> String {
         kind => format!("open {kind}"),
     };
     format!("{what} {} {}:{}", a.ty.letter(), a.major, a.minor)
-}
-
-fn list(path: &CStr) -> String {
-    // SAFETY: valid C string; the result is malloc'ed and freed here.
-    unsafe {
-        let p = vircgroup_v2_devices_list(path.as_ptr());
-        assert!(!p.is_null(), "list: {}", last_error());
-        let s = CStr::from_ptr(p).to_string_lossy().into_owned();
-        libc::free(p.cast());
-        s
-    }
 }
 
 fn check(path: &CStr, ty: u8, major: u32, minor: u32, perms: u8) -> Result<bool, String> {

@@ -173,6 +173,70 @@ pub fn random_minor(rng: &mut Rng) -> u32 {
     }
 }
 
+/// The numbers a case draws its rules from: 1-3 majors (mostly from the
+/// pool), 1-4 minors (mostly at the edges); in a `wide` case most minors
+/// are any, so that the rules outgrow a map.
+pub struct Hot {
+    pub majors: Vec<u32>,
+    pub minors: Vec<u32>,
+    pub wide: bool,
+}
+
+impl Hot {
+    pub fn new(rng: &mut Rng, wide: bool) -> Hot {
+        let majors = (0..rng.range(1, 3))
+            .map(|_| {
+                if rng.percent(20) {
+                    random_major(rng)
+                } else {
+                    rng.pick(major_pool())
+                }
+            })
+            .collect();
+        let minors = (0..rng.range(1, 4)).map(|_| random_minor(rng)).collect();
+        Hot {
+            majors,
+            minors,
+            wide,
+        }
+    }
+
+    /// A rule: `a` a quarter of the time, else `b` or `c`; each number a
+    /// wildcard a fifth of the time; any permissions.
+    pub fn spec(&self, rng: &mut Rng) -> Spec {
+        Spec {
+            ty: match rng.below(100) {
+                0..=24 => b'a',
+                25..=59 => b'b',
+                _ => b'c',
+            },
+            major: (!rng.percent(20)).then(|| rng.pick(&self.majors)),
+            minor: (!rng.percent(20)).then(|| {
+                if self.wide && rng.percent(70) {
+                    rng.range(0, MAX_MINOR as u64) as u32
+                } else {
+                    rng.pick(&self.minors)
+                }
+            }),
+            perms: rng.range(1, 7) as u8,
+        }
+    }
+
+    /// A rule to deny: mostly on the numbers of one of `earlier` (one that
+    /// is, or was, there), half of those of its type too.
+    pub fn deny_spec(&self, rng: &mut Rng, earlier: &[Spec]) -> Spec {
+        let mut s = self.spec(rng);
+        if !earlier.is_empty() && rng.percent(65) {
+            let prev = rng.pick(earlier);
+            (s.major, s.minor) = (prev.major, prev.minor);
+            if rng.percent(50) {
+                s.ty = prev.ty;
+            }
+        }
+        s
+    }
+}
+
 /// The accesses the probe makes for each device and type, with the
 /// permissions each asks for (0: access(F_OK)).
 pub const KINDS: [(&str, u8); 5] = [("r", R), ("w", W), ("rw", R | W), ("f", 0), ("m", M)];
@@ -369,45 +433,77 @@ pub fn ddmin<T: Clone>(items: &[T], mut fails: impl FnMut(&[T]) -> bool) -> Vec<
 /// other hierarchies): one result per access. Fails the test if the probe
 /// fails or takes more than 60 s (it is killed then).
 pub fn probe_in(joins: &[&Path], cgroup: &Path, accesses: &[String]) -> Vec<String> {
-    use std::process::{Command, Stdio};
-    use std::time::Duration;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vcg2-probe"));
-    for dir in joins {
-        cmd.arg("--join").arg(dir);
-    }
-    let child = cmd
-        .arg(cgroup)
-        .args(accesses)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run vcg2-probe");
-    let pid = child.id() as i32;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let waiter = std::thread::spawn(move || tx.send(child.wait_with_output()));
-    let out = match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(out) => out.expect("wait for vcg2-probe"),
-        Err(_) => {
-            // Not reaped yet (the waiter still waits), so the pid is the probe's.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = waiter.join();
-            panic!("vcg2-probe in {} did not end within 60 s", cgroup.display());
+    Probe::start(joins, cgroup, accesses).results()
+}
+
+/// A vcg2-probe running in the background, so that probes in several
+/// cgroups overlap (a move into a cgroup waits for the kernel's RCU: most
+/// of a probe's time).
+pub struct Probe {
+    cgroup: std::path::PathBuf,
+    pid: i32,
+    expected: usize,
+    waiter: std::thread::JoinHandle<()>,
+    done: std::sync::mpsc::Receiver<std::io::Result<std::process::Output>>,
+}
+
+impl Probe {
+    pub fn start(joins: &[&Path], cgroup: &Path, accesses: &[String]) -> Probe {
+        use std::process::{Command, Stdio};
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vcg2-probe"));
+        for dir in joins {
+            cmd.arg("--join").arg(dir);
         }
-    };
-    let _ = waiter.join();
-    assert!(
-        out.status.success(),
-        "vcg2-probe failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let results: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    assert_eq!(results.len(), accesses.len(), "one result per access");
-    results
+        let child = cmd
+            .arg(cgroup)
+            .args(accesses)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run vcg2-probe");
+        let pid = child.id() as i32;
+        let (tx, done) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        Probe {
+            cgroup: cgroup.to_path_buf(),
+            pid,
+            expected: accesses.len(),
+            waiter,
+            done,
+        }
+    }
+
+    /// One result per access, waiting at most 60 s from the start.
+    pub fn results(self) -> Vec<String> {
+        let out = match self.done.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(out) => out.expect("wait for vcg2-probe"),
+            Err(_) => {
+                // Not reaped yet (the waiter still waits), so the pid is the probe's.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(self.pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                let _ = self.waiter.join();
+                panic!(
+                    "vcg2-probe in {} did not end within 60 s",
+                    self.cgroup.display()
+                );
+            }
+        };
+        let _ = self.waiter.join();
+        assert!(
+            out.status.success(),
+            "vcg2-probe failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let results: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        assert_eq!(results.len(), self.expected, "one result per access");
+        results
+    }
 }

@@ -170,6 +170,11 @@ impl Rule {
         })
     }
 
+    /// Whether this rule names every device (`a *:*`).
+    pub fn every_device(&self) -> bool {
+        self.ty == DevType::All && self.major.is_none() && self.minor.is_none()
+    }
+
     /// The map key.
     pub fn key(&self) -> u64 {
         key_of(self.major, self.minor)
@@ -215,9 +220,10 @@ impl std::fmt::Display for Rule {
 ///   `c *:* m`): numbers in decimal without a leading zero, or `*`;
 ///   PERMS each of `r`, `w` and `m` at most once;
 /// - `a`, or `a *:* PERMS`: every device (a rule of type `a` with both
-///   numbers `*`). v1 reads every line starting with `a` so, whatever
-///   follows, so `a` with numbers (`a 1:3 r`) is refused: the error says to
-///   write `c 1:3 r` and `b 1:3 r` for both types, or `a` for every device.
+///   numbers `*`). v1 reads every line starting with `a` as every device,
+///   whatever follows, so `a` with numbers (`a 1:3 r`) is refused: the
+///   error says to write `c 1:3 r` and `b 1:3 r` for both types, or `a`
+///   for every device.
 ///
 /// Any ASCII whitespace separates the fields. An error is `EINVAL`, quotes
 /// the text (control characters escaped, see [`quoted`]) and names the bad
@@ -289,13 +295,6 @@ impl std::str::FromStr for Rule {
             )));
         }
         Ok(rule)
-    }
-}
-
-impl Rule {
-    /// Whether this rule names every device (`a *:*`).
-    pub fn every_device(&self) -> bool {
-        self.ty == DevType::All && self.major.is_none() && self.minor.is_none()
     }
 }
 

@@ -58,7 +58,7 @@ use std::time::Instant;
 use vircgroup_v2_devices::devices;
 use vircgroup_v2_devices::insn::Insn;
 use vircgroup_v2_devices::program::{device_program, interp};
-use vircgroup_v2_devices::rules::{self, Rule};
+use vircgroup_v2_devices::rules;
 
 const DEFAULT_CASES: u64 = 1000;
 const DEFAULT_SEED: u64 = 0x0bac_1e5e_ed00_2025;
@@ -402,11 +402,6 @@ impl Case {
     }
 }
 
-fn lib_rule(s: &Spec) -> Rule {
-    let n = |n: Option<u32>| n.map_or(-1, |n| n as i32);
-    Rule::new(s.ty, n(s.major), n(s.minor), i32::from(s.perms)).expect("a valid rule")
-}
-
 /// `struct bpf_cgroup_dev_ctx.access_type` as the kernel fills it:
 /// `BPF_DEVCG_ACC_*` (mknod 1, read 2, write 4) << 16 | `BPF_DEVCG_DEV_*`
 /// (block 1, char 2).
@@ -590,8 +585,8 @@ impl Worker {
             }
         };
         match call {
-            Call::Allow(s) => devices::allow(path, &lib_rule(s)).map_err(|e| e.to_string()),
-            Call::Deny(s) => devices::deny(path, &lib_rule(s)).map_err(|e| e.to_string()),
+            Call::Allow(s) => devices::allow(path, &s.rule()).map_err(|e| e.to_string()),
+            Call::Deny(s) => devices::deny(path, &s.rule()).map_err(|e| e.to_string()),
             Call::DenyAll => devices::deny_all(path).map_err(|e| e.to_string()),
             Call::AllowPath(s) => on_node(self, s, true),
             Call::DenyPath(s) => on_node(self, s, false),
@@ -678,7 +673,7 @@ impl Worker {
                     minor: Some(mi),
                     perms,
                 };
-                answers[2] = match devices::check(&path, &lib_rule(&spec)) {
+                answers[2] = match devices::check(&path, &spec.rule()) {
                     Ok(allowed) => Answer::of(allowed),
                     Err(e) => Answer::Failed(e.to_string()),
                 };
@@ -716,7 +711,7 @@ impl Worker {
 
         for q in &case.queries {
             let expected = model.check(q);
-            match devices::check(&path, &lib_rule(q)) {
+            match devices::check(&path, &q.rule()) {
                 Ok(got) if got == expected => {}
                 Ok(got) => out.push(format!(
                     "check({q}): library {}, model {}",
@@ -919,11 +914,11 @@ fn encoded(case: &Case) -> Option<interp::Maps> {
         attached = !matches!(call, Call::Detach) && (attached || !matches!(call, Call::Forget));
         match call {
             Call::Allow(s) | Call::AllowPath(s) => {
-                let r = lib_rule(s);
+                let r = s.rule();
                 *map.entry(r.key()).or_default() |= r.value();
             }
             Call::Deny(s) | Call::DenyPath(s) => {
-                let r = lib_rule(s);
+                let r = s.rule();
                 if let Some(&v) = map.get(&r.key()) {
                     match r.remove_from(v) {
                         0 => map.remove(&r.key()),

@@ -75,8 +75,8 @@ Usage: vircgroup-devices allow CGROUP RULE...
 
 Adds permissions (as in cgroup v1, 'r' then 'w' gives 'rw'). 'a' (or
 'a *:* rwm') allows every device: the rules 'b *:* rwm' and 'c *:* rwm'.
-Every RULE is checked before anything changes. A program of libvirt's C code is replaced
-by this library's, with the same rules, in one step.
+Every RULE is checked before anything changes. A program of libvirt's C
+code is replaced by this library's, with the same rules, in one step.
 
 CGROUP must already have a device program: on a cgroup that has none, every
 device is allowed, and allowing one device would deny all others. To

@@ -48,12 +48,13 @@
 mod common;
 
 use ::vircgroup_v2_devices::capi::*;
+use ::vircgroup_v2_devices::cgroup::Cgroup;
 use common::cases::{
     ddmin, kernel_checks, perms_text, random_major, verdict, Access, Hot, NodeCache, Probe, Rng,
     Settings, Spec, Ty, MAX_MINOR,
 };
 use common::{capi_list as list, last_error, privileged, remove_cgroup, Scratch};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -362,6 +363,14 @@ struct Worker {
 
 impl Worker {
     fn new(v2_mount: &Path, v1_mount: &Path) -> Worker {
+        // A new child of the cgroup2 root: restricted by nothing unless the
+        // root is.
+        let root = Cgroup::open(v2_mount.to_str().unwrap()).and_then(|c| c.attached());
+        assert_eq!(
+            root.map(|a| a.ids).ok(),
+            Some(vec![]),
+            "the cgroup2 root must have no device program (the v1 probe sits below it)"
+        );
         let unrestricted = Scratch::new(v2_mount);
         let root_list = std::fs::read_to_string(v1_mount.join("devices.list"));
         assert_eq!(
@@ -443,6 +452,8 @@ impl Worker {
         let probe_v2 = Probe::start(&[&self.v1_mount], &v2.path, &args(&for_v2));
         let (in_v1, in_v2) = (probe_v1.results(), probe_v2.results());
         drop(v1);
+        // v1's answer to each access the kernel checks.
+        let mut answers = HashMap::new();
         for ((a, r1), r2) in accesses.iter().zip(&in_v1).zip(&in_v2) {
             let what = describe(a);
             if r1 != r2 {
@@ -455,11 +466,8 @@ impl Worker {
                 continue;
             };
             self.stats.probes += 1;
-            if allowed {
-                self.stats.allowed += 1;
-            } else {
-                self.stats.denied += 1;
-            }
+            self.stats.allowed += u64::from(allowed);
+            self.stats.denied += u64::from(!allowed);
             if !kernel_checks(a.ty, a.major, a.minor, a.kind) {
                 if !allowed {
                     out.push(format!(
@@ -472,39 +480,38 @@ impl Worker {
                 for kind in hit_kinds(&v1_list, a.ty, a.major, a.minor) {
                     self.stats.hits[kind] += 1;
                 }
-                continue;
             }
-            // check: this access as a b or c query, and as an a query
-            // (both types) once the char access is known.
-            let got = check(&path, a.ty.letter() as u8, a.major, a.minor, a.perms);
+            answers.insert((a.ty, a.major, a.minor, a.perms), allowed);
+        }
+        // check: each access v1 answered, as a b or c query, and as an a
+        // query (both types) where v1 answered for both. (access(F_OK)
+        // asks for no permission, which check does not take.)
+        for (&(ty, major, minor, perms), &allowed) in answers.iter().filter(|(k, _)| k.3 != 0) {
+            let got = check(&path, ty.letter() as u8, major, minor, perms);
             self.stats.checks += 1;
             if got != Ok(allowed) {
-                out.push(format!("{what}: v1 {}, check says {got:?}", word(allowed)));
+                out.push(format!(
+                    "{} {major}:{minor} {}: v1 {}, check says {got:?}",
+                    ty.letter(),
+                    perms_text(perms),
+                    word(allowed)
+                ));
             }
-            if a.ty == Ty::Char {
-                let block = accesses
-                    .iter()
-                    .zip(&in_v1)
-                    .find(|(b, _)| {
-                        (b.ty, b.major, b.minor, b.kind) == (Ty::Block, a.major, a.minor, a.kind)
-                    })
-                    .and_then(|(b, r)| kernel_checks(b.ty, b.major, b.minor, b.kind).then_some(r))
-                    .and_then(|r| verdict(r));
-                if let Some(block) = block {
-                    let both = allowed && block;
-                    let got = check(&path, b'a', a.major, a.minor, a.perms);
-                    self.stats.checks += 1;
-                    if got != Ok(both) {
-                        out.push(format!(
-                            "a {}:{} {}: v1 {} (b {}, c {}), check says {got:?}",
-                            a.major,
-                            a.minor,
-                            perms_text(a.perms),
-                            word(both),
-                            word(block),
-                            word(allowed)
-                        ));
-                    }
+            let Some(&block) = answers.get(&(Ty::Block, major, minor, perms)) else {
+                continue;
+            };
+            if ty == Ty::Char {
+                let both = allowed && block;
+                let got = check(&path, b'a', major, minor, perms);
+                self.stats.checks += 1;
+                if got != Ok(both) {
+                    out.push(format!(
+                        "a {major}:{minor} {}: v1 {} (b {}, c {}), check says {got:?}",
+                        perms_text(perms),
+                        word(both),
+                        word(block),
+                        word(allowed)
+                    ));
                 }
             }
         }

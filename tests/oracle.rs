@@ -47,8 +47,8 @@
 mod common;
 
 use common::cases::{
-    case_seed, ddmin, kernel_checks, major_pool, random_major, random_minor, verdict, Hot,
-    NodeCache, Rng, Settings, Spec, Ty, M, MAX_MINOR, R, W,
+    case_seed, ddmin, kernel_checks, listed, major_pool, random_major, random_minor, run_seeds,
+    verdict, Hot, NodeCache, Rng, Settings, Spec, Ty, M, MAX_MINOR, R, W,
 };
 use common::{privileged, Scratch};
 use model::{Call, Model};
@@ -775,7 +775,8 @@ fn set_up_like_libvirt(cg: &Scratch, rules: &[Spec]) {
         .expect("attach libvirt's program");
 }
 
-fn report(run: &str, case: &Case, shrunk: &Case, found: &[String]) -> String {
+/// The report of a disagreement, up to the list of disagreements.
+fn report(run: &str, case: &Case, shrunk: &Case) -> String {
     let mut s = format!(
         "ORACLE DISAGREEMENT ({run})\n\
          case seed {:#x}; replay: ORACLE_REPLAY={:#x} cargo test --test oracle -- --nocapture\n\
@@ -806,13 +807,6 @@ fn report(run: &str, case: &Case, shrunk: &Case, found: &[String]) -> String {
         s += &format!("  {call}\n");
     }
     s += "disagreements (type major:minor access: the four answers; - is not asked):\n";
-    const SHOWN: usize = 24;
-    for line in found.iter().take(SHOWN) {
-        s += &format!("  {line}\n");
-    }
-    if found.len() > SHOWN {
-        s += &format!("  ... and {} more\n", found.len() - SHOWN);
-    }
     s
 }
 
@@ -826,22 +820,13 @@ fn shard(k: u64) {
     }
     let start = Instant::now();
     let mut worker = Worker::new(&mount);
-    for (run, seed) in &seeds {
-        let case = Case::new(*seed);
-        let first = worker.run(&case);
-        if first.is_empty() {
-            continue;
-        }
-        let shrunk = shrink(&case, |c| !worker.run(c).is_empty());
-        let again = worker.run(&shrunk);
-        if again.is_empty() {
-            panic!(
-                "{}(not reproduced: the case passed when run again)",
-                report(run, &case, &case, &first)
-            );
-        }
-        panic!("{}", report(run, &case, &shrunk, &again));
-    }
+    run_seeds(
+        &seeds,
+        Case::new,
+        |c| worker.run(c),
+        |c, fails| shrink(c, fails),
+        report,
+    );
     let st = &worker.stats;
     println!(
         "oracle shard {k}/{SHARDS}: {} cases ({}), 0 disagreements in {:.1?}: \
@@ -849,10 +834,7 @@ fn shard(k: u64) {
          {} cases on a new cgroup, {} set up by libvirt, largest map {} rules in {} entries ({} cases past {}), \
          0:0 probed {} times",
         st.cases,
-        match s.replay {
-            Some(seed) => format!("replay of case seed {seed:#x}"),
-            None => format!("seed {:#x}", s.seed),
-        },
+        s.run_name(),
         start.elapsed(),
         st.calls,
         st.probes,
@@ -963,8 +945,9 @@ fn model_and_interpreter_agree_without_the_kernel() {
         let found = offline(&prog, &case);
         assert!(
             found.is_empty(),
-            "{}",
-            report("offline", &case, &case, &found)
+            "{}{}",
+            report("offline", &case, &case),
+            listed(&found)
         );
     }
 }

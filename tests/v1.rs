@@ -50,8 +50,8 @@ mod common;
 use ::vircgroup_v2_devices::capi::*;
 use ::vircgroup_v2_devices::cgroup::Cgroup;
 use common::cases::{
-    ddmin, kernel_checks, perms_text, random_major, verdict, Access, Hot, NodeCache, Probe, Rng,
-    Settings, Spec, Ty, MAX_MINOR,
+    ddmin, kernel_checks, perms_text, random_major, run_seeds, verdict, Access, Hot, NodeCache,
+    Probe, Rng, Settings, Spec, Ty, MAX_MINOR,
 };
 use common::{capi_list as list, last_error, privileged, remove_cgroup, Scratch};
 use std::collections::{HashMap, HashSet};
@@ -557,7 +557,8 @@ fn check(path: &CStr, ty: u8, major: u32, minor: u32, perms: u8) -> Result<bool,
     }
 }
 
-fn report(run: &str, case: &Case, shrunk: &Case, found: &[String]) -> String {
+/// The report of a disagreement, up to the list of disagreements.
+fn report(run: &str, case: &Case, shrunk: &Case) -> String {
     let mut s = format!(
         "CGROUP V1 DISAGREEMENT ({run})\n\
          case seed {:#x}; replay: V1_REPLAY={:#x} cargo test --features testing --test v1 -- --nocapture\n\
@@ -577,13 +578,6 @@ fn report(run: &str, case: &Case, shrunk: &Case, found: &[String]) -> String {
         s += &format!("  {call}   [v1: {}]\n", writes.join(", "));
     }
     s += "disagreements:\n";
-    const SHOWN: usize = 24;
-    for line in found.iter().take(SHOWN) {
-        s += &format!("  {line}\n");
-    }
-    if found.len() > SHOWN {
-        s += &format!("  ... and {} more\n", found.len() - SHOWN);
-    }
     s
 }
 
@@ -598,33 +592,16 @@ fn shard(k: u64) {
     }
     let start = Instant::now();
     let mut worker = Worker::new(&v2_mount, &v1_mount);
-    for (run, seed) in &seeds {
-        let case = Case::new(*seed);
-        let first = worker.run(&case);
-        if first.is_empty() {
-            continue;
-        }
-        let calls = ddmin(&case.calls, |calls| {
-            !worker
-                .run(&Case {
-                    calls: calls.to_vec(),
-                    ..case.clone()
-                })
-                .is_empty()
-        });
-        let shrunk = Case {
-            calls,
-            ..case.clone()
-        };
-        let again = worker.run(&shrunk);
-        if again.is_empty() {
-            panic!(
-                "{}(not reproduced: the case passed when run again)",
-                report(run, &case, &case, &first)
-            );
-        }
-        panic!("{}", report(run, &case, &shrunk, &again));
-    }
+    let shrink = |case: &Case, fails: &mut dyn FnMut(&Case) -> bool| Case {
+        calls: ddmin(&case.calls, |calls| {
+            fails(&Case {
+                calls: calls.to_vec(),
+                ..case.clone()
+            })
+        }),
+        ..case.clone()
+    };
+    run_seeds(&seeds, Case::new, |c| worker.run(c), shrink, report);
     let st = &worker.stats;
     let hits: Vec<String> = HIT_KINDS
         .iter()
@@ -636,10 +613,7 @@ fn shard(k: u64) {
          {} calls ({} v1 writes), {} probes in each ({} allowed, {} denied), {} checks, \
          probed devices per matching v1 line: {}; longest list {} lines",
         st.cases,
-        match s.replay {
-            Some(seed) => format!("replay of case seed {seed:#x}"),
-            None => format!("seed {:#x}", s.seed),
-        },
+        s.run_name(),
         start.elapsed(),
         st.calls,
         st.v1_writes,

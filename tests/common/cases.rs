@@ -382,6 +382,14 @@ impl Settings {
         }
     }
 
+    /// What the run is, for its summary: its seed, or the one case replayed.
+    pub fn run_name(&self) -> String {
+        match self.replay {
+            Some(seed) => format!("replay of case seed {seed:#x}"),
+            None => format!("seed {:#x}", self.seed),
+        }
+    }
+
     /// (what to call it in a report, case seed) of shard `k` of `shards`:
     /// cases `k`, `k + shards`, ...; a replay is shard 0's only case.
     pub fn shard(&self, k: u64, shards: u64) -> Vec<(String, u64)> {
@@ -427,6 +435,52 @@ pub fn ddmin<T: Clone>(items: &[T], mut fails: impl FnMut(&[T]) -> bool) -> Vec<
         }
     }
     best
+}
+
+/// Runs the cases of `seeds` (each made by `new` from its seed) with
+/// `run`, which returns one line per disagreement. The first case that
+/// disagrees is shrunk (`shrink` gets a test: does this case still
+/// disagree?) and run again, and the test panics with `report(what, case,
+/// shrunk)` followed by the disagreements (at most 24); the report of the
+/// case itself, "not reproduced", when it passed the second time.
+pub fn run_seeds<C: Clone>(
+    seeds: &[(String, u64)],
+    new: impl Fn(u64) -> C,
+    mut run: impl FnMut(&C) -> Vec<String>,
+    shrink: impl Fn(&C, &mut dyn FnMut(&C) -> bool) -> C,
+    report: impl Fn(&str, &C, &C) -> String,
+) {
+    for (what, seed) in seeds {
+        let case = new(*seed);
+        let first = run(&case);
+        if first.is_empty() {
+            continue;
+        }
+        let shrunk = shrink(&case, &mut |c| !run(c).is_empty());
+        let again = run(&shrunk);
+        if again.is_empty() {
+            panic!(
+                "{}{}(not reproduced: the case passed when run again)",
+                report(what, &case, &case),
+                listed(&first)
+            );
+        }
+        panic!("{}{}", report(what, &case, &shrunk), listed(&again));
+    }
+}
+
+/// Disagreements as a report lists them: indented, at most 24.
+pub fn listed(found: &[String]) -> String {
+    const SHOWN: usize = 24;
+    let mut s: String = found
+        .iter()
+        .take(SHOWN)
+        .map(|l| format!("  {l}\n"))
+        .collect();
+    if found.len() > SHOWN {
+        s += &format!("  ... and {} more\n", found.len() - SHOWN);
+    }
+    s
 }
 
 /// Runs vcg2-probe in `cgroup` after joining each of `joins` (cgroups of

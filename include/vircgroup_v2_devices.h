@@ -292,8 +292,10 @@ int vircgroup_v2_devices_check(const char *group_path, char type, int major, int
 char *vircgroup_v2_devices_list(const char *group_path);
 
 /*
- The message of the calling thread's last failure ("" when none). Valid
- until the thread's next failing call.
+ The message of the calling thread's last failure ("" when none). The
+ pointer stays valid until the thread's next failing call of this
+ library, or until the thread exits; it is never freed by another
+ thread.
  */
 const char *vircgroup_v2_last_error(void);
 

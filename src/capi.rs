@@ -22,21 +22,18 @@
 //! 0x00000e00. So a char and a block rule on the same numbers never affect
 //! each other. `count` counts map entries (one per key).
 //!
-//! Change rules through these functions only: the library keeps a copy of
-//! each map it holds (an allow or deny is one map update; check, list and
-//! count read the copy) and a second map of its own, a wildcard index the
-//! program reads to skip lookups that cannot match. A rule written into the
-//! map behind the library's back is not seen until the next detect.
+//! Change rules through these functions only (in any process: the library
+//! in another process, such as the admin tool, is seen at once).
 
 use crate::devices::{self, State};
+use crate::logging;
 use crate::rules::{self, Rule};
 use crate::{Error, Result};
 use libc::{c_char, c_int, c_void, size_t, ssize_t};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, CString};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Once, RwLock};
 
 /// `VIR_CGROUP_DEVICE_READ`: read 1, write 2, mknod 4, the bits every
 /// `perms` argument takes. They are libvirt's, not the kernel's
@@ -80,19 +77,33 @@ pub type vircgroup_v2_log_func =
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    /// The last message of a call made while this thread's `LAST_ERROR`
+    /// is already destroyed (from a thread-exit destructor). No destructor
+    /// of its own, so it is always there; the string it points to is
+    /// leaked, one per such thread at most.
+    static EXITING_ERROR: Cell<*mut c_char> = const { Cell::new(std::ptr::null_mut()) };
 }
 
+/// Records `e` as the calling thread's last error and sets errno.
 fn fail(e: &Error) {
-    log::debug!("{e}");
-    LAST_ERROR.with(|l| {
-        *l.borrow_mut() = CString::new(e.message().replace('\0', "\\0")).unwrap_or_default()
-    });
+    let mut message = Some(CString::new(e.message().replace('\0', "\\0")).unwrap_or_default());
+    let _ = LAST_ERROR.try_with(|l| *l.borrow_mut() = message.take().unwrap_or_default());
+    if let Some(message) = message {
+        let old = EXITING_ERROR.with(|x| x.replace(message.into_raw()));
+        if !old.is_null() {
+            // SAFETY: made by CString::into_raw above, replaced, not used again.
+            drop(unsafe { CString::from_raw(old) });
+        }
+    }
     nix::errno::Errno::set_raw(e.errno());
 }
 
 /// Runs `f` with the panic boundary; on error sets errno and the message and
-/// returns `on_error`.
+/// returns `on_error`. Log messages of the call reach the callback after
+/// every lock is released and before errno is set, so a callback that
+/// calls the library does not change what the caller sees.
 fn boundary<T>(on_error: T, f: impl FnOnce() -> Result<T>) -> T {
+    let call = logging::Call::enter();
     let result = catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
         let what = panic
             .downcast_ref::<&str>()
@@ -101,6 +112,10 @@ fn boundary<T>(on_error: T, f: impl FnOnce() -> Result<T>) -> T {
             .unwrap_or_default();
         Err(Error::new(libc::EIO, format!("internal error: {what}")))
     });
+    if let Err(e) = &result {
+        log::debug!("{e}");
+    }
+    drop(call);
     result.unwrap_or_else(|e| {
         fail(&e);
         on_error
@@ -175,6 +190,14 @@ pub unsafe extern "C" fn vircgroup_v2_devices_attach_prog(
         if unsafe { libc::fcntl(mapfd, libc::F_GETFD) } < 0 {
             return Err(Error::invalid(format!(
                 "mapfd {mapfd} is not an open file descriptor"
+            )));
+        }
+        // One the library holds (get_state showed it) is not the caller's
+        // to give: taking it would close it twice.
+        if crate::registry::owns_fd(mapfd)? {
+            return Err(Error::invalid(format!(
+                "mapfd {mapfd} is an fd the library holds (vircgroup_v2_devices_get_state \
+                 returned it): it is not the caller's to hand over, and stays open"
             )));
         }
         // SAFETY: the fd is open and the caller hands it over.
@@ -459,65 +482,28 @@ pub unsafe extern "C" fn vircgroup_v2_devices_list(group_path: *const c_char) ->
     })
 }
 
-/// The message of the calling thread's last failure ("" when none). Valid
-/// until the thread's next failing call.
+/// The message of the calling thread's last failure ("" when none). The
+/// pointer stays valid until the thread's next failing call of this
+/// library, or until the thread exits; it is never freed by another
+/// thread.
 #[no_mangle]
 pub extern "C" fn vircgroup_v2_last_error() -> *const c_char {
-    LAST_ERROR.with(|l| l.borrow().as_ptr())
-}
-
-struct Sink {
-    func: unsafe extern "C" fn(c_int, *const c_char, *mut c_void),
-    opaque: usize,
-}
-
-static SINK: RwLock<Option<Sink>> = RwLock::new(None);
-
-struct CLogger;
-
-impl log::Log for CLogger {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        SINK.read().map(|s| s.is_some()).unwrap_or(false)
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        let Ok(sink) = SINK.read() else { return };
-        let Some(sink) = sink.as_ref() else { return };
-        let level = match record.level() {
-            log::Level::Error => 4,
-            log::Level::Warn => 3,
-            log::Level::Info => 2,
-            log::Level::Debug | log::Level::Trace => 1,
-        };
-        let text = record.args().to_string().replace('\0', "\\0");
-        let Ok(text) = CString::new(text) else { return };
-        // SAFETY: the function and its opaque pointer were handed over by
-        // vircgroup_v2_set_log_func; the message outlives the call.
-        unsafe { (sink.func)(level, text.as_ptr(), sink.opaque as *mut c_void) };
-    }
-
-    fn flush(&self) {}
+    static EMPTY: &CStr = c"";
+    LAST_ERROR
+        .try_with(|l| l.borrow().as_ptr())
+        .unwrap_or_else(|_| {
+            let p = EXITING_ERROR.with(Cell::get);
+            if p.is_null() {
+                EMPTY.as_ptr()
+            } else {
+                p
+            }
+        })
 }
 
 /// Sends the library's log messages to `func` (with `opaque`), from any
 /// thread; NULL stops them. Nothing is logged by default.
 #[no_mangle]
 pub extern "C" fn vircgroup_v2_set_log_func(func: vircgroup_v2_log_func, opaque: *mut c_void) {
-    static INSTALL: Once = Once::new();
-    let _ = catch_unwind(|| {
-        INSTALL.call_once(|| {
-            // Fails only when the host program installed its own Rust logger.
-            let _ = log::set_logger(&CLogger);
-        });
-        let mut sink = SINK.write().unwrap_or_else(|e| e.into_inner());
-        *sink = func.map(|func| Sink {
-            func,
-            opaque: opaque as usize,
-        });
-        log::set_max_level(if sink.is_some() {
-            log::LevelFilter::Debug
-        } else {
-            log::LevelFilter::Off
-        });
-    });
+    let _ = catch_unwind(|| logging::set(func, opaque));
 }

@@ -2,13 +2,23 @@
 //!
 //! Where things live:
 //! - `insn`: the 8-byte BPF instruction and its constructors.
-//! - `program`: the device program (ours and libvirt's), one instruction per line.
+//! - `program`: the device programs (ours in each format, earlier
+//!   releases', libvirt's), one instruction per line.
 //! - `rules`: device rules <-> map keys and values, cgroup v1 rule text.
-//! - `sys`: the only place bpf(2) is called.
-//! - `cgroup`: a cgroup v2 directory: validation, identity, attached programs.
-//! - `devices`: detect / create / prepare / attach / allow / deny (the policy).
-//! - `registry`: the process-wide state per cgroup.
-//! - `capi`: every `extern "C"` export, errno, last error, log callback.
+//! - `table`: the rule table of format 6 (its layout, its writers' lock).
+//! - `hashmaps`: the hash map and index of format 5 (kernels before 5.5).
+//! - `sys`: the only place system calls are made (and kernel features
+//!   probed).
+//! - `cgroup`: a cgroup v2 directory: validation, identity, lock, programs.
+//! - `recognise`: what program a cgroup has: ours, an earlier release's,
+//!   libvirt's, someone else's.
+//! - `install`: maps built, a program loaded and attached in one step.
+//! - `policy`: detect / create / prepare / attach / allow / deny.
+//! - `inspect`: check / list / inspect, read only.
+//! - `devices`: all the calls above in one place.
+//! - `registry`, `held`, `process`: the state per cgroup, fork safety.
+//! - `capi`, `logging`: every `extern "C"` export, errno, last error, the
+//!   log callback.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -21,14 +31,35 @@ pub mod devices;
 /// cbindgen:ignore
 pub mod error;
 /// cbindgen:ignore
+mod hashmaps;
+/// cbindgen:ignore
+mod held;
+/// cbindgen:ignore
 pub mod insn;
 /// cbindgen:ignore
+mod inspect;
+/// cbindgen:ignore
+mod install;
+/// cbindgen:ignore
+mod logging;
+/// cbindgen:ignore
+mod policy;
+/// cbindgen:ignore
+pub mod process;
+/// cbindgen:ignore
 pub mod program;
+/// cbindgen:ignore
+mod recognise;
 /// cbindgen:ignore
 mod registry;
 /// cbindgen:ignore
 pub mod rules;
+#[cfg(feature = "testing")]
+/// cbindgen:ignore
+mod snapshot;
 /// cbindgen:ignore
 pub mod sys;
+/// cbindgen:ignore
+pub mod table;
 
 pub use error::{Error, Result};

@@ -1,60 +1,79 @@
-//! The process-wide state per cgroup: one entry per resolved path, each
-//! behind its own lock so that calls on one cgroup are serialized while
-//! calls on different cgroups run in parallel.
+//! The process-wide state: one entry per cgroup, keyed by the cgroup's
+//! identity (device and inode of its directory), so that the same cgroup
+//! reached through two paths (a symlink, a bind mount of the cgroup2
+//! filesystem) is one state. Each entry has its own lock: calls on one
+//! cgroup are serialized, calls on different cgroups run in parallel.
+//!
+//! Locks: the registry's own lock is held only to find, add or remove an
+//! entry, never while waiting for an entry's lock (an entry is only
+//! `try_lock`ed under it), so a slow call on one cgroup never holds up a
+//! call on another. No lock of the library is held while the log function
+//! runs (`logging`).
+//!
+//! Fork: a child forked while another thread held an entry's lock must
+//! never wait for it. A registry belongs to the process that made it: in a
+//! child (`process::forks` moved) a new, empty one is used, and the
+//! parent's is left alone (its fds stay open in the child: every one of
+//! them is close-on-exec).
 #![forbid(unsafe_code)]
 
 use crate::cgroup::Cgroup;
-use crate::Result;
-use once_cell::sync::Lazy;
-use std::collections::HashMap;
-use std::os::fd::OwnedFd;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use crate::held::Held;
+use crate::process;
+use crate::{Error, Result};
 
-/// What the library holds for a cgroup whose program it attached or adopted.
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+type Id = (u64, u64);
+
+/// A cgroup the library holds state for.
 #[derive(Debug)]
-pub(crate) struct Held {
-    /// The rule map.
-    pub map: OwnedFd,
-    /// The wildcard index (see `rules`).
-    pub index: OwnedFd,
-    /// The attached program.
-    pub prog: OwnedFd,
-    /// Kernel id of `prog`, to tell whether it is still attached.
-    pub prog_id: u32,
-    /// `max_entries` of `map`.
-    pub max: u32,
-    /// What `map` holds: read when the map is adopted, then changed only
-    /// after the kernel's copy was, so that an allow or deny is one
-    /// syscall and check, list and count need none.
-    pub rules: HashMap<u64, u32>,
-    /// The non-zero words of `index` in the kernel (a superset of what
-    /// `rules` needs: bits are cleared only when the index is rebuilt).
-    pub words: HashMap<u32, u32>,
+struct Entry {
+    cg: Cgroup,
+    held: Option<Held>,
 }
 
-#[derive(Debug, Default)]
-struct Entry {
-    /// (device, inode) of the cgroup the state belongs to.
-    id: (u64, u64),
-    held: Option<Held>,
-    /// The cgroup, kept open while state is held, so that a later call
-    /// naming it by a path seen before needs one stat, not a resolution
-    /// and an open.
-    cg: Option<Cgroup>,
+#[derive(Default)]
+struct Tables {
+    entries: HashMap<Id, Arc<Mutex<Entry>>>,
+    /// The path each entry was last reached by, so that an entry whose
+    /// directory is gone can still be released by path (`remove_prog`).
+    names: HashMap<String, Id>,
+    /// Every fd an entry owns: a caller must never hand one of them over.
+    fds: HashSet<RawFd>,
 }
 
 #[derive(Default)]
 struct Registry {
-    /// By resolved path.
-    entries: HashMap<PathBuf, Arc<Mutex<Entry>>>,
-    /// Paths as callers spelled them -> resolved path, for entries that
-    /// hold state.
-    aliases: HashMap<String, PathBuf>,
+    tables: Mutex<Tables>,
 }
 
-static REGISTRY: Lazy<Mutex<Registry>> = Lazy::new(Default::default);
+/// How deep a chain of forks the library follows: a process `DEPTH`
+/// forks away from the first one that used it fails instead of sharing
+/// a registry with an ancestor.
+const DEPTH: usize = 64;
+
+/// One registry per fork depth: a process only ever uses the one of its
+/// own depth (`process::forks`), which none of its ancestors touched, so
+/// its locks are free in every child however it forked.
+static REGISTRIES: [OnceLock<Registry>; DEPTH] = [const { OnceLock::new() }; DEPTH];
+
+/// This process's registry.
+fn registry() -> Result<&'static Registry> {
+    let depth = process::forks() as usize;
+    REGISTRIES
+        .get(depth)
+        .map(|r| r.get_or_init(Registry::default))
+        .ok_or_else(|| {
+            Error::new(
+                libc::EMFILE,
+                format!("this process is {depth} forks away from the first user of the library (at most {})", DEPTH - 1),
+            )
+        })
+}
 
 // A panic inside a closure is caught at the C boundary; the state it leaves
 // is still made of valid fds, so a poisoned lock is taken over.
@@ -62,114 +81,146 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Opens the cgroup at `path` and runs `f` on it and its state, with the
-/// cgroup's lock held. Before `f` runs, state recorded for another cgroup at
-/// the same path, or whose program is no longer attached, is dropped (its
-/// fds closed).
+/// The fds an entry owns.
+fn entry_fds(e: &Entry) -> Vec<RawFd> {
+    let mut fds = vec![e.cg.as_fd().as_raw_fd()];
+    if let Some(h) = &e.held {
+        fds.extend(h.fds());
+    }
+    fds
+}
+
+/// Whether the library owns fd `fd` (for any cgroup).
+pub(crate) fn owns_fd(fd: RawFd) -> Result<bool> {
+    Ok(lock(&registry()?.tables).fds.contains(&fd))
+}
+
+/// Runs `f` on the cgroup at `path` and its state, with the cgroup's lock
+/// held. The path is looked up with one `stat`: a cgroup seen before is
+/// its entry, whatever path reached it.
 pub(crate) fn with_cgroup<R>(
     path: &str,
     f: impl FnOnce(&Cgroup, &mut Option<Held>) -> Result<R>,
 ) -> Result<R> {
-    // A path seen before for a cgroup whose state is held: the directory
-    // there must still be that cgroup (same device and inode).
-    let known = {
-        let registry = lock(&REGISTRY);
-        registry
-            .aliases
-            .get(path)
-            .and_then(|resolved| registry.entries.get(resolved))
-            .cloned()
+    let reg = registry()?;
+    let meta = std::fs::metadata(path);
+    let known = meta
+        .as_ref()
+        .ok()
+        .and_then(|m| lock(&reg.tables).entries.get(&(m.dev(), m.ino())).cloned());
+    let entry = match known {
+        Some(e) => e,
+        None => {
+            // New to the library: validated and opened.
+            let cg = Cgroup::open(path)?;
+            let id = cg.id();
+            let mut t = lock(&reg.tables);
+            t.entries
+                .entry(id)
+                .or_insert_with(|| Arc::new(Mutex::new(Entry { cg, held: None })))
+                .clone()
+        }
     };
-    let mut f = Some(f);
-    if let (Some(entry), Ok(meta)) = (known, std::fs::metadata(path)) {
-        let mut e = lock(&entry);
-        if e.cg.is_some() && e.id == (meta.dev(), meta.ino()) {
-            let Entry { cg, held, .. } = &mut *e;
-            let cg = cg.as_ref().expect("checked");
-            let result = run(cg, held, f.take().expect("not run yet"));
-            let resolved = cg.path().to_path_buf();
-            drop(e);
-            finish(path, &resolved, entry);
-            return result;
-        }
-    }
-    let cg = Cgroup::open(path)?;
-    let resolved = cg.path().to_path_buf();
-    let entry = lock(&REGISTRY)
-        .entries
-        .entry(resolved.clone())
-        .or_default()
-        .clone();
-    let result = {
-        let mut e = lock(&entry);
-        if e.id != cg.id() {
-            if e.held.take().is_some() {
-                log::info!(
-                    "'{}' is a new cgroup: forgetting the state of the old one",
-                    cg.path().display()
-                );
-            }
-            e.id = cg.id();
-        }
-        let result = run(&cg, &mut e.held, f.take().expect("not run yet"));
-        e.cg = e.held.is_some().then_some(cg);
-        result
-    };
-    finish(path, &resolved, entry);
-    result
-}
-
-/// Drops `held` when its program is no longer attached, then runs `f`. A
-/// call that fails leaves no state it did not start with: a program it
-/// found on the way (after a restart) is found again by the next call.
-/// That forgets nothing the kernel holds: a call changes the kernel in at
-/// most one step, its last (an index bit set before a failed rule write
-/// only widens the index, which is read back on detection).
-fn run<R>(
-    cg: &Cgroup,
-    held: &mut Option<Held>,
-    f: impl FnOnce(&Cgroup, &mut Option<Held>) -> Result<R>,
-) -> Result<R> {
-    if let Some(h) = held {
-        let attached = cg.attached()?;
-        if !attached.ids.contains(&h.prog_id) {
-            log::info!(
-                "program {} is no longer attached to '{}': detecting again",
-                h.prog_id,
-                cg.path().display()
-            );
-            *held = None;
-        }
-    }
+    let mut e = lock(&entry);
+    let before = entry_fds(&e);
+    let Entry { cg, held } = &mut *e;
+    // A call that fails leaves no state it did not start with: a program
+    // it adopted on the way (after a restart) is found again by the next
+    // call. That forgets nothing the kernel holds.
     let started_empty = held.is_none();
     let result = f(cg, held);
     if result.is_err() && started_empty {
         *held = None;
     }
+    let after = entry_fds(&e);
+    let keep = e.held.is_some();
+    let id = e.cg.id();
+    drop(e);
+    let mut t = lock(&reg.tables);
+    for fd in &before {
+        t.fds.remove(fd);
+    }
+    if keep {
+        t.fds.extend(after);
+        if t.names.get(path) != Some(&id) {
+            if let Some(old) = t.names.insert(path.to_string(), id) {
+                forget_if_gone(&mut t, old);
+            }
+        }
+    } else {
+        forget(&mut t, id, &entry);
+    }
     result
 }
 
-/// Records `path` as a name of the entry at `resolved` while it holds
-/// state; drops the entry (its open cgroup, its names) when it holds
-/// nothing and no other thread is using it, so the registry does not grow
-/// with every cgroup ever named.
-fn finish(path: &str, resolved: &Path, entry: Arc<Mutex<Entry>>) {
-    let mut registry = lock(&REGISTRY);
-    let mut e = lock(&entry);
-    if e.held.is_some() {
-        if !registry.aliases.contains_key(path) {
-            registry
-                .aliases
-                .insert(path.to_string(), resolved.to_path_buf());
-        }
-        return;
-    }
-    e.cg = None;
-    drop(e);
+/// Drops the entry `id` (its open cgroup, its names) when it holds nothing
+/// and no other thread is using it, so the registry does not grow with
+/// every cgroup ever named.
+fn forget(t: &mut Tables, id: Id, entry: &Arc<Mutex<Entry>>) {
     // Ours and the registry's are the only references: nobody else can
     // reach the entry until the registry lock is released.
-    if Arc::strong_count(&entry) == 2 {
-        registry.entries.remove(resolved);
-        registry.aliases.retain(|_, r| r != resolved);
+    if Arc::strong_count(entry) != 2 {
+        return;
     }
+    let Ok(e) = entry.try_lock() else { return };
+    if e.held.is_some() {
+        return;
+    }
+    for fd in entry_fds(&e) {
+        t.fds.remove(&fd);
+    }
+    drop(e);
+    t.entries.remove(&id);
+    t.names.retain(|_, v| *v != id);
+}
+
+/// A path now names another cgroup: the entry of the one it named before
+/// is released when that cgroup's directory is gone (a VM's cgroup removed
+/// and made again at the same path).
+fn forget_if_gone(t: &mut Tables, old: Id) {
+    let Some(entry) = t.entries.get(&old).cloned() else {
+        return;
+    };
+    let Ok(mut e) = entry.try_lock() else { return };
+    if e.cg.exists() {
+        return;
+    }
+    log::info!(
+        "'{}' was removed: releasing its state",
+        e.cg.path().display()
+    );
+    for fd in entry_fds(&e) {
+        t.fds.remove(&fd);
+    }
+    e.held = None;
+    drop(e);
+    t.entries.remove(&old);
+    t.names.retain(|_, v| *v != old);
+}
+
+/// Releases the state held for `path`, also when its directory is gone
+/// (found by the path it was last reached by). Ok(false) when the library
+/// holds nothing for it.
+pub(crate) fn release(path: &str) -> Result<bool> {
+    let reg = registry()?;
+    let id = match std::fs::metadata(path) {
+        Ok(m) => Some((m.dev(), m.ino())),
+        Err(_) => lock(&reg.tables).names.get(path).copied(),
+    };
+    let entry = id.and_then(|id| Some((id, lock(&reg.tables).entries.get(&id).cloned()?)));
+    let Some((id, entry)) = entry else {
+        // Nothing held: a path that is not a cgroup fails as everywhere.
+        Cgroup::open(path)?;
+        return Ok(false);
+    };
+    let mut e = lock(&entry);
+    let fds = entry_fds(&e);
+    let had = e.held.take().is_some();
+    drop(e);
+    let mut t = lock(&reg.tables);
+    for fd in fds {
+        t.fds.remove(&fd);
+    }
+    forget(&mut t, id, &entry);
+    Ok(had)
 }

@@ -451,13 +451,20 @@ pub fn from_libvirt_value(v: u32) -> Option<u32> {
 /// Whether a (key, value) pair is in this library's encoding.
 pub fn valid_entry(key: u64, value: u32) -> bool {
     let (major, minor) = split_key(key);
+    major.is_none_or(|m| m <= MAX_MAJOR)
+        && minor.is_none_or(|m| m <= MAX_MINOR)
+        && valid_value(value)
+}
+
+/// Whether a value is in this library's encoding: not 0, nothing outside
+/// the two halves, and each half's presence bit set exactly when it has
+/// permissions.
+pub fn valid_value(value: u32) -> bool {
     let half_ok = |s: u32| {
         let half = (value >> s) & HALF;
         (half & 7 != 0) == (half & PRESENT != 0)
     };
-    major.is_none_or(|m| m <= MAX_MAJOR)
-        && minor.is_none_or(|m| m <= MAX_MINOR)
-        && value != 0
+    value != 0
         && value & !SHIFTS.iter().fold(0, |m, s| m | HALF << s) == 0
         && SHIFTS.into_iter().all(half_ok)
 }

@@ -9,7 +9,7 @@ mod common;
 
 use ::vircgroup_v2_devices::capi::*;
 use ::vircgroup_v2_devices::devices;
-use ::vircgroup_v2_devices::program::{interp, PROGRAM_NAME};
+use ::vircgroup_v2_devices::program::interp;
 use ::vircgroup_v2_devices::rules::{self, Rule, MKNOD, READ, RW, WRITE};
 use ::vircgroup_v2_devices::sys::{self, hook};
 use common::*;
@@ -268,7 +268,7 @@ fn upgrade_from_libvirt_never_lets_a_listed_device_down_nor_another_in() {
         let (prog, _) = ours.rules.expect("our program");
         assert!(!ours.libvirt, "round {round}: still libvirt's program");
         assert!(ours.others.is_empty(), "round {round}: {:?}", ours.others);
-        assert_eq!(prog.name, PROGRAM_NAME);
+        assert!(is_our_program(&prog.name), "{}", prog.name);
         assert_eq!(
             cg.attached(),
             vec![prog.id],
@@ -367,35 +367,20 @@ fn restart_victim() {
     std::thread::sleep(Duration::from_secs(60));
 }
 
-/// The maps of the one program attached to `path`, read from the kernel
-/// directly: (rule map entries, its capacity, non-zero index words).
-fn raw_maps(path: &str) -> (BTreeMap<u64, u32>, u32, BTreeMap<u32, u32>) {
+/// The rules of the one program attached to `path`, read from the kernel
+/// directly: (rules, capacity, whether the program's hints announce every
+/// rule).
+fn raw_maps(path: &str) -> (BTreeMap<u64, u32>, u32, bool) {
     let ids = ::vircgroup_v2_devices::cgroup::Cgroup::open(path)
         .and_then(|c| c.attached())
         .unwrap()
         .ids;
     assert_eq!(ids.len(), 1, "one program attached: {ids:?}");
-    let prog = sys::prog_get_fd_by_id(ids[0]).unwrap();
-    let info = sys::prog_info(prog.as_fd()).unwrap();
-    assert_eq!(info.name, PROGRAM_NAME);
-    let (mut entries, mut max, mut words) = (None, 0, None);
-    for id in info.map_ids {
-        let map = sys::map_get_fd_by_id(id).unwrap();
-        let mi = sys::map_info(map.as_fd()).unwrap();
-        if mi.map_type == sys::BPF_MAP_TYPE_HASH {
-            entries = Some(sys::map_entries(map.as_fd()).unwrap().into_iter().collect());
-            max = mi.max_entries;
-        } else {
-            words = Some(
-                sys::map_lookup_batch::<u32>(map.as_fd(), rules::INDEX_SLOTS as usize)
-                    .unwrap()
-                    .into_iter()
-                    .filter(|&(_, w)| w != 0)
-                    .collect(),
-            );
-        }
-    }
-    (entries.unwrap(), max, words.unwrap())
+    let view = devices::kernel_view(path)
+        .unwrap()
+        .expect("a program of the library");
+    assert!(is_our_program(&view.program.name), "{:?}", view.program);
+    (view.rules, view.max, view.hints_cover)
 }
 
 /// Scenario 2: a process configures 100 rules and is killed with SIGKILL
@@ -473,7 +458,7 @@ fn a_restart_after_sigkill_finds_each_rule_whole_or_absent() {
         // Rules 0..=last were finished; `last + 1` may or may not be there.
         let last = done.unwrap_or(VICTIM_BASE - 1);
         let in_flight = last + 1;
-        let (entries, max, words) = raw_maps(cg.p());
+        let (entries, max, hints_cover) = raw_maps(cg.p());
         let what = format!("round {round}: killed after rule {last}");
         for i in 0..=last {
             let r = victim_rule(i);
@@ -496,12 +481,7 @@ fn a_restart_after_sigkill_finds_each_rule_whole_or_absent() {
             last + 1 + has_in_flight as u32,
             "{what}: rules nobody allowed"
         );
-        for (&k, &v) in &entries {
-            if let Some((slot, bits)) = rules::index_bits(k, v) {
-                let word = words.get(&slot).copied().unwrap_or(0);
-                assert_eq!(word & bits, bits, "{what}: the index hides {k:#x}");
-            }
-        }
+        assert!(hints_cover, "{what}: the program's hints hide a rule");
         // This process adopts it as it is.
         let p = c(cg.p());
         // SAFETY: valid C string.
@@ -639,7 +619,13 @@ fn growth_to_8192_rules_fails_closed_at_every_instant() {
         let cg = Scratch::new(&mount);
         let devs = Devs::new();
         let (r, n) = grow_under_probe(&cg, &devs, 8192, &[]);
-        assert_eq!(n, 7, "64 -> 8192 is 7 doublings, one program each");
+        // One program a doubling, and now and then one more: a table is
+        // rebuilt (the same size, other hash multipliers) when a new key
+        // finds both its buckets full, a few times in a thousand rules.
+        assert!(
+            (7..=7 + 8192 / 100).contains(&n),
+            "64 -> 8192 is 7 doublings, one program each: {n} programs"
+        );
         assert_eq!(cg.attached().len(), 1);
         rounds += r;
         replacements += n;
@@ -968,13 +954,16 @@ fn a_fault_at_any_bpf_call_changes_nothing() {
     let Some(mount) = privileged() else { return };
     let _x = exclusive();
     let devs = Devs::new();
-    // The kernel tags of the two known programs are learnt once per
-    // process, at the first detection: learn them now so that every run
+    // The kernel tags of the fixed programs (libvirt's, earlier
+    // releases') are learnt once per process, at the first detection of
+    // one: learn them now so that every run
     // of an operation makes the same calls. (A fault there fails the
     // detection like any other; it is not retried or cached.)
-    let cg = set_up(&mount, Start::BaseForgotten);
-    devices::detect_prog(cg.p()).unwrap();
-    drop(cg);
+    for start in [Start::BaseForgotten, Start::Libvirt] {
+        let cg = set_up(&mount, start);
+        devices::detect_prog(cg.p()).unwrap();
+        drop(cg);
+    }
     let mut report = Vec::new();
     let started = Instant::now();
     for op in ops() {
@@ -1205,14 +1194,12 @@ fn threads_on_many_cgroups_match_a_model() {
             list_lines(&text, majors.clone()).len()
         );
         // What the library holds is what the kernel has.
-        let (_, maps) = devices::snapshot(p).unwrap().unwrap();
-        let kernel: Vec<(u64, u32)> = maps
-            .values()
-            .find_map(|m| match m {
-                interp::Map::Hash(h) => Some(h.iter().map(|(&k, &v)| (k, v)).collect()),
-                _ => None,
-            })
-            .unwrap();
+        let kernel: Vec<(u64, u32)> = devices::kernel_view(p)
+            .unwrap()
+            .expect("our program")
+            .rules
+            .into_iter()
+            .collect();
         assert_eq!(rules::list_text(&kernel), text, "cgroup {g}: kernel map");
         max_rules = max_rules.max(get_state(&c(p)).count);
     }
@@ -1244,7 +1231,7 @@ fn a_cgroup_created_again_at_the_same_path_gets_its_own_program() {
         .id;
     // Keep the old map alive to look at it afterwards.
     let orphan = sys::map_get_fd_by_id(old_map_id).unwrap();
-    let orphan_entries = sys::map_entries(orphan.as_fd()).unwrap();
+    let orphan_entries = map_content(orphan.as_fd());
     let old_ino = std::fs::metadata(&cg.path)
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
         .unwrap();
@@ -1280,7 +1267,7 @@ fn a_cgroup_created_again_at_the_same_path_gets_its_own_program() {
     assert_eq!(cg.attached().len(), 1, "a program on the new cgroup");
     assert_eq!(cg.list(), "c 136:* rw\n");
     assert_eq!(
-        sys::map_entries(orphan.as_fd()).unwrap(),
+        map_content(orphan.as_fd()),
         orphan_entries,
         "the orphaned map was written"
     );
@@ -1383,11 +1370,10 @@ fn a_program_swapped_in_by_someone_else_is_noticed() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    assert_ne!(
-        cg.attached(),
-        ours,
-        "the other process replaced the program"
-    );
+    // With the table the other process wrote into the same table; with
+    // format 5 its deny-all replaced the program. Either way the next call
+    // works on what the kernel holds.
+    let _ = ours;
     assert_eq!(allow_c(&p, b'c', 1, 5, READ), 0, "{}", last_error());
     assert_eq!(
         cg.list(),
@@ -1483,7 +1469,10 @@ fn beside_allow_multi_programs_the_policy_is_the_intersection() {
     attach_raw(&cg.path, &allow_all, sys::BPF_F_ALLOW_MULTI);
     attach_raw(&cg.path, &deny_241, sys::BPF_F_ALLOW_MULTI);
     let (rounds, replacements) = grow_under_probe(&cg, &devs, 1024, &[format!("r:{c241}")]);
-    assert_eq!(replacements, 4, "64 -> 1024");
+    assert!(
+        (4..=4 + 1024 / 100).contains(&replacements),
+        "64 -> 1024 is 4 doublings (and now and then a rebuild): {replacements}"
+    );
     let ids = cg.attached();
     assert_eq!(ids.len(), 3);
     assert!(foreign.iter().all(|id| ids.contains(id)));

@@ -57,8 +57,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use vircgroup_v2_devices::devices;
 use vircgroup_v2_devices::insn::Insn;
-use vircgroup_v2_devices::program::{device_program, interp};
+use vircgroup_v2_devices::program::{hash_program, interp, table_program};
 use vircgroup_v2_devices::rules;
+use vircgroup_v2_devices::table::Image;
 
 const DEFAULT_CASES: u64 = 1000;
 const DEFAULT_SEED: u64 = 0x0bac_1e5e_ed00_2025;
@@ -111,6 +112,10 @@ mod model {
     pub struct Model {
         /// A device program is attached: until then everything is allowed.
         pub attached: bool,
+        /// The program attached is libvirt's own: the read-only calls
+        /// (list, check) leave it in place, and the library holds no state
+        /// for the cgroup until a call that changes it.
+        pub libvirts: bool,
         rules: BTreeMap<Key, u8>,
     }
 
@@ -141,6 +146,7 @@ mod model {
             for s in last.values() {
                 model.apply(&Call::Allow(*s));
             }
+            model.libvirts = true;
             model
         }
 
@@ -152,6 +158,9 @@ mod model {
         pub fn apply(&mut self, call: &Call) {
             self.attached =
                 !matches!(call, Call::Detach) && (self.attached || !matches!(call, Call::Forget));
+            // Every call but forgetting replaces libvirt's program (detach
+            // adopts it first).
+            self.libvirts &= matches!(call, Call::Forget);
             match *call {
                 Call::Allow(s) | Call::AllowPath(s) => {
                     for &t in types(s.ty) {
@@ -628,20 +637,24 @@ impl Worker {
             )),
             Err(e) => out.push(format!("list failed: {e}")),
         }
+        // After list, the library holds the cgroup's program when it is its
+        // own; libvirt's stays libvirt's (list only reads it).
+        let held = model.attached && !model.libvirts;
         match devices::state(&path) {
             Ok(s)
-                if s.count != model.count()
+                if s.count != if held { model.count() } else { 0 }
                     || s.count > s.max
-                    || (s.mapfd >= 0) != model.attached =>
+                    || (s.mapfd >= 0) != held =>
             {
                 out.push(format!(
                     "state: count {} of max {} with mapfd {}; \
-                     the model has {} rules (program attached: {})",
+                     the model has {} rules (program attached: {}, libvirt's: {})",
                     s.count,
                     s.max,
                     s.mapfd,
                     model.count(),
-                    model.attached
+                    model.attached,
+                    model.libvirts
                 ))
             }
             Ok(s) => {
@@ -877,11 +890,10 @@ fn oracle_shard_3() {
     shard(3);
 }
 
-/// The maps the library writes for a case, built without the kernel with
-/// the library's encoding (`Rule::value`, `Rule::remove_from`, the index
-/// words), for the program loaded with map fds 3 and 4. None when no
-/// program is attached.
-fn encoded(case: &Case) -> Option<interp::Maps> {
+/// The rules the library holds after a case, worked out without the
+/// kernel with the library's encoding (`Rule::value`, `Rule::remove_from`).
+/// None when no program is attached.
+fn encoded(case: &Case) -> Option<HashMap<u64, u32>> {
     let mut map: HashMap<u64, u32> = HashMap::new();
     let mut attached = case.start != Start::New;
     if let Start::Libvirt(entries) = &case.start {
@@ -912,43 +924,74 @@ fn encoded(case: &Case) -> Option<interp::Maps> {
             Call::Forget => {}
         }
     }
-    if !attached {
-        return None;
-    }
-    let words = rules::index_words(&map).into_iter().collect();
-    Some(interp::Maps::from([
-        (3, interp::Map::Hash(map)),
-        (
-            4,
-            interp::Map::Array {
-                len: rules::INDEX_SLOTS,
-                words,
-            },
-        ),
-    ]))
+    attached.then_some(map)
 }
 
-/// The model against the interpreter running `prog` (fds 3 and 4) on the
-/// encoded maps.
-fn offline(prog: &[Insn], case: &Case) -> Vec<String> {
-    let maps = encoded(case);
-    let loaded = maps.map(|m| (prog.to_vec(), m));
+/// A program of the library and the maps it reads, made without the
+/// kernel from the rules of a case.
+type Offline = dyn Fn(&HashMap<u64, u32>) -> (Vec<Insn>, interp::Maps);
+
+/// Format 5 (fds 3 and 4): the hash map and the index the library writes.
+fn hash_offline(prog: Vec<Insn>) -> impl Fn(&HashMap<u64, u32>) -> (Vec<Insn>, interp::Maps) {
+    move |map| {
+        let words = rules::index_words(map).into_iter().collect();
+        let maps = interp::Maps::from([
+            (3, interp::Map::Hash(map.clone())),
+            (
+                4,
+                interp::Map::Array {
+                    len: vircgroup_v2_devices::program::hash::INDEX_ENTRIES,
+                    words,
+                },
+            ),
+        ]);
+        (prog.clone(), maps)
+    }
+}
+
+/// Format 6 (fd 3): the table the library lays out, with `mutate` applied
+/// to its program.
+fn table_offline(
+    mutate: impl Fn(&mut Vec<Insn>),
+) -> impl Fn(&HashMap<u64, u32>) -> (Vec<Insn>, interp::Maps) {
+    move |map| {
+        let max = (map.len() as u32).next_power_of_two().max(64);
+        let image = Image::build(max, map).expect("a table image");
+        let mut prog = table_program(3, image.bits, image.mult);
+        mutate(&mut prog);
+        (
+            prog,
+            interp::Maps::from([(3, interp::Map::Value(image.bytes()))]),
+        )
+    }
+}
+
+/// The model against the interpreter running a program on the maps
+/// `program` makes of the case's rules.
+fn offline(program: &Offline, case: &Case) -> Vec<String> {
+    let loaded = encoded(case).map(|m| program(&m));
     disagreements(&model_and_interpreter(case, &case.model(), loaded.as_ref()))
 }
 
-/// Without the kernel: the model and the interpreter agree on many cases.
+/// Without the kernel: the model and the interpreter agree on many cases,
+/// for both formats.
 #[test]
 fn model_and_interpreter_agree_without_the_kernel() {
-    let prog = device_program(3, 4);
-    for i in 0..2000 {
-        let case = Case::new(case_seed(DEFAULT_SEED ^ 1, i));
-        let found = offline(&prog, &case);
-        assert!(
-            found.is_empty(),
-            "{}{}",
-            report("offline", &case, &case),
-            listed(&found)
-        );
+    let formats: [(&str, Box<Offline>); 2] = [
+        ("format 5", Box::new(hash_offline(hash_program(3, 4)))),
+        ("format 6", Box::new(table_offline(|_| {}))),
+    ];
+    for (name, program) in &formats {
+        for i in 0..2000 {
+            let case = Case::new(case_seed(DEFAULT_SEED ^ 1, i));
+            let found = offline(program.as_ref(), &case);
+            assert!(
+                found.is_empty(),
+                "{name}: {}{}",
+                report("offline", &case, &case),
+                listed(&found)
+            );
+        }
     }
 }
 
@@ -985,7 +1028,7 @@ fn a_wrong_instruction_is_caught() {
         ("minor wildcard key's major half", 63, Imm, 32, 31),
         ("index: *:* of char only", 75, Imm, 0x404, 0x400),
     ];
-    let good = device_program(3, 4);
+    let good = hash_program(3, 4);
     let cases: Vec<Case> = (0..500)
         .map(|i| Case::new(case_seed(DEFAULT_SEED ^ 2, i)))
         .collect();
@@ -1000,10 +1043,11 @@ fn a_wrong_instruction_is_caught() {
             now, *right,
             "instruction {at} changed: update mutant {what:?}"
         );
+        let program = hash_offline(prog);
         let caught = cases
             .iter()
             .enumerate()
-            .find_map(|(i, c)| offline(&prog, c).into_iter().next().map(|d| (i, d)));
+            .find_map(|(i, c)| offline(&program, c).into_iter().next().map(|d| (i, d)));
         let Some((i, first)) = caught else {
             panic!(
                 "mutant {what:?} (instruction {at}) survived {} cases",
@@ -1011,6 +1055,64 @@ fn a_wrong_instruction_is_caught() {
             );
         };
         println!("mutant {what:?} caught by case {i}: {first}");
+    }
+}
+
+/// The same for the table program (format 6): one wrong field in one
+/// instruction, with the indices of `src/program/table.golden`.
+#[test]
+fn a_wrong_instruction_of_the_table_program_is_caught() {
+    // (what, instruction, right value, wrong value); imm or off as the
+    // instruction uses
+    let mutants: &[(&str, usize, i32, i32)] = &[
+        ("access bits shifted", 4, 16, 17),
+        ("type bit: block for char", 5, 2, 1),
+        ("char masks read 8 bits too high", 6, 2, 3),
+        ("the majors' bytes one off", 13, 128, 129),
+        ("exact hint taken for the major's", 14, 1, 2),
+        ("exact key's major one bit low", 23, 38, 37),
+        ("exact key's minor one bit high", 25, 18, 19),
+        ("exact key with the major kind", 27, 0x10000, 0x20000),
+        (
+            "first bucket of an exact key: its first slot skipped",
+            34,
+            4224,
+            4232,
+        ),
+        ("major:* key with the exact kind", 70, 0x20000, 0x10000),
+        ("*:minor key's minor one bit low", 112, 18, 17),
+        ("ANY_MINOR hint in the wrong bit", 17, 0x10000, 0x20000),
+        ("*:* masks read from the bucket bits", 18, 24, 32),
+        ("the final bit of *:* is the read bit", 20, 1, 4),
+    ];
+    let cases: Vec<Case> = (0..500)
+        .map(|i| Case::new(case_seed(DEFAULT_SEED ^ 3, i)))
+        .collect();
+    for &(what, at, right, wrong) in mutants {
+        let program = table_offline(move |prog: &mut Vec<Insn>| {
+            let insn = &mut prog[at];
+            let uses_off = insn.code & 0x07 == 0x01 || insn.code & 0x07 == 0x03;
+            let now = if uses_off {
+                i32::from(std::mem::replace(&mut insn.off, wrong as i16))
+            } else {
+                std::mem::replace(&mut insn.imm, wrong)
+            };
+            assert_eq!(
+                now, right,
+                "instruction {at} changed: update mutant {what:?}"
+            );
+        });
+        let caught = cases
+            .iter()
+            .enumerate()
+            .find_map(|(i, c)| offline(&program, c).into_iter().next().map(|d| (i, d)));
+        let Some((i, first)) = caught else {
+            panic!(
+                "table mutant {what:?} (instruction {at}) survived {} cases",
+                cases.len()
+            );
+        };
+        println!("table mutant {what:?} caught by case {i}: {first}");
     }
 }
 

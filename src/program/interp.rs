@@ -13,6 +13,8 @@ const STACK_TOP: u64 = 0x2000_0200;
 const STACK_BASE: u64 = STACK_TOP - 512;
 const VALUE: u64 = 0x3000_0000;
 const MAP: u64 = 0x4000_0000;
+/// `&value[0]` of the map with fd `f` is `DIRECT + f << 24`.
+const DIRECT: u64 = 0x1_0000_0000;
 
 /// A map as the program sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +29,9 @@ pub enum Map {
         /// Non-zero slots.
         words: HashMap<u32, u32>,
     },
+    /// A one-element array whose value the program addresses directly
+    /// (`BPF_LD_MAP_VALUE`): the value's bytes, native-endian.
+    Value(Vec<u8>),
 }
 
 /// The maps a program refers to, by the fd its `ld_imm64` instructions carry.
@@ -57,15 +62,40 @@ pub fn run(prog: &[Insn], maps: &Maps, access_type: u32, major: u32, minor: u32)
         pc += 1;
         let jump = |pc: usize| (pc as i64 + i.off as i64) as usize;
         match i.code {
-            // ldx W
-            0x61 => {
+            // ldx B, W, DW
+            0x71 | 0x61 | 0x79 => {
                 let addr = r[s].wrapping_add(i.off as i64 as u64);
+                let size = match i.code {
+                    0x71 => 1,
+                    0x61 => 4,
+                    _ => 8,
+                };
                 r[d] = if (CTX..CTX + 12).contains(&addr) {
-                    assert_eq!(addr % 4, 0, "unaligned ctx load");
+                    assert!(
+                        size == 4 && addr % 4 == 0,
+                        "ctx load of {size} at {addr:#x}"
+                    );
                     ctx[((addr - CTX) / 4) as usize] as u64
                 } else if (VALUE..VALUE + 8 * values.len() as u64).contains(&addr) {
-                    assert_eq!(addr % 8, 0, "load inside a value");
+                    assert!(size == 4 && addr % 8 == 0, "load inside a value");
                     values[((addr - VALUE) / 8) as usize] as u64
+                } else if addr >= DIRECT {
+                    let (fd, off) = (
+                        ((addr - DIRECT) >> 24) as i32,
+                        ((addr - DIRECT) & 0xff_ffff) as usize,
+                    );
+                    let Some(Map::Value(bytes)) = maps.get(&fd) else {
+                        panic!("direct load from map fd {fd}, which is not a value map")
+                    };
+                    assert!(off % size == 0, "unaligned load of {size} at {off}");
+                    let b = bytes.get(off..off + size).unwrap_or_else(|| {
+                        panic!("load of {size} at {off} outside a value of {}", bytes.len())
+                    });
+                    match size {
+                        1 => b[0] as u64,
+                        4 => u32::from_ne_bytes(b.try_into().unwrap()) as u64,
+                        _ => u64::from_ne_bytes(b.try_into().unwrap()),
+                    }
                 } else {
                     panic!("load from {addr:#x}")
                 };
@@ -76,7 +106,12 @@ pub fn run(prog: &[Insn], maps: &Maps, access_type: u32, major: u32, minor: u32)
                 let v = if i.code == 0x62 { imm } else { r[s] };
                 let size = if i.code == 0x7b { 8 } else { 4 };
                 let o = stack_at(addr, size);
-                stack[o..o + size as usize].copy_from_slice(&v.to_le_bytes()[..size as usize]);
+                let bytes = if size == 8 {
+                    v.to_ne_bytes().to_vec()
+                } else {
+                    (v as u32).to_ne_bytes().to_vec()
+                };
+                stack[o..o + size as usize].copy_from_slice(&bytes);
             }
             // ld imm64
             0x18 => {
@@ -85,6 +120,13 @@ pub fn run(prog: &[Insn], maps: &Maps, access_type: u32, major: u32, minor: u32)
                 r[d] = if i.src() == BPF_PSEUDO_MAP_FD {
                     assert!(maps.contains_key(&i.imm), "unknown map fd {}", i.imm);
                     MAP + i.imm as u32 as u64
+                } else if i.src() == BPF_PSEUDO_MAP_VALUE {
+                    assert!(
+                        matches!(maps.get(&i.imm), Some(Map::Value(_))),
+                        "map fd {} is not a value map",
+                        i.imm
+                    );
+                    DIRECT + ((i.imm as u64) << 24) + hi
                 } else {
                     (hi << 32) | i.imm as u32 as u64
                 };
@@ -93,6 +135,10 @@ pub fn run(prog: &[Insn], maps: &Maps, access_type: u32, major: u32, minor: u32)
             0xb7 => r[d] = imm,
             0xbf => r[d] = r[s],
             0x07 => r[d] = r[d].wrapping_add(imm),
+            0x0f => r[d] = r[d].wrapping_add(r[s]),
+            0x2f => r[d] = r[d].wrapping_mul(r[s]),
+            0xaf => r[d] ^= r[s],
+            0x7f => r[d] >>= r[s] & 63,
             0x47 => r[d] |= imm,
             0x4f => r[d] |= r[s],
             0x57 => r[d] &= imm,
@@ -100,8 +146,19 @@ pub fn run(prog: &[Insn], maps: &Maps, access_type: u32, major: u32, minor: u32)
             0x67 => r[d] <<= imm & 63,
             0x6f => r[d] <<= r[s] & 63,
             0x77 => r[d] >>= imm & 63,
+            0x05 => pc = jump(pc),
             0x15 => {
                 if r[d] == imm {
+                    pc = jump(pc)
+                }
+            }
+            0x45 => {
+                if r[d] & imm != 0 {
+                    pc = jump(pc)
+                }
+            }
+            0xa5 => {
+                if r[d] < imm {
                     pc = jump(pc)
                 }
             }
@@ -120,12 +177,13 @@ pub fn run(prog: &[Insn], maps: &Maps, access_type: u32, major: u32, minor: u32)
                 let found = match &maps[&fd] {
                     Map::Hash(m) => {
                         let o = stack_at(r[2], 8);
-                        m.get(&u64::from_le_bytes(stack[o..o + 8].try_into().unwrap()))
+                        m.get(&u64::from_ne_bytes(stack[o..o + 8].try_into().unwrap()))
                             .copied()
                     }
+                    Map::Value(_) => panic!("lookup in a value map"),
                     Map::Array { len, words } => {
                         let o = stack_at(r[2], 4);
-                        let slot = u32::from_le_bytes(stack[o..o + 4].try_into().unwrap());
+                        let slot = u32::from_ne_bytes(stack[o..o + 4].try_into().unwrap());
                         (slot < *len).then(|| words.get(&slot).copied().unwrap_or(0))
                     }
                 };

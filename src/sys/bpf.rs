@@ -36,19 +36,36 @@ pub const BPF_F_ALLOW_OVERRIDE: u32 = 1;
 pub const BPF_F_ALLOW_MULTI: u32 = 2;
 /// `BPF_F_REPLACE`.
 pub const BPF_F_REPLACE: u32 = 4;
+/// `BPF_F_MMAPABLE` (Linux 5.5): an array map userspace can `mmap`.
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 /// `BPF_ANY` update flag.
 pub const BPF_ANY: u64 = 0;
 
+/// The first Linux release that has what a call needs: the command, or a
+/// flag or instruction it passes. Documented per call; in test builds the
+/// hook can emulate an older kernel by refusing calls newer than it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Since(pub u32, pub u32);
+
+/// What every call of this library needs at least: `BPF_PROG_TYPE_CGROUP_DEVICE`,
+/// `BPF_PROG_QUERY` and object names came with Linux 4.15.
+pub const BASE: Since = Since(4, 15);
+
 /// The one entry into bpf(2). Returns the syscall's non-negative result or
 /// the errno.
-fn bpf<T>(cmd: i32, attr: &mut T) -> std::result::Result<i64, i32> {
+fn bpf<T>(cmd: i32, attr: &mut T, since: Since) -> std::result::Result<i64, i32> {
     #[cfg(feature = "testing")]
     {
         super::hook::count(cmd);
+        if let Some(errno) = super::hook::refused(since) {
+            return Err(errno);
+        }
         if let Some(errno) = super::hook::injected(cmd) {
             return Err(errno);
         }
     }
+    #[cfg(not(feature = "testing"))]
+    let _ = since;
     // SAFETY: `attr` is a live, initialised `#[repr(C)]` struct laid out as the
     // kernel's `union bpf_attr` member for `cmd`, and its exact size is passed;
     // the kernel reads and writes only within that size. Every pointer inside
@@ -147,7 +164,7 @@ struct MapCreateAttr {
     map_name: [u8; 16],
 }
 
-/// `BPF_MAP_CREATE`.
+/// `BPF_MAP_CREATE` with no map flags.
 pub fn map_create(
     map_type: u32,
     key_size: u32,
@@ -155,20 +172,41 @@ pub fn map_create(
     max_entries: u32,
     name: &str,
 ) -> Result<OwnedFd> {
-    let mut attr = MapCreateAttr {
-        map_type,
-        key_size,
-        value_size,
-        max_entries,
-        map_name: obj_name(name),
-        ..Default::default()
+    map_create_with(map_type, key_size, value_size, max_entries, 0, name)
+}
+
+/// `BPF_MAP_CREATE` with `map_flags` (`BPF_F_*`).
+pub fn map_create_with(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    name: &str,
+) -> Result<OwnedFd> {
+    let since = if map_flags & BPF_F_MMAPABLE != 0 {
+        Since(5, 5)
+    } else {
+        BASE
     };
-    bpf(cmd::MAP_CREATE, &mut attr).map(fd_result).map_err(|e| {
+    let attempt = || {
+        let mut attr = MapCreateAttr {
+            map_type,
+            key_size,
+            value_size,
+            max_entries,
+            map_flags,
+            map_name: obj_name(name),
+            ..Default::default()
+        };
+        bpf(cmd::MAP_CREATE, &mut attr, since).map(fd_result)
+    };
+    memlock_retry(attempt).map_err(|e| {
         failed(
             cmd::MAP_CREATE,
             format_args!(
                 "bpf(BPF_MAP_CREATE, type {map_type}, key {key_size}, value {value_size}, \
-                 max_entries {max_entries})"
+                 max_entries {max_entries}, flags {map_flags:#x})"
             ),
             e,
         )
@@ -185,7 +223,7 @@ struct MapElemAttr {
     flags: u64,
 }
 
-fn elem_attr(map: BorrowedFd<'_>, key: *const u64, value: u64, flags: u64) -> MapElemAttr {
+fn elem_attr<K>(map: BorrowedFd<'_>, key: *const K, value: u64, flags: u64) -> MapElemAttr {
     MapElemAttr {
         map_fd: map.as_raw_fd() as u32,
         key: if key.is_null() { 0 } else { ptr(key) },
@@ -195,18 +233,18 @@ fn elem_attr(map: BorrowedFd<'_>, key: *const u64, value: u64, flags: u64) -> Ma
     }
 }
 
-/// `BPF_MAP_LOOKUP_ELEM` on a map with 8-byte keys and 4-byte values;
-/// `Ok(None)` when the key is absent.
-pub fn map_lookup(map: BorrowedFd<'_>, key: u64) -> Result<Option<u32>> {
+/// `BPF_MAP_LOOKUP_ELEM` on a map with 8-byte (`u64`) or 4-byte (`u32`)
+/// keys and 4-byte values; `Ok(None)` when the key is absent.
+pub fn map_lookup<K: Key>(map: BorrowedFd<'_>, key: K) -> Result<Option<u32>> {
     let mut value = 0u32;
     let mut attr = elem_attr(map, &key, ptr(&mut value as *mut u32), 0);
-    match bpf(cmd::MAP_LOOKUP_ELEM, &mut attr) {
+    match bpf(cmd::MAP_LOOKUP_ELEM, &mut attr, BASE) {
         Ok(_) => Ok(Some(value)),
         Err(libc::ENOENT) => Ok(None),
         Err(e) => Err(failed(
             cmd::MAP_LOOKUP_ELEM,
             format_args!(
-                "bpf(BPF_MAP_LOOKUP_ELEM, map fd {}, key {key:#018x})",
+                "bpf(BPF_MAP_LOOKUP_ELEM, map fd {}, key {key:#x})",
                 map.as_raw_fd()
             ),
             e,
@@ -215,30 +253,32 @@ pub fn map_lookup(map: BorrowedFd<'_>, key: u64) -> Result<Option<u32>> {
 }
 
 /// `BPF_MAP_UPDATE_ELEM` with `BPF_ANY`.
-pub fn map_update(map: BorrowedFd<'_>, key: u64, value: u32) -> Result<()> {
+pub fn map_update<K: Key>(map: BorrowedFd<'_>, key: K, value: u32) -> Result<()> {
     let mut attr = elem_attr(map, &key, ptr(&value as *const u32), BPF_ANY);
-    bpf(cmd::MAP_UPDATE_ELEM, &mut attr).map(drop).map_err(|e| {
-        failed(
-            cmd::MAP_UPDATE_ELEM,
-            format_args!(
-                "bpf(BPF_MAP_UPDATE_ELEM, map fd {}, key {key:#018x}, value {value:#010x})",
-                map.as_raw_fd()
-            ),
-            e,
-        )
-    })
+    bpf(cmd::MAP_UPDATE_ELEM, &mut attr, BASE)
+        .map(drop)
+        .map_err(|e| {
+            failed(
+                cmd::MAP_UPDATE_ELEM,
+                format_args!(
+                    "bpf(BPF_MAP_UPDATE_ELEM, map fd {}, key {key:#x}, value {value:#010x})",
+                    map.as_raw_fd()
+                ),
+                e,
+            )
+        })
 }
 
 /// `BPF_MAP_DELETE_ELEM`; `Ok(false)` when the key was absent.
-pub fn map_delete(map: BorrowedFd<'_>, key: u64) -> Result<bool> {
+pub fn map_delete<K: Key>(map: BorrowedFd<'_>, key: K) -> Result<bool> {
     let mut attr = elem_attr(map, &key, 0, 0);
-    match bpf(cmd::MAP_DELETE_ELEM, &mut attr) {
+    match bpf(cmd::MAP_DELETE_ELEM, &mut attr, BASE) {
         Ok(_) => Ok(true),
         Err(libc::ENOENT) => Ok(false),
         Err(e) => Err(failed(
             cmd::MAP_DELETE_ELEM,
             format_args!(
-                "bpf(BPF_MAP_DELETE_ELEM, map fd {}, key {key:#018x})",
+                "bpf(BPF_MAP_DELETE_ELEM, map fd {}, key {key:#x})",
                 map.as_raw_fd()
             ),
             e,
@@ -260,45 +300,66 @@ struct BatchAttr {
 }
 
 /// A map key: `u64` for the rule map, `u32` for the index.
-pub trait Key: Copy + Default + std::fmt::Debug {}
+pub trait Key: Copy + Default + std::fmt::Debug + std::fmt::LowerHex {}
 impl Key for u32 {}
 impl Key for u64 {}
 
-/// `BPF_MAP_UPDATE_BATCH` (`BPF_ANY`): writes every `(key, value)` in one
-/// call. An error may leave a prefix of them written.
+/// `BPF_MAP_UPDATE_BATCH` (`BPF_ANY`, Linux 5.6): writes every `(key,
+/// value)` in one call; on a kernel without it (the first `EINVAL` tells,
+/// and is remembered) one `BPF_MAP_UPDATE_ELEM` per entry. Either way an
+/// error may leave a prefix of the entries written: callers fill maps that
+/// no program uses yet.
 pub fn map_update_batch<K: Key>(map: BorrowedFd<'_>, entries: &[(K, u32)]) -> Result<()> {
     if entries.is_empty() {
         return Ok(());
     }
-    let keys: Vec<K> = entries.iter().map(|e| e.0).collect();
-    let values: Vec<u32> = entries.iter().map(|e| e.1).collect();
-    let mut attr = BatchAttr {
-        keys: ptr(keys.as_ptr()),
-        values: ptr(values.as_ptr()),
-        count: entries.len() as u32,
-        map_fd: map.as_raw_fd() as u32,
-        elem_flags: BPF_ANY,
-        ..Default::default()
-    };
-    bpf(cmd::MAP_UPDATE_BATCH, &mut attr)
-        .map(drop)
-        .map_err(|e| {
-            failed(
-                cmd::MAP_UPDATE_BATCH,
-                format_args!(
-                    "bpf(BPF_MAP_UPDATE_BATCH, map fd {}, {} entries, {} written)",
-                    map.as_raw_fd(),
-                    entries.len(),
-                    attr.count
-                ),
-                e,
-            )
-        })
+    if super::features::has(super::Feature::Batch) != Some(false) {
+        let keys: Vec<K> = entries.iter().map(|e| e.0).collect();
+        let values: Vec<u32> = entries.iter().map(|e| e.1).collect();
+        let mut attr = BatchAttr {
+            keys: ptr(keys.as_ptr()),
+            values: ptr(values.as_ptr()),
+            count: entries.len() as u32,
+            map_fd: map.as_raw_fd() as u32,
+            elem_flags: BPF_ANY,
+            ..Default::default()
+        };
+        match bpf(cmd::MAP_UPDATE_BATCH, &mut attr, Since(5, 6)) {
+            Ok(_) => {
+                super::features::set(super::Feature::Batch, true);
+                return Ok(());
+            }
+            // Before 5.6 the command does not exist: nothing was written.
+            Err(libc::EINVAL) if super::features::has(super::Feature::Batch).is_none() => {
+                super::features::set(super::Feature::Batch, false);
+            }
+            Err(e) => {
+                return Err(failed(
+                    cmd::MAP_UPDATE_BATCH,
+                    format_args!(
+                        "bpf(BPF_MAP_UPDATE_BATCH, map fd {}, {} entries, the first {} written)",
+                        map.as_raw_fd(),
+                        entries.len(),
+                        attr.count.min(entries.len() as u32)
+                    ),
+                    e,
+                ))
+            }
+        }
+    }
+    for &(key, value) in entries {
+        map_update(map, key, value)?;
+    }
+    Ok(())
 }
 
-/// `BPF_MAP_LOOKUP_BATCH` from the start: every entry of a map of at most
-/// `max` entries, in as few calls as the kernel allows.
+/// Every entry of a map of at most `max` entries: `BPF_MAP_LOOKUP_BATCH`
+/// (Linux 5.6) in as few calls as the kernel allows, or on a kernel without
+/// it (remembered) one `BPF_MAP_GET_NEXT_KEY` and one lookup per entry.
 pub fn map_lookup_batch<K: Key>(map: BorrowedFd<'_>, max: usize) -> Result<Vec<(K, u32)>> {
+    if super::features::has(super::Feature::Batch) == Some(false) {
+        return map_entries(map);
+    }
     let chunk = max.max(1);
     let mut keys = vec![K::default(); chunk];
     let mut values = vec![0u32; chunk];
@@ -320,9 +381,13 @@ pub fn map_lookup_batch<K: Key>(map: BorrowedFd<'_>, max: usize) -> Result<Vec<(
             map_fd: map.as_raw_fd() as u32,
             ..Default::default()
         };
-        let done = match bpf(cmd::MAP_LOOKUP_BATCH, &mut attr) {
+        let done = match bpf(cmd::MAP_LOOKUP_BATCH, &mut attr, Since(5, 6)) {
             Ok(_) => false,
             Err(libc::ENOENT) => true,
+            Err(libc::EINVAL) if first && super::features::has(super::Feature::Batch).is_none() => {
+                super::features::set(super::Feature::Batch, false);
+                return map_entries(map);
+            }
             Err(e) => {
                 return Err(failed(
                     cmd::MAP_LOOKUP_BATCH,
@@ -331,6 +396,7 @@ pub fn map_lookup_batch<K: Key>(map: BorrowedFd<'_>, max: usize) -> Result<Vec<(
                 ))
             }
         };
+        super::features::set(super::Feature::Batch, true);
         let n = attr.count as usize;
         out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
         if done || n == 0 {
@@ -343,16 +409,16 @@ pub fn map_lookup_batch<K: Key>(map: BorrowedFd<'_>, max: usize) -> Result<Vec<(
 
 /// `BPF_MAP_GET_NEXT_KEY`: the key after `key`, or the first key when `key`
 /// is None (a NULL key, so no real key is skipped); `Ok(None)` at the end.
-pub fn map_next_key(map: BorrowedFd<'_>, key: Option<u64>) -> Result<Option<u64>> {
-    let mut next = 0u64;
-    let current = key.unwrap_or(0);
-    let key_ptr: *const u64 = if key.is_some() {
+pub fn map_next_key<K: Key>(map: BorrowedFd<'_>, key: Option<K>) -> Result<Option<K>> {
+    let mut next = K::default();
+    let current = key.unwrap_or_default();
+    let key_ptr: *const K = if key.is_some() {
         &current
     } else {
         std::ptr::null()
     };
-    let mut attr = elem_attr(map, key_ptr, ptr(&mut next as *mut u64), 0);
-    match bpf(cmd::MAP_GET_NEXT_KEY, &mut attr) {
+    let mut attr = elem_attr(map, key_ptr, ptr(&mut next as *mut K), 0);
+    match bpf(cmd::MAP_GET_NEXT_KEY, &mut attr, BASE) {
         Ok(_) => Ok(Some(next)),
         Err(libc::ENOENT) => Ok(None),
         Err(e) => Err(failed(
@@ -360,16 +426,17 @@ pub fn map_next_key(map: BorrowedFd<'_>, key: Option<u64>) -> Result<Option<u64>
             format_args!(
                 "bpf(BPF_MAP_GET_NEXT_KEY, map fd {}, key {})",
                 map.as_raw_fd(),
-                key.map_or("NULL".to_string(), |k| format!("{k:#018x}"))
+                key.map_or("NULL".to_string(), |k| format!("{k:#x}"))
             ),
             e,
         )),
     }
 }
 
-/// Every (key, value) of a map with 8-byte keys and 4-byte values, from the
-/// first key. A key deleted between next-key and lookup is skipped.
-pub fn map_entries(map: BorrowedFd<'_>) -> Result<Vec<(u64, u32)>> {
+/// Every (key, value) of a map with 8-byte or 4-byte keys and 4-byte
+/// values, from the first key. A key deleted between next-key and lookup
+/// is skipped.
+pub fn map_entries<K: Key>(map: BorrowedFd<'_>) -> Result<Vec<(K, u32)>> {
     let mut out = Vec::new();
     let mut key = None;
     while let Some(k) = map_next_key(map, key)? {
@@ -404,8 +471,18 @@ const LOG_MAX: usize = 16 * 1024 * 1024;
 /// `BPF_PROG_LOAD`. When the kernel refuses the program, the load is
 /// retried with the verifier log on (growing the buffer while the log does
 /// not fit) and the log ends up in the error.
+///
+/// A program with a `BPF_LD_MAP_VALUE` instruction needs Linux 5.2.
 pub fn prog_load(prog_type: u32, insns: &[Insn], license: &str, name: &str) -> Result<OwnedFd> {
     let license = CString::new(license).map_err(|_| Error::invalid("license has a NUL byte"))?;
+    let since = if insns
+        .iter()
+        .any(|i| i.code == 0x18 && i.src() == crate::insn::op::BPF_PSEUDO_MAP_VALUE)
+    {
+        Since(5, 2)
+    } else {
+        BASE
+    };
     let attempt = |log: &mut [u8], level: u32| {
         let mut attr = ProgLoadAttr {
             prog_type,
@@ -422,13 +499,13 @@ pub fn prog_load(prog_type: u32, insns: &[Insn], license: &str, name: &str) -> R
             prog_name: obj_name(name),
             ..Default::default()
         };
-        bpf(cmd::PROG_LOAD, &mut attr).map(fd_result)
+        bpf(cmd::PROG_LOAD, &mut attr, since).map(fd_result)
     };
     let call = format!(
         "bpf(BPF_PROG_LOAD, type {prog_type}, {} instructions, name {name:?})",
         insns.len()
     );
-    let errno = match attempt(&mut [], 0) {
+    let errno = match memlock_retry(|| attempt(&mut [], 0)) {
         Ok(fd) => return Ok(fd),
         Err(e) => e,
     };
@@ -469,7 +546,8 @@ struct ProgAttachAttr {
 }
 
 /// `BPF_PROG_ATTACH` of `prog` to the cgroup `target`; with `replace`,
-/// `BPF_F_REPLACE` is added and that program is replaced in one step.
+/// `BPF_F_REPLACE` (Linux 5.6; `EINVAL` before) is added and that program
+/// is replaced in one step.
 pub fn prog_attach(
     target: BorrowedFd<'_>,
     prog: BorrowedFd<'_>,
@@ -485,19 +563,22 @@ pub fn prog_attach(
         replace_bpf_fd: replace.map_or(0, |r| r.as_raw_fd() as u32),
     };
     let flags = attr.attach_flags;
-    bpf(cmd::PROG_ATTACH, &mut attr).map(drop).map_err(|e| {
-        failed(
-            cmd::PROG_ATTACH,
-            format_args!(
-                "bpf(BPF_PROG_ATTACH, cgroup fd {}, prog fd {}, type {attach_type}, \
+    let since = if replace.is_some() { Since(5, 6) } else { BASE };
+    bpf(cmd::PROG_ATTACH, &mut attr, since)
+        .map(drop)
+        .map_err(|e| {
+            failed(
+                cmd::PROG_ATTACH,
+                format_args!(
+                    "bpf(BPF_PROG_ATTACH, cgroup fd {}, prog fd {}, type {attach_type}, \
                  flags {flags:#x}, replace fd {})",
-                target.as_raw_fd(),
-                prog.as_raw_fd(),
-                replace.map_or(-1, |r| r.as_raw_fd())
-            ),
-            e,
-        )
-    })
+                    target.as_raw_fd(),
+                    prog.as_raw_fd(),
+                    replace.map_or(-1, |r| r.as_raw_fd())
+                ),
+                e,
+            )
+        })
 }
 
 /// `BPF_PROG_DETACH` of `prog` from the cgroup `target`.
@@ -508,17 +589,19 @@ pub fn prog_detach(target: BorrowedFd<'_>, prog: BorrowedFd<'_>, attach_type: u3
         attach_type,
         ..Default::default()
     };
-    bpf(cmd::PROG_DETACH, &mut attr).map(drop).map_err(|e| {
-        failed(
-            cmd::PROG_DETACH,
-            format_args!(
-                "bpf(BPF_PROG_DETACH, cgroup fd {}, prog fd {}, type {attach_type})",
-                target.as_raw_fd(),
-                prog.as_raw_fd()
-            ),
-            e,
-        )
-    })
+    bpf(cmd::PROG_DETACH, &mut attr, BASE)
+        .map(drop)
+        .map_err(|e| {
+            failed(
+                cmd::PROG_DETACH,
+                format_args!(
+                    "bpf(BPF_PROG_DETACH, cgroup fd {}, prog fd {}, type {attach_type})",
+                    target.as_raw_fd(),
+                    prog.as_raw_fd()
+                ),
+                e,
+            )
+        })
 }
 
 #[repr(C)]
@@ -553,7 +636,7 @@ pub fn prog_query(target: BorrowedFd<'_>, attach_type: u32) -> Result<Attached> 
             prog_cnt: ids.len() as u32,
             ..Default::default()
         };
-        match bpf(cmd::PROG_QUERY, &mut attr) {
+        match bpf(cmd::PROG_QUERY, &mut attr, BASE) {
             Ok(_) => {
                 ids.truncate(attr.prog_cnt as usize);
                 return Ok(Attached {
@@ -589,7 +672,7 @@ fn get_fd_by_id(command: i32, what: &str, id: u32) -> Result<OwnedFd> {
         id,
         ..Default::default()
     };
-    bpf(command, &mut attr).map(fd_result).map_err(|e| {
+    bpf(command, &mut attr, BASE).map(fd_result).map_err(|e| {
         failed(
             command,
             format_args!("bpf(BPF_{what}_GET_FD_BY_ID, id {id})"),
@@ -622,7 +705,7 @@ fn obj_info<T>(fd: BorrowedFd<'_>, info: &mut T) -> Result<()> {
         info_len: std::mem::size_of::<T>() as u32,
         info: ptr(info as *mut T),
     };
-    bpf(cmd::OBJ_GET_INFO_BY_FD, &mut attr)
+    bpf(cmd::OBJ_GET_INFO_BY_FD, &mut attr, BASE)
         .map(drop)
         .map_err(|e| {
             failed(
@@ -780,9 +863,53 @@ pub fn enable_stats() -> Result<OwnedFd> {
     let mut attr = EnableStatsAttr {
         stats_type: BPF_STATS_RUN_TIME,
     };
-    bpf(ENABLE_STATS, &mut attr)
+    bpf(ENABLE_STATS, &mut attr, Since(5, 8))
         .map(fd_result)
         .map_err(|e| Error::sys("bpf(BPF_ENABLE_STATS, BPF_STATS_RUN_TIME)", e))
+}
+
+/// Runs a map creation or program load; when it fails with `EPERM` or
+/// `ENOMEM` the first time in the process, raises `RLIMIT_MEMLOCK` and runs
+/// it once more. Before Linux 5.11 maps and programs are charged to that
+/// limit, which used to default to 64 KiB; like libbpf, the library lifts
+/// the soft limit to the hard one, and both to unlimited when the process
+/// may (`CAP_SYS_RESOURCE`). Kernels since 5.11 charge the memory cgroup
+/// instead, and never get here for the limit.
+fn memlock_retry(
+    attempt: impl Fn() -> std::result::Result<OwnedFd, i32>,
+) -> std::result::Result<OwnedFd, i32> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static RAISED: AtomicBool = AtomicBool::new(false);
+    match attempt() {
+        Err(e @ (libc::EPERM | libc::ENOMEM)) => {
+            if RAISED.swap(true, Ordering::AcqRel) || !super::raise_memlock() {
+                return Err(e);
+            }
+            attempt()
+        }
+        other => other,
+    }
+}
+
+/// Makes `onto`'s fd number refer to `from`'s object (`dup3`), closing
+/// what `onto` referred to and `from`'s own number: the object keeps the
+/// number a caller gave the library.
+pub fn dup_onto(from: OwnedFd, onto: OwnedFd) -> Result<OwnedFd> {
+    // SAFETY: both fds are open and owned here; dup3 atomically closes
+    // onto's old object and makes the number refer to from's, with
+    // O_CLOEXEC as every fd of the library.
+    let r = unsafe { libc::dup3(from.as_raw_fd(), onto.as_raw_fd(), libc::O_CLOEXEC) };
+    if r < 0 {
+        let errno = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO);
+        return Err(Error::sys(
+            format_args!("dup3({}, {})", from.as_raw_fd(), onto.as_raw_fd()),
+            errno,
+        ));
+    }
+    drop(from);
+    Ok(onto)
 }
 
 #[cfg(test)]

@@ -6,7 +6,26 @@
 //!
 //! Only in builds with the `testing` feature (tests and the benchmark);
 //! the release library has no hook.
+use super::bpf::Since;
 use std::cell::Cell;
+use std::sync::OnceLock;
+
+/// The kernel this process emulates, from `VCG2_EMULATE_KERNEL` (`5.4`,
+/// `4.15`, ...): every bpf(2) call that needs a newer one fails with
+/// `EINVAL` without reaching the kernel, as that kernel answers a command,
+/// flag or instruction it does not know. Unset: the real kernel.
+pub fn emulated() -> Option<Since> {
+    static EMULATED: OnceLock<Option<Since>> = OnceLock::new();
+    *EMULATED.get_or_init(|| {
+        let v = std::env::var("VCG2_EMULATE_KERNEL").ok()?;
+        let (major, minor) = v.split_once('.')?;
+        Some(Since(major.parse().ok()?, minor.parse().ok()?))
+    })
+}
+
+pub(crate) fn refused(since: Since) -> Option<i32> {
+    emulated().filter(|&k| k < since).map(|_| libc::EINVAL)
+}
 
 /// Number of `enum bpf_cmd` values counted; larger commands are counted
 /// in the last slot.

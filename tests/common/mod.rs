@@ -413,3 +413,26 @@ pub fn prog_id(prog: &std::os::fd::OwnedFd) -> u32 {
 pub fn rule(t: u8, major: i32, minor: i32, perms: i32) -> Rule {
     Rule::new(t, major, minor, perms).unwrap()
 }
+
+/// Whether `name` is the name of a current program of the library.
+pub fn is_our_program(name: &str) -> bool {
+    use vircgroup_v2_devices::program::{hash, table};
+    name == table::NAME || name == hash::NAME
+}
+
+/// What a map of the library holds, whatever its format: a table's value
+/// bytes, or a hash map's sorted entries, as text.
+pub fn map_content(map: std::os::fd::BorrowedFd<'_>) -> String {
+    use vircgroup_v2_devices::sys;
+    let info = sys::map_info(map).unwrap();
+    if info.map_type == sys::BPF_MAP_TYPE_HASH {
+        let mut e = sys::map_entries::<u64>(map).unwrap();
+        e.sort_unstable();
+        return format!("{e:x?}");
+    }
+    let fd = sys::map_get_fd_by_id(info.id).unwrap();
+    let table = vircgroup_v2_devices::table::Table::open(fd)
+        .unwrap()
+        .expect("a table");
+    format!("{:x?}", table.bytes())
+}

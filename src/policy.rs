@@ -1,0 +1,607 @@
+//! The calls that change a cgroup's policy: detect / create / prepare /
+//! attach / allow / deny / deny-all / remove / detach. Safe code only.
+//!
+//! Every change runs on the program held for the cgroup, locked against
+//! every other writer of this library (the table's lock, or the cgroup's
+//! for format 5) and checked, once locked, to be still the one attached:
+//! the kernel is the truth, so a change never builds on what another
+//! process replaced. When nothing is held (the first call, a daemon
+//! restart, another process's replacement), the cgroup's lock is taken and
+//! what is attached is recognised: a current program of this library's is
+//! adopted as it is; an earlier release's or libvirt's is replaced, in one
+//! step, by the current program holding its rules (converted) and the
+//! change.
+//!
+//! A failed call changes nothing: a call changes the kernel in at most one
+//! step, its last (one slot or map element, or the attach of a new
+//! program), or only ever widens what the program looks at.
+#![forbid(unsafe_code)]
+
+use crate::cgroup::{self, Cgroup};
+use crate::hashmaps::HashMaps;
+use crate::held::{Held, Maps, State};
+use crate::install::{build, install, table_supported};
+use crate::recognise::{recognise, Found};
+use crate::registry::{self, with_cgroup};
+use crate::rules::{self, Rule};
+use crate::sys::{self, BPF_MAP_TYPE_HASH};
+use crate::table::{Table, Writer};
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+/// Capacity of the map `create_prog` makes (libvirt's).
+pub const INITIAL_MAX: u32 = 64;
+
+/// A held program, locked against every other writer and still attached.
+enum Current<'a> {
+    Table {
+        held: &'a Held,
+        writer: Writer<'a>,
+    },
+    Hash {
+        held: &'a mut Held,
+        _lock: cgroup::Locked<'a>,
+    },
+}
+
+impl Current<'_> {
+    fn get(&self, key: u64) -> Option<u32> {
+        match self {
+            Current::Table { writer, .. } => writer.table().get(key),
+            Current::Hash { held, .. } => hash(held).rules().get(&key).copied(),
+        }
+    }
+
+    fn count(&self) -> usize {
+        match self {
+            Current::Table { writer, .. } => writer.table().count(),
+            Current::Hash { held, .. } => hash(held).rules().len(),
+        }
+    }
+
+    fn held(&self) -> &Held {
+        match self {
+            Current::Table { held, .. } => held,
+            Current::Hash { held, .. } => held,
+        }
+    }
+
+    /// Sets `key` to `value` (0 removes it) in place. Ok(false) when there
+    /// is no room for a new key: nothing changed.
+    fn put(&mut self, key: u64, value: u32) -> Result<bool> {
+        if value != 0 && self.get(key).is_none() && self.count() >= self.held().maps.max() as usize
+        {
+            return Ok(false);
+        }
+        match self {
+            Current::Table { writer, .. } => writer.put(key, value),
+            Current::Hash { held, .. } => hash_mut(held).put(key, value),
+        }
+    }
+
+    fn rules(&self) -> HashMap<u64, u32> {
+        match self {
+            Current::Table { writer, .. } => writer.table().entries().into_iter().collect(),
+            Current::Hash { held, .. } => hash(held).rules().clone(),
+        }
+    }
+}
+
+fn hash(h: &Held) -> &crate::hashmaps::HashMaps {
+    match &h.maps {
+        Maps::Hash(m) => m,
+        Maps::Table(_) => unreachable!("a Current::Hash holds hash maps"),
+    }
+}
+
+fn hash_mut(h: &mut Held) -> &mut crate::hashmaps::HashMaps {
+    match &mut h.maps {
+        Maps::Hash(m) => m,
+        Maps::Table(_) => unreachable!("a Current::Hash holds hash maps"),
+    }
+}
+
+/// Locks `held` against other writers and checks that its program is
+/// still attached; None when it is not (replaced or detached behind the
+/// library's back: the caller detects again).
+fn lock_current<'a>(cg: &'a Cgroup, held: &'a mut Held) -> Result<Option<Current<'a>>> {
+    let still = |id: u32| -> Result<bool> { Ok(cg.attached()?.ids.contains(&id)) };
+    let current = match &held.maps {
+        Maps::Table(_) => {
+            let held: &Held = held;
+            let Maps::Table(t) = &held.maps else {
+                unreachable!()
+            };
+            let writer = t.lock()?;
+            if !still(held.prog_id)? {
+                None
+            } else {
+                Some(Current::Table { held, writer })
+            }
+        }
+        Maps::Hash(_) => {
+            let lock = cg.lock()?;
+            if !still(held.prog_id)? {
+                None
+            } else {
+                hash_mut(held).refresh()?;
+                Some(Current::Hash { held, _lock: lock })
+            }
+        }
+    };
+    if current.is_none() {
+        log::info!(
+            "the program of '{}' is no longer the one this process attached or adopted: \
+             detecting again",
+            cg.path().display()
+        );
+    }
+    Ok(current)
+}
+
+/// What a change does to the rules, both in place and when the maps are
+/// built anew.
+trait Change {
+    /// Applies it in place; Ok(false) when it needs new maps.
+    fn in_place(&self, c: &mut Current<'_>) -> Result<bool>;
+    /// Applies it to a set of rules.
+    fn apply(&self, rules: &mut HashMap<u64, u32>);
+}
+
+/// Sets one key to what `f` makes of its old value (0 removes it).
+struct Put<F: Fn(Option<u32>) -> u32> {
+    key: u64,
+    f: F,
+}
+
+impl<F: Fn(Option<u32>) -> u32> Change for Put<F> {
+    fn in_place(&self, c: &mut Current<'_>) -> Result<bool> {
+        let old = c.get(self.key);
+        let new = (self.f)(old);
+        if old.unwrap_or(0) == new {
+            return Ok(true);
+        }
+        c.put(self.key, new)
+    }
+
+    fn apply(&self, rules: &mut HashMap<u64, u32>) {
+        match (self.f)(rules.get(&self.key).copied()) {
+            0 => rules.remove(&self.key),
+            v => rules.insert(self.key, v),
+        };
+    }
+}
+
+/// Every rule removed.
+struct Clear;
+
+impl Change for Clear {
+    fn in_place(&self, c: &mut Current<'_>) -> Result<bool> {
+        if c.count() == 0 {
+            return Ok(true);
+        }
+        match c {
+            Current::Table { writer, .. } => {
+                writer.clear();
+                Ok(true)
+            }
+            // Format 5 swaps in empty maps in one step.
+            Current::Hash { .. } => Ok(false),
+        }
+    }
+
+    fn apply(&self, rules: &mut HashMap<u64, u32>) {
+        rules.clear();
+    }
+}
+
+/// Room for one more rule (`prepare_prog`).
+struct Room;
+
+impl Change for Room {
+    fn in_place(&self, c: &mut Current<'_>) -> Result<bool> {
+        Ok(c.count() < c.held().maps.max() as usize)
+    }
+
+    fn apply(&self, _: &mut HashMap<u64, u32>) {}
+}
+
+/// The capacity of maps for `count` rules starting from `max`: doubled
+/// when they do not fit.
+fn capacity(max: u32, count: usize) -> Result<u32> {
+    if count <= max as usize {
+        return Ok(max);
+    }
+    max.checked_mul(2)
+        .filter(|&m| count <= m as usize)
+        .ok_or_else(|| {
+            Error::new(
+                libc::E2BIG,
+                format!("a map of {max} entries cannot grow to {count} rules"),
+            )
+        })
+}
+
+/// Makes `change` on the cgroup's rules: in place on the held program when
+/// it can, else with new maps and program replacing what is attached in
+/// one step. `room` extra rules must fit in new maps.
+fn modify(cg: &Cgroup, held: &mut Option<Held>, change: &dyn Change, room: usize) -> Result<()> {
+    cg.check_not_root()?;
+    // Two rounds: a held program found replaced is detected again once.
+    for _ in 0..3 {
+        if let Some(h) = held.as_mut() {
+            let rebuilt = {
+                let Some(mut c) = lock_current(cg, h)? else {
+                    *held = None;
+                    continue;
+                };
+                if change.in_place(&mut c)? {
+                    return Ok(());
+                }
+                let mut rules = c.rules();
+                change.apply(&mut rules);
+                let max = capacity(c.held().maps.max(), rules.len() + room)?;
+                let h = c.held();
+                // The table is locked; new maps and program also need the
+                // cgroup's lock (format 5 holds it already).
+                let _lock = match c {
+                    Current::Table { .. } => Some(cg.lock()?),
+                    Current::Hash { .. } => None,
+                };
+                if max > h.maps.max() {
+                    log::info!(
+                        "growing the map of '{}' from {} to {max} entries",
+                        cg.path().display(),
+                        h.maps.max()
+                    );
+                }
+                install(cg, build(max, rules)?, Some((h.prog.as_fd(), h.prog_id)))?
+            };
+            *held = Some(rebuilt);
+            return Ok(());
+        }
+        let _lock = cg.lock()?;
+        let attached = cg.attached()?;
+        match recognise(cg, &attached)?.0 {
+            Some(Found::Ours(h)) => {
+                log::info!(
+                    "adopted program {} ({}) on '{}'",
+                    h.prog_id,
+                    h.maps.name(),
+                    cg.path().display()
+                );
+                *held = Some(h);
+            }
+            Some(Found::Convert(f)) => {
+                let what = f.what();
+                let mut rules = f.rules;
+                change.apply(&mut rules);
+                let count = rules.len();
+                let max = capacity(f.max.max(INITIAL_MAX), count + room)?;
+                *held = Some(install(
+                    cg,
+                    build(max, rules)?,
+                    Some((f.prog.as_fd(), f.program.id)),
+                )?);
+                log::info!(
+                    "replaced {} (id {}) on '{}', {count} rules converted",
+                    what,
+                    f.program.id,
+                    cg.path().display()
+                );
+                return Ok(());
+            }
+            None => {
+                let mut rules = HashMap::new();
+                change.apply(&mut rules);
+                let max = capacity(INITIAL_MAX, rules.len() + room)?;
+                *held = Some(install(cg, build(max, rules)?, None)?);
+                return Ok(());
+            }
+        }
+    }
+    Err(Error::new(
+        libc::EAGAIN,
+        format!(
+            "the program of '{}' keeps being replaced by another process",
+            cg.path().display()
+        ),
+    ))
+}
+
+/// Adopts what is attached when nothing is held (ours as it is; an earlier
+/// release's or libvirt's replaced by ours with its rules); leaves a
+/// program it does not know alone.
+pub(crate) fn detect_in(cg: &Cgroup, held: &mut Option<Held>) -> Result<()> {
+    if let Some(h) = held.as_mut() {
+        if lock_current(cg, h)?.is_some() {
+            return Ok(());
+        }
+        *held = None;
+    }
+    let _lock = cg.lock()?;
+    let attached = cg.attached()?;
+    match recognise(cg, &attached)?.0 {
+        Some(Found::Ours(h)) => {
+            log::info!(
+                "adopted program {} ({}) on '{}'",
+                h.prog_id,
+                h.maps.name(),
+                cg.path().display()
+            );
+            *held = Some(h);
+        }
+        Some(Found::Convert(f)) => {
+            cg.check_not_root()?;
+            let what = f.what();
+            let count = f.rules.len();
+            let max = capacity(f.max.max(INITIAL_MAX), count)?;
+            *held = Some(install(
+                cg,
+                build(max, f.rules)?,
+                Some((f.prog.as_fd(), f.program.id)),
+            )?);
+            log::info!(
+                "replaced {} (id {}) on '{}', {count} rules converted",
+                what,
+                f.program.id,
+                cg.path().display()
+            );
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// Adopts a program of this library or of libvirt's C code attached to the
+/// cgroup; a program it does not recognise is left alone.
+pub fn detect_prog(path: &str) -> Result<()> {
+    with_cgroup(path, detect_in)
+}
+
+/// Detects, then creates a 64-entry map and attaches the program when
+/// nothing is held or found: it never wipes a running VM's rules.
+pub fn create_prog(path: &str) -> Result<()> {
+    with_cgroup(path, |cg, held| {
+        detect_in(cg, held)?;
+        if held.is_none() {
+            modify(cg, held, &Room, 0)?;
+        }
+        Ok(())
+    })
+}
+
+/// Detect, create, and grow the map when it is full.
+pub fn prepare_prog(path: &str) -> Result<()> {
+    with_cgroup(path, |cg, held| modify(cg, held, &Room, 1))
+}
+
+/// Forgets the state of the cgroup; the program stays attached. Works when
+/// the cgroup's directory is already gone.
+pub fn remove_prog(path: &str) -> Result<()> {
+    if registry::release(path)? {
+        log::debug!("released the state of '{path}'");
+    }
+    Ok(())
+}
+
+/// Detaches the library's program from the cgroup, then forgets the state.
+pub fn detach_prog(path: &str) -> Result<()> {
+    with_cgroup(path, |cg, held| {
+        detect_in(cg, held)?;
+        if let Some(h) = held.as_ref() {
+            let _lock = cg.lock()?;
+            // Forgotten only once detached: a failed detach leaves the
+            // program enforced, and the library still holds it.
+            sys::prog_detach(cg.as_fd(), h.prog.as_fd(), sys::BPF_CGROUP_DEVICE)?;
+            log::debug!(
+                "detached program {} from '{}'",
+                h.prog_id,
+                cg.path().display()
+            );
+            *held = None;
+        }
+        Ok(())
+    })
+}
+
+/// The state held for the cgroup, once checked to be current: a program
+/// no longer attached is forgotten (nothing is detected).
+pub fn state(path: &str) -> Result<State> {
+    with_cgroup(path, |cg, held| {
+        if let Some(h) = held.as_ref() {
+            if !cg.attached()?.ids.contains(&h.prog_id) {
+                *held = None;
+            }
+        }
+        held.as_ref().map_or(Ok(State::EMPTY), Held::state)
+    })
+}
+
+/// Grants `rule`, accumulating with what the rule already had.
+pub fn allow(path: &str, rule: &Rule) -> Result<()> {
+    with_cgroup(path, |cg, held| allow_in(cg, held, rule))
+}
+
+/// Removes the permissions of `rule` from that exact rule.
+pub fn deny(path: &str, rule: &Rule) -> Result<()> {
+    with_cgroup(path, |cg, held| deny_in(cg, held, rule))
+}
+
+fn allow_in(cg: &Cgroup, held: &mut Option<Held>, rule: &Rule) -> Result<()> {
+    let value = rule.value();
+    modify(
+        cg,
+        held,
+        &Put {
+            key: rule.key(),
+            f: |old: Option<u32>| old.unwrap_or(0) | value,
+        },
+        0,
+    )?;
+    log::debug!("allowed {rule} in '{}'", cg.path().display());
+    Ok(())
+}
+
+fn deny_in(cg: &Cgroup, held: &mut Option<Held>, rule: &Rule) -> Result<()> {
+    let r = *rule;
+    modify(
+        cg,
+        held,
+        &Put {
+            key: rule.key(),
+            f: move |old: Option<u32>| old.map_or(0, |v| r.remove_from(v)),
+        },
+        0,
+    )?;
+    log::debug!("denied {rule} in '{}'", cg.path().display());
+    Ok(())
+}
+
+/// Allows `perms` on the device node at `dev_path`; false (nothing
+/// changed) when it is not a device node.
+pub fn allow_path(path: &str, dev_path: &str, perms: i32) -> Result<bool> {
+    on_device_path(path, dev_path, perms, allow_in)
+}
+
+/// Denies `perms` on the device node at `dev_path`; false (nothing
+/// changed) when it is not a device node.
+pub fn deny_path(path: &str, dev_path: &str, perms: i32) -> Result<bool> {
+    on_device_path(path, dev_path, perms, deny_in)
+}
+
+type RuleOp = fn(&Cgroup, &mut Option<Held>, &Rule) -> Result<()>;
+
+fn on_device_path(path: &str, dev_path: &str, perms: i32, op: RuleOp) -> Result<bool> {
+    // The cgroup is checked first: a bad group path fails even when
+    // dev_path is not a device node. device_rule checks perms before it
+    // looks at dev_path, so bad perms fail whatever dev_path is.
+    with_cgroup(path, |cg, held| match device_rule(dev_path, perms)? {
+        Some(rule) => op(cg, held, &rule).map(|()| true),
+        None => {
+            log::debug!("'{dev_path}' is not a device node: nothing to do");
+            Ok(false)
+        }
+    })
+}
+
+/// Program attached and every rule removed.
+pub fn deny_all(path: &str) -> Result<()> {
+    with_cgroup(path, |cg, held| {
+        modify(cg, held, &Clear, 0)?;
+        log::debug!("denied all devices in '{}'", cg.path().display());
+        Ok(())
+    })
+}
+
+/// Attaches the device program bound to `map` (a hash map of `max`
+/// entries in the library's encoding, or empty), replacing a program of
+/// this library or of libvirt's C code in one step. On kernels with the
+/// table the rules are copied into a new table, which takes over `map`'s
+/// fd number.
+pub fn attach_prog(path: &str, map: OwnedFd, max: usize) -> Result<()> {
+    with_cgroup(path, |cg, held| {
+        cg.check_not_root()?;
+        let (max, entries) = check_rule_map(map.as_fd(), max)?;
+        let rules: HashMap<u64, u32> = entries.into_iter().collect();
+        let maps = if table_supported() {
+            let table = Table::create(max, &rules)?;
+            // The same number, now the table: the state's mapfd is the
+            // number the caller gave.
+            let fd = sys::dup_onto(table.into_map(), map)?;
+            Maps::Table(Table::open(fd)?.expect("the table just made"))
+        } else {
+            Maps::Hash(HashMaps::with_map(map, max, rules)?)
+        };
+        let new = {
+            let _lock = cg.lock()?;
+            // Other processes' writers wait until the held table is
+            // replaced, then find it replaced.
+            let _writer = match held.as_ref().map(|h| &h.maps) {
+                Some(Maps::Table(t)) => Some(t.lock()?),
+                _ => None,
+            };
+            let found = match held {
+                Some(_) => None,
+                None => recognise(cg, &cg.attached()?)?.0,
+            };
+            let replacing = match (held.as_ref(), &found) {
+                (Some(h), _) | (None, Some(Found::Ours(h))) => Some((h.prog.as_fd(), h.prog_id)),
+                (None, Some(Found::Convert(f))) => Some((f.prog.as_fd(), f.program.id)),
+                (None, None) => None,
+            };
+            install(cg, maps, replacing)?
+        };
+        *held = Some(new);
+        Ok(())
+    })
+}
+
+/// Checks that `map` is a hash map with 8-byte keys, 4-byte values and
+/// `max` entries whose rules are in the library's encoding; returns (max,
+/// the rules).
+fn check_rule_map(map: std::os::fd::BorrowedFd<'_>, max: usize) -> Result<(u32, Vec<(u64, u32)>)> {
+    let fd = map.as_raw_fd();
+    let kind = sys::fd_kind(fd)?;
+    if kind != "anon_inode:bpf-map" {
+        return Err(Error::invalid(format!(
+            "mapfd {fd} is not a BPF map ({kind})"
+        )));
+    }
+    let info = sys::map_info(map)?;
+    if info.map_type != BPF_MAP_TYPE_HASH || info.key_size != 8 || info.value_size != 4 {
+        return Err(Error::invalid(format!(
+            "mapfd {fd} is not a hash map with 8-byte keys and 4-byte values \
+             (type {}, key size {}, value size {})",
+            info.map_type, info.key_size, info.value_size
+        )));
+    }
+    if max != info.max_entries as usize {
+        return Err(Error::invalid(format!(
+            "max {max} does not match the map's max_entries {}",
+            info.max_entries
+        )));
+    }
+    let entries = sys::map_entries::<u64>(map)?;
+    if let Some((k, v)) = entries.iter().find(|(k, v)| !rules::valid_entry(*k, *v)) {
+        return Err(Error::invalid(format!(
+            "mapfd {fd} holds an entry that is not a rule of this library \
+             (key {k:#018x}, value {v:#010x})"
+        )));
+    }
+    Ok((info.max_entries, entries))
+}
+
+/// The rule for the device node at `dev_path`, None when it is not one.
+pub fn device_rule(dev_path: &str, perms: i32) -> Result<Option<Rule>> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    rules::check_perms(perms)?;
+    if dev_path.is_empty() {
+        return Err(Error::invalid("device path is empty"));
+    }
+    let meta = std::fs::metadata(dev_path).map_err(|e| {
+        Error::sys(
+            format_args!("stat('{dev_path}')"),
+            e.raw_os_error().unwrap_or(libc::EIO),
+        )
+    })?;
+    let ty = if meta.file_type().is_char_device() {
+        b'c'
+    } else if meta.file_type().is_block_device() {
+        b'b'
+    } else {
+        return Ok(None);
+    };
+    let (major, minor) = dev_numbers(meta.rdev());
+    Rule::new(ty, major as i32, minor as i32, perms)
+        .map(Some)
+        .map_err(|e| e.context(format_args!("device '{dev_path}'")))
+}
+
+/// glibc's `major()` / `minor()`.
+fn dev_numbers(rdev: u64) -> (u32, u32) {
+    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
+    let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
+    (major as u32, minor as u32)
+}

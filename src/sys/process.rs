@@ -1,0 +1,120 @@
+//! The few process-level system calls the library makes: `getpid`,
+//! `kill(pid, 0)`, `pthread_atfork`, `getrandom`, `setrlimit`.
+use crate::{Error, Result};
+
+/// `getpid()`.
+pub fn getpid() -> u32 {
+    // SAFETY: getpid has no preconditions and cannot fail.
+    unsafe { libc::getpid() as u32 }
+}
+
+/// Whether `kill(pid, 0)` finds the process (EPERM: it exists, owned by
+/// someone else).
+pub fn process_exists(pid: i32) -> bool {
+    // SAFETY: signal 0 sends nothing; only the existence check is made.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+static CHILD_HOOK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+extern "C" fn run_child_hook() {
+    // An atomic load: nothing that could wait on another thread.
+    if let Some(f) = CHILD_HOOK.get() {
+        f();
+    }
+}
+
+/// Registers `f` to run in the child after every `fork()`. Call once.
+/// `f` must be async-signal-safe (the child of a multithreaded process may
+/// only do that much before `exec`).
+pub fn at_fork_child(f: fn()) -> Result<()> {
+    if CHILD_HOOK.set(f).is_err() {
+        return Err(Error::invalid("at_fork_child called twice"));
+    }
+    // SAFETY: registers a plain extern "C" function with no arguments.
+    let r = unsafe { libc::pthread_atfork(None, None, Some(run_child_hook)) };
+    if r != 0 {
+        return Err(Error::sys("pthread_atfork", r));
+    }
+    Ok(())
+}
+
+/// Fills `buf` from the kernel's random pool (`getrandom(2)`).
+pub fn getrandom(buf: &mut [u8]) -> Result<()> {
+    // SAFETY: writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != buf.len() as isize {
+        let errno = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO);
+        return Err(Error::sys("getrandom", errno));
+    }
+    Ok(())
+}
+
+/// `RLIMIT_MEMLOCK` as (soft, hard).
+pub fn memlock_limit() -> Result<(u64, u64)> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: writes one rlimit into r.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) } != 0 {
+        let errno = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO);
+        return Err(Error::sys("getrlimit(RLIMIT_MEMLOCK)", errno));
+    }
+    // rlim_t is 32 bits on some targets.
+    #[allow(clippy::unnecessary_cast)]
+    Ok((r.rlim_cur as u64, r.rlim_max as u64))
+}
+
+/// `setrlimit(RLIMIT_MEMLOCK, soft, hard)`.
+pub fn set_memlock_limit(soft: u64, hard: u64) -> Result<()> {
+    let r = libc::rlimit {
+        rlim_cur: soft as libc::rlim_t,
+        rlim_max: hard as libc::rlim_t,
+    };
+    // SAFETY: reads one rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) } != 0 {
+        let errno = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO);
+        return Err(Error::sys(
+            format_args!("setrlimit(RLIMIT_MEMLOCK, {soft}, {hard})"),
+            errno,
+        ));
+    }
+    Ok(())
+}
+
+/// `RLIM_INFINITY`.
+#[allow(clippy::unnecessary_cast)]
+pub const UNLIMITED: u64 = libc::RLIM_INFINITY as u64;
+
+/// `flock(fd, LOCK_EX | LOCK_NB)`: Ok(false) when another open file holds
+/// the lock.
+pub fn try_lock_exclusive(fd: std::os::fd::BorrowedFd<'_>) -> Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on an open fd; no memory is passed.
+    if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EWOULDBLOCK) => Ok(false),
+        e => Err(Error::sys(
+            format_args!("flock(fd {}, LOCK_EX)", fd.as_raw_fd()),
+            e.unwrap_or(libc::EIO),
+        )),
+    }
+}
+
+/// `flock(fd, LOCK_UN)`.
+pub fn unlock(fd: std::os::fd::BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on an open fd; no memory is passed. Unlocking a file
+    // this process locked cannot fail but for a bad fd.
+    unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_UN) };
+}

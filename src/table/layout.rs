@@ -1,0 +1,92 @@
+//! Where everything is in the table map's value: offsets, the slot and
+//! mask encodings, and the hash. Shared by the program (`program::table`)
+//! and the code that writes the table, so the two cannot disagree.
+//!
+//! The value, all words native-endian `u64` unless said otherwise:
+//!
+//! | offset | what |
+//! | --- | --- |
+//! | 0 | magic: [`MAGIC`], the format in its low byte |
+//! | 8, 16 | the two hash multipliers (odd; the program has them as immediates) |
+//! | 24 | wild: bits 0-15 the masks of the `*:*` rule, bit 16 [`ANY_MINOR`] |
+//! | 32 | bucket bits `b` (there are `2^b` buckets) |
+//! | 40 | capacity in rules (`max`) |
+//! | 48 | rules held (`count`) |
+//! | 64 | writers' lock: 0, or the holder's pid |
+//! | 72 | sequence: odd while a writer is changing the table |
+//! | 128 | majors: one byte per major, [`HAS_EXACT`] and [`HAS_MAJOR`] |
+//! | 4224 | buckets: `2^b` of 4 slots |
+//!
+//! A slot is 0 (empty) or `key << 16 | masks`: key = `(dev << 2) | kind`,
+//! dev = `major << 20 | minor` (0 in the wildcard half), kind
+//! [`KIND_EXACT`], [`KIND_MAJOR`] (`M:*`) or [`KIND_MINOR`] (`*:m`); so bits
+//! 38-49 hold the major, 18-37 the minor, 16-17 the kind. Masks: bits 0-7
+//! the block rule, 8-15 the char rule; bit `a` of a type's byte is set when
+//! the rule grants access `a` (`BPF_DEVCG_ACC_*` bits, so bit 0 is
+//! `access(F_OK)`: the rule exists), i.e. when `a` is a subset of its
+//! permissions. The program's decision is then one bit: no comparison of
+//! requested and granted bits.
+#![forbid(unsafe_code)]
+
+/// `b"vcg2tab\0"` with the format number in the last byte.
+pub const MAGIC: u64 = u64::from_be_bytes(*b"vcg2tab\0") | 6;
+/// First hash multiplier.
+pub const MULT1_OFF: usize = 8;
+/// Second hash multiplier.
+pub const MULT2_OFF: usize = 16;
+/// The `*:*` masks and [`ANY_MINOR`].
+pub const WILD_OFF: usize = 24;
+/// Bucket bits.
+pub const BITS_OFF: usize = 32;
+/// Capacity in rules.
+pub const MAX_OFF: usize = 40;
+/// Rules held.
+pub const COUNT_OFF: usize = 48;
+/// Writers' lock word.
+pub const LOCK_OFF: usize = 64;
+/// Sequence word.
+pub const SEQ_OFF: usize = 72;
+/// The per-major bytes.
+pub const MAJORS_OFF: usize = 128;
+/// The first bucket.
+pub const BUCKETS_OFF: usize = MAJORS_OFF + 4096;
+
+/// In wild: a `*:m` rule may exist (set before one is written, cleared
+/// only when the table is rebuilt).
+pub const ANY_MINOR: u64 = 1 << 16;
+/// In a major's byte: an exact key with this major may exist.
+pub const HAS_EXACT: u8 = 1;
+/// In a major's byte: the `M:*` key may exist.
+pub const HAS_MAJOR: u8 = 2;
+
+/// Kind of an exact key.
+pub const KIND_EXACT: u64 = 1;
+/// Kind of an `M:*` key.
+pub const KIND_MAJOR: u64 = 2;
+/// Kind of a `*:m` key.
+pub const KIND_MINOR: u64 = 3;
+/// Where the key starts in a slot.
+pub const KEY_SHIFT: u32 = 16;
+/// Where a key's major starts in a slot.
+pub const MAJOR_SHIFT: u32 = KEY_SHIFT + 2 + 20;
+/// Where a key's minor starts in a slot.
+pub const MINOR_SHIFT: u32 = KEY_SHIFT + 2;
+/// Slots per bucket.
+pub const SLOTS_PER_BUCKET: usize = 4;
+/// log2 of a bucket's bytes.
+pub const BUCKET_SHIFT: u32 = 5;
+/// Largest table: 2^16 buckets (65,536 rules, a 2 MiB value).
+pub const MAX_BUCKET_BITS: u32 = 16;
+/// Highest major.
+pub const MAX_MAJOR: u32 = 4095;
+
+/// Bytes of the value of a table with `2^bits` buckets.
+pub const fn value_size(bits: u32) -> usize {
+    BUCKETS_OFF + ((SLOTS_PER_BUCKET * 8) << bits)
+}
+
+/// The bucket of `key` (already shifted, as it sits in a slot) for a
+/// multiplier: what the program computes.
+pub const fn bucket(key: u64, mult: u64, bits: u32) -> usize {
+    (key.wrapping_mul(mult) >> (64 - bits)) as usize
+}

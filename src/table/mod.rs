@@ -1,0 +1,739 @@
+//! The rule table of format 6 (Linux 5.5 and later): one array map with one
+//! value (`BPF_F_MMAPABLE`), mapped into every process that uses it, read
+//! by the program (`program::table`) with plain loads. The kernel's memory
+//! is the one copy of the rules: there is no cache to go stale, and a rule
+//! another process wrote is seen by the next call.
+//!
+//! # What is atomic, and why a check never sees a half-made change
+//!
+//! Every word the program reads is written by userspace with one aligned
+//! store of its natural size (an `AtomicU64` for the header and slots, an
+//! `AtomicU8` for a major's byte), and read by the program with one load of
+//! the same size: on the 64-bit architectures the kernel JITs BPF for, an
+//! aligned access is single-copy atomic, so the program sees the word
+//! before or after a store, never a mix. A change of a rule is one slot
+//! store (or one store of the `*:*` word): a check sees the old rule or
+//! the new one. The other words a change writes only widen what the
+//! program looks at: a major's byte and `ANY_MINOR` gain their bit before
+//! the slot is written (so a check that sees the slot also looks for it;
+//! one that sees the bit before the slot finds nothing, as before the
+//! change) and lose it only when the table is rebuilt. Slots never move
+//! while the program may read them: an insert takes a free slot of one of
+//! the key's two buckets, a delete empties its slot, and a rule that finds
+//! no free slot makes the caller build a new table (`install`), which
+//! replaces the program in one step. So at every instant each check
+//! answers as the old policy or the new one.
+//!
+//! # Writers and readers in other processes
+//!
+//! Writers (this library in any process: the daemon, the admin tool) take
+//! the table's lock, a word in the table itself, by compare-and-swap: no
+//! system call. It holds the holder's pid; a holder that died (a process
+//! killed mid-change) is recognised with `kill(pid, 0)` and its lock taken
+//! over, and the table's count is then recounted. A change also makes the
+//! sequence word odd while it is under way, so that a reader in another
+//! process (`check`, `list`) reads again instead of reporting a mix.
+#![forbid(unsafe_code)]
+
+pub mod layout;
+
+use crate::process;
+use crate::rules::{BLOCK_SHIFT, CHAR_SHIFT, PRESENT, WILDCARD};
+use crate::sys::{self, MapMemory, BPF_F_MMAPABLE, BPF_MAP_TYPE_ARRAY};
+use crate::{Error, Result};
+use layout::*;
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The name of the table map (`bpftool map show`).
+pub const MAP_NAME: &str = "vcg2dev_f6_tab";
+/// How long a writer waits for another process's change to finish.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// The 16 mask bits of a value in the rule encoding (`rules`): for each
+/// type with a rule, the bits of the access sets its permissions include.
+pub fn masks_of(value: u32) -> u64 {
+    let mut out = 0;
+    for (shift, at) in [(BLOCK_SHIFT, 0), (CHAR_SHIFT, 8)] {
+        let half = (value >> shift) & 0xf;
+        if half & PRESENT == 0 {
+            continue;
+        }
+        let perms = half & 7;
+        for access in 0..8u32 {
+            if access & !perms == 0 {
+                out |= 1 << (at + access);
+            }
+        }
+    }
+    out
+}
+
+/// The value in the rule encoding of 16 mask bits; None when they are not
+/// what [`masks_of`] makes (not a rule of this library).
+pub fn value_of(masks: u64) -> Option<u32> {
+    if masks >> 16 != 0 {
+        return None;
+    }
+    let mut value = 0;
+    for (shift, at) in [(BLOCK_SHIFT, 0), (CHAR_SHIFT, 8)] {
+        let byte = (masks >> at) & 0xff;
+        if byte == 0 {
+            continue;
+        }
+        let perms = (0..8u32)
+            .filter(|a| byte & 1 << a != 0)
+            .fold(0, |p, a| p | a);
+        value |= (perms | PRESENT) << shift;
+    }
+    (crate::rules::valid_value(value) && masks_of(value) == masks).then_some(value)
+}
+
+/// The slot key (as it sits in a slot: shifted) of a rule key; None for
+/// `*:*`, which lives in the header.
+pub fn slot_key(key: u64) -> Option<u64> {
+    let (major, minor) = ((key >> 32) as u32, key as u32);
+    let (dev, kind) = match (major != WILDCARD, minor != WILDCARD) {
+        (true, true) => ((major as u64) << 20 | minor as u64, KIND_EXACT),
+        (true, false) => ((major as u64) << 20, KIND_MAJOR),
+        (false, true) => (minor as u64, KIND_MINOR),
+        (false, false) => return None,
+    };
+    Some((dev << 2 | kind) << KEY_SHIFT)
+}
+
+/// The rule key of an occupied slot; None for a slot no writer of this
+/// library makes.
+fn rule_key(slot: u64) -> Option<u64> {
+    let key = slot >> KEY_SHIFT;
+    let (dev, kind) = (key >> 2, key & 3);
+    let (major, minor) = (dev >> 20, dev & 0xf_ffff);
+    if dev >> 32 != 0 {
+        return None;
+    }
+    Some(match kind {
+        KIND_EXACT => major << 32 | minor,
+        KIND_MAJOR if minor == 0 => major << 32 | WILDCARD as u64,
+        KIND_MINOR if major == 0 => (WILDCARD as u64) << 32 | minor,
+        _ => return None,
+    })
+}
+
+/// Bucket bits of a table holding up to `max` rules: a bucket (4 slots)
+/// per rule, so that a full table has a quarter of its slots used and a new
+/// key almost always finds a free slot in one of its two buckets (when it
+/// does not, the caller builds a new table with new multipliers).
+fn bits_for(max: u32) -> Result<u32> {
+    let buckets = max.max(2).checked_next_power_of_two().unwrap_or(u32::MAX);
+    let bits = buckets.trailing_zeros();
+    if bits > MAX_BUCKET_BITS || buckets == u32::MAX {
+        return Err(Error::new(
+            libc::E2BIG,
+            format!(
+                "a table of {max} rules is too large (at most {})",
+                1u32 << MAX_BUCKET_BITS
+            ),
+        ));
+    }
+    Ok(bits)
+}
+
+/// A table map, mapped into this process.
+#[derive(Debug)]
+pub struct Table {
+    map: OwnedFd,
+    mem: MapMemory,
+    bits: u32,
+    mult: [u64; 2],
+}
+
+impl Table {
+    /// A new table map of capacity `max` holding `rules` (keys and values
+    /// in the rule encoding), not attached anywhere.
+    pub fn create(max: u32, rules: &HashMap<u64, u32>) -> Result<Table> {
+        let image = Image::build(max, rules)?;
+        let size = value_size(image.bits);
+        let map = sys::map_create_with(
+            BPF_MAP_TYPE_ARRAY,
+            4,
+            size as u32,
+            1,
+            BPF_F_MMAPABLE,
+            MAP_NAME,
+        )?;
+        let mem = MapMemory::map(map.as_fd(), size)?;
+        // The map is attached nowhere yet: the attach that publishes it
+        // orders these stores before any run of the program. The magic
+        // goes last, so a table is only ever seen whole.
+        for (i, &w) in image.words.iter().enumerate().skip(1) {
+            if w != 0 {
+                mem.word(8 * i).store(w, Ordering::Relaxed);
+            }
+        }
+        mem.word(0).store(image.words[0], Ordering::Release);
+        Ok(Table {
+            map,
+            mem,
+            bits: image.bits,
+            mult: image.mult,
+        })
+    }
+
+    /// The table behind `map`, when it is one (an mmapable one-value array
+    /// holding this format's magic); None when it is another map.
+    pub fn open(map: OwnedFd) -> Result<Option<Table>> {
+        let info = sys::map_info(map.as_fd())?;
+        if info.map_type != BPF_MAP_TYPE_ARRAY
+            || info.key_size != 4
+            || info.max_entries != 1
+            || info.map_flags & BPF_F_MMAPABLE == 0
+            || (info.value_size as usize) < BUCKETS_OFF
+        {
+            return Ok(None);
+        }
+        let mem = MapMemory::map(map.as_fd(), info.value_size as usize)?;
+        let word = |off: usize| mem.word(off).load(Ordering::Acquire);
+        let bits = word(BITS_OFF);
+        if word(0) != MAGIC
+            || !(1..=MAX_BUCKET_BITS as u64).contains(&bits)
+            || value_size(bits as u32) != info.value_size as usize
+        {
+            return Ok(None);
+        }
+        let mult = [word(MULT1_OFF), word(MULT2_OFF)];
+        Ok(Some(Table {
+            map,
+            mem,
+            bits: bits as u32,
+            mult,
+        }))
+    }
+
+    /// The map.
+    pub fn map(&self) -> BorrowedFd<'_> {
+        self.map.as_fd()
+    }
+
+    /// The map, given up (for `attach_prog`, whose caller's fd number it
+    /// takes over).
+    pub fn into_map(self) -> OwnedFd {
+        self.map
+    }
+
+    /// The program for this table.
+    pub fn program(&self) -> Vec<crate::insn::Insn> {
+        crate::program::table_program(self.map.as_raw_fd(), self.bits, self.mult)
+    }
+
+    /// Bucket bits and multipliers, which the program has as immediates.
+    pub fn params(&self) -> (u32, [u64; 2]) {
+        (self.bits, self.mult)
+    }
+
+    /// Capacity in rules.
+    pub fn max(&self) -> u32 {
+        self.header(MAX_OFF) as u32
+    }
+
+    /// Rules held (keys: a char and a block rule on the same numbers are
+    /// one).
+    pub fn count(&self) -> usize {
+        self.header(COUNT_OFF) as usize
+    }
+
+    /// The value bytes, for the oracle's interpreter.
+    pub fn bytes(&self) -> Vec<u8> {
+        (0..self.mem.len() / 8)
+            .flat_map(|i| self.word(8 * i).load(Ordering::Relaxed).to_ne_bytes())
+            .collect()
+    }
+
+    fn header(&self, off: usize) -> u64 {
+        self.word(off).load(Ordering::Acquire)
+    }
+
+    fn word(&self, off: usize) -> &AtomicU64 {
+        self.mem.word(off)
+    }
+
+    fn slot(&self, i: usize) -> &AtomicU64 {
+        self.word(BUCKETS_OFF + 8 * i)
+    }
+
+    /// The slot indices of `key`'s two buckets.
+    fn candidates(&self, key: u64) -> impl Iterator<Item = usize> {
+        let (bits, mult) = (self.bits, self.mult);
+        mult.into_iter().flat_map(move |m| {
+            let b = bucket(key, m, bits) * SLOTS_PER_BUCKET;
+            b..b + SLOTS_PER_BUCKET
+        })
+    }
+
+    /// Sets the program's hints for a key before it is written.
+    fn mark(&self, key: u64) {
+        let k = key >> KEY_SHIFT;
+        let (major, kind) = ((k >> 22) as usize, k & 3);
+        match kind {
+            KIND_EXACT => {
+                self.mem
+                    .byte(MAJORS_OFF + major)
+                    .fetch_or(HAS_EXACT, Ordering::Release);
+            }
+            KIND_MAJOR => {
+                self.mem
+                    .byte(MAJORS_OFF + major)
+                    .fetch_or(HAS_MAJOR, Ordering::Release);
+            }
+            _ => {
+                self.word(WILD_OFF).fetch_or(ANY_MINOR, Ordering::Release);
+            }
+        }
+    }
+
+    /// Runs `f` on a view of the table that no writer changed while `f`
+    /// read it (the sequence word was even and the same before and after),
+    /// retrying while a writer in another process is at work. When the
+    /// writer died half-way the table is read as it is: that is what the
+    /// kernel enforces.
+    pub fn read<R>(&self, f: impl Fn(&Table) -> R) -> Result<R> {
+        let seq = self.word(SEQ_OFF);
+        let deadline = Instant::now() + LOCK_WAIT;
+        loop {
+            let before = seq.load(Ordering::Acquire);
+            if before % 2 == 0 || self.holder_died() {
+                let r = f(self);
+                fence(Ordering::Acquire);
+                if seq.load(Ordering::Relaxed) == before {
+                    return Ok(r);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(self.busy());
+            }
+            backoff();
+        }
+    }
+
+    /// The value of `key` (rule encoding), None when it has no rule. Read
+    /// inside [`Table::read`] for a consistent answer.
+    pub fn get(&self, key: u64) -> Option<u32> {
+        match slot_key(key) {
+            None => value_of(self.header(WILD_OFF) & 0xffff),
+            Some(k) => self
+                .candidates(k)
+                .map(|i| self.slot(i).load(Ordering::Acquire))
+                .find(|&s| s != 0 && s >> KEY_SHIFT == k >> KEY_SHIFT)
+                .and_then(|s| value_of(s & 0xffff)),
+        }
+    }
+
+    /// Every rule (key, value in the rule encoding). Slots no writer of this
+    /// library makes are left out, with a warning.
+    pub fn entries(&self) -> Vec<(u64, u32)> {
+        let mut out = Vec::new();
+        if let Some(v) = value_of(self.header(WILD_OFF) & 0xffff) {
+            out.push((u64::MAX, v));
+        }
+        for i in 0..(SLOTS_PER_BUCKET << self.bits) {
+            let s = self.slot(i).load(Ordering::Acquire);
+            if s == 0 {
+                continue;
+            }
+            match (rule_key(s), value_of(s & 0xffff)) {
+                (Some(k), Some(v)) => out.push((k, v)),
+                _ => log::warn!("slot {i} of table map holds {s:#018x}: not a rule, left out"),
+            }
+        }
+        out
+    }
+
+    /// Whether the program's hints (a major's byte, `ANY_MINOR`) announce
+    /// every rule in the table: a rule they hide is never seen.
+    pub fn hints_cover(&self) -> bool {
+        let wild = self.header(WILD_OFF);
+        (0..(SLOTS_PER_BUCKET << self.bits)).all(|i| {
+            let s = self.slot(i).load(Ordering::Acquire);
+            let k = s >> KEY_SHIFT;
+            let byte = || {
+                self.mem
+                    .byte(MAJORS_OFF + (k >> 22) as usize)
+                    .load(Ordering::Acquire)
+            };
+            s == 0
+                || match k & 3 {
+                    KIND_EXACT => byte() & HAS_EXACT != 0,
+                    KIND_MAJOR => byte() & HAS_MAJOR != 0,
+                    _ => wild & ANY_MINOR != 0,
+                }
+        })
+    }
+
+    /// Takes the writers' lock: another process's change finishes first; a
+    /// holder that died is taken over (and the count recounted).
+    pub fn lock(&self) -> Result<Writer<'_>> {
+        let lock = self.word(LOCK_OFF);
+        let me = process::pid() as u64;
+        let deadline = Instant::now() + LOCK_WAIT;
+        loop {
+            match lock.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(Writer::new(self)),
+                Err(holder) if holder != me && !process::alive(holder as i32) => {
+                    if lock
+                        .compare_exchange(holder, me, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        log::warn!(
+                            "process {holder} died while changing the table of map fd {}: \
+                             taking its lock over",
+                            self.map.as_raw_fd()
+                        );
+                        return Ok(Writer::taken_over(self));
+                    }
+                }
+                Err(_) => {}
+            }
+            if Instant::now() > deadline {
+                return Err(self.busy());
+            }
+            backoff();
+        }
+    }
+
+    fn holder_died(&self) -> bool {
+        let holder = self.header(LOCK_OFF);
+        holder != 0 && !process::alive(holder as i32)
+    }
+
+    fn busy(&self) -> Error {
+        Error::new(
+            libc::EAGAIN,
+            format!(
+                "the rule table (map fd {}) is being changed by process {} and it has not \
+                 finished in {} s",
+                self.map.as_raw_fd(),
+                self.header(LOCK_OFF),
+                LOCK_WAIT.as_secs()
+            ),
+        )
+    }
+}
+
+fn backoff() {
+    std::thread::sleep(Duration::from_micros(50));
+}
+
+/// The table, locked for writing; unlocked on drop.
+#[derive(Debug)]
+pub struct Writer<'a> {
+    table: &'a Table,
+    /// Whether the sequence word was made odd by this writer.
+    changing: std::cell::Cell<bool>,
+}
+
+impl<'a> Writer<'a> {
+    fn new(table: &'a Table) -> Self {
+        Writer {
+            table,
+            changing: std::cell::Cell::new(false),
+        }
+    }
+
+    fn taken_over(table: &'a Table) -> Self {
+        let w = Self::new(table);
+        // The dead writer may have left the sequence odd and the count off.
+        if table.word(SEQ_OFF).load(Ordering::Acquire) % 2 == 1 {
+            w.changing.set(true);
+        }
+        let count = table.entries().len() as u64;
+        if table.word(COUNT_OFF).swap(count, Ordering::AcqRel) != count {
+            w.begin();
+        }
+        w
+    }
+
+    /// The table.
+    pub fn table(&self) -> &Table {
+        self.table
+    }
+
+    fn begin(&self) {
+        if !self.changing.replace(true) {
+            self.table.word(SEQ_OFF).fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Sets `key`'s value (rule encoding; 0 removes the rule). Ok(false)
+    /// when the key is new and neither of its buckets has a free slot:
+    /// nothing changed, and the caller builds a larger table.
+    pub fn put(&self, key: u64, value: u32) -> Result<bool> {
+        let t = self.table;
+        let count = t.word(COUNT_OFF);
+        let Some(k) = slot_key(key) else {
+            let wild = t.word(WILD_OFF);
+            let old = wild.load(Ordering::Acquire);
+            let new = (old & !0xffff) | masks_of(value);
+            if new != old {
+                self.begin();
+                wild.store(new, Ordering::Release);
+                match (old & 0xffff != 0, value != 0) {
+                    (false, true) => count.fetch_add(1, Ordering::AcqRel),
+                    (true, false) => count.fetch_sub(1, Ordering::AcqRel),
+                    _ => 0,
+                };
+            }
+            return Ok(true);
+        };
+        let new = if value == 0 { 0 } else { k | masks_of(value) };
+        let held = t.candidates(k).find(|&i| {
+            let s = t.slot(i).load(Ordering::Acquire);
+            s != 0 && s >> KEY_SHIFT == k >> KEY_SHIFT
+        });
+        if let Some(i) = held {
+            if t.slot(i).load(Ordering::Acquire) != new {
+                self.begin();
+                t.slot(i).store(new, Ordering::Release);
+                if new == 0 {
+                    count.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+            return Ok(true);
+        }
+        if value == 0 {
+            return Ok(true);
+        }
+        let Some(free) = t
+            .candidates(k)
+            .find(|&i| t.slot(i).load(Ordering::Acquire) == 0)
+        else {
+            return Ok(false);
+        };
+        self.begin();
+        t.mark(k);
+        t.slot(free).store(new, Ordering::Release);
+        count.fetch_add(1, Ordering::AcqRel);
+        Ok(true)
+    }
+}
+
+impl Writer<'_> {
+    /// Removes every rule, in place: slot by slot, so that each check in
+    /// between sees a subset of the old rules (the new policy, every device
+    /// denied, is a subset of all of them); then the program's hints.
+    pub fn clear(&self) {
+        let t = self.table;
+        self.begin();
+        let wild = t.word(WILD_OFF);
+        wild.fetch_and(!0xffff, Ordering::AcqRel);
+        for i in 0..(SLOTS_PER_BUCKET << t.bits) {
+            if t.slot(i).load(Ordering::Acquire) != 0 {
+                t.slot(i).store(0, Ordering::Release);
+            }
+        }
+        wild.store(0, Ordering::Release);
+        for m in 0..=MAX_MAJOR as usize {
+            t.mem.byte(MAJORS_OFF + m).store(0, Ordering::Release);
+        }
+        t.word(COUNT_OFF).store(0, Ordering::Release);
+    }
+}
+
+impl Drop for Writer<'_> {
+    fn drop(&mut self) {
+        if self.changing.get() {
+            self.table.word(SEQ_OFF).fetch_add(1, Ordering::AcqRel);
+        }
+        self.table.word(LOCK_OFF).store(0, Ordering::Release);
+    }
+}
+
+/// A table's value, made in memory: what `Table::create` copies into a new
+/// map (and what the program's tests run on).
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// Bucket bits.
+    pub bits: u32,
+    /// The hash multipliers.
+    pub mult: [u64; 2],
+    /// The value, as native-endian words.
+    pub words: Vec<u64>,
+}
+
+impl Image {
+    /// The value of a table of capacity `max` holding `rules`.
+    pub fn build(max: u32, rules: &HashMap<u64, u32>) -> Result<Image> {
+        let mut bits = bits_for(max)?;
+        let keyed: Vec<(u64, u64)> = rules
+            .iter()
+            .filter_map(|(&k, &v)| Some((slot_key(k)?, masks_of(v))))
+            .collect();
+        loop {
+            for _ in 0..8 {
+                let mult = [random_odd(), random_odd()];
+                if let Some(slots) = place(&keyed, bits, mult) {
+                    return Ok(Self::with_slots(max, bits, mult, rules, &slots));
+                }
+            }
+            // Eight draws that cannot place the keys: more buckets.
+            bits += 1;
+            if bits > MAX_BUCKET_BITS {
+                return Err(Error::new(
+                    libc::E2BIG,
+                    format!("cannot place {} rules in a table", rules.len()),
+                ));
+            }
+        }
+    }
+
+    fn with_slots(
+        max: u32,
+        bits: u32,
+        mult: [u64; 2],
+        rules: &HashMap<u64, u32>,
+        slots: &[u64],
+    ) -> Image {
+        let mut words = vec![0u64; value_size(bits) / 8];
+        words[0] = MAGIC;
+        words[MULT1_OFF / 8] = mult[0];
+        words[MULT2_OFF / 8] = mult[1];
+        words[BITS_OFF / 8] = bits as u64;
+        words[MAX_OFF / 8] = max as u64;
+        words[COUNT_OFF / 8] = rules.len() as u64;
+        let mut majors = vec![0u8; 4096];
+        let mut wild = 0;
+        for (&key, &value) in rules {
+            match slot_key(key) {
+                None => wild |= masks_of(value),
+                Some(k) => {
+                    let k = k >> KEY_SHIFT;
+                    match k & 3 {
+                        KIND_EXACT => majors[(k >> 22) as usize] |= HAS_EXACT,
+                        KIND_MAJOR => majors[(k >> 22) as usize] |= HAS_MAJOR,
+                        _ => wild |= ANY_MINOR,
+                    }
+                }
+            }
+        }
+        words[WILD_OFF / 8] = wild;
+        for (i, chunk) in majors.chunks(8).enumerate() {
+            words[MAJORS_OFF / 8 + i] = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
+        }
+        words[BUCKETS_OFF / 8..].copy_from_slice(slots);
+        Image { bits, mult, words }
+    }
+
+    /// The value as bytes.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.words.iter().flat_map(|w| w.to_ne_bytes()).collect()
+    }
+}
+
+/// Places every (slot key, masks) in `2^bits` buckets of 4 with the
+/// multipliers `mult` (cuckoo placement: a key whose buckets are full
+/// evicts one that moves to its other bucket), in a table that is not
+/// in use. None when it does not fit.
+fn place(keyed: &[(u64, u64)], bits: u32, mult: [u64; 2]) -> Option<Vec<u64>> {
+    let mut slots = vec![0u64; SLOTS_PER_BUCKET << bits];
+    let buckets = |key: u64| mult.map(|m| bucket(key, m, bits));
+    let mut rng = mult[0] ^ mult[1].rotate_left(17);
+    for &(key, masks) in keyed {
+        let mut item = key | masks;
+        let mut kicks = 0;
+        'placing: loop {
+            let k = item & !0xffff;
+            for b in buckets(k) {
+                let range = b * SLOTS_PER_BUCKET..(b + 1) * SLOTS_PER_BUCKET;
+                if let Some(s) = range.clone().find(|&s| slots[s] == 0) {
+                    slots[s] = item;
+                    break 'placing;
+                }
+            }
+            kicks += 1;
+            if kicks > 500 {
+                return None;
+            }
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let b = buckets(k)[(rng & 1) as usize];
+            let s = b * SLOTS_PER_BUCKET + (rng >> 1) as usize % SLOTS_PER_BUCKET;
+            std::mem::swap(&mut slots[s], &mut item);
+        }
+    }
+    Some(slots)
+}
+
+/// A random odd multiplier (the kernel's entropy: `getrandom(2)`).
+fn random_odd() -> u64 {
+    let mut b = [0u8; 8];
+    if sys::getrandom(&mut b).is_err() {
+        // Any odd multiplier works; a poor one only costs a retry.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        b = (t ^ 0x9e37_79b9_7f4a_7c15)
+            .wrapping_mul(0xbf58_476d_1ce4_e5b9)
+            .to_ne_bytes();
+    }
+    u64::from_ne_bytes(b) | 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules;
+
+    #[test]
+    fn masks_encode_every_subset_of_the_permissions() {
+        // c 1:3 rw: char byte has bits 0 (F_OK), 2 (read), 4 (write), 6 (rw).
+        let v = rules::Rule::new(b'c', 1, 3, rules::RW).unwrap().value();
+        assert_eq!(masks_of(v), 0b0101_0101 << 8);
+        assert_eq!(value_of(masks_of(v)), Some(v));
+        let a = rules::Rule::new(b'a', -1, -1, rules::RWM).unwrap().value();
+        assert_eq!(masks_of(a), 0xffff);
+        for value in 1..0x1000u32 {
+            if rules::valid_value(value) {
+                assert_eq!(value_of(masks_of(value)), Some(value), "{value:#x}");
+            }
+        }
+        // Not a principal downset: read and write without read-write.
+        assert_eq!(value_of(0b0001_0101), None);
+        assert_eq!(value_of(1), None);
+        assert_eq!(value_of(1 << 16), None);
+    }
+
+    #[test]
+    fn slot_keys_round_trip_and_never_collide() {
+        let keys = [
+            rules::key_of(Some(0), Some(0)),
+            rules::key_of(Some(4095), Some(1_048_575)),
+            rules::key_of(Some(136), None),
+            rules::key_of(None, Some(77)),
+            rules::key_of(Some(0), None),
+            rules::key_of(None, Some(0)),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for k in keys {
+            let s = slot_key(k).unwrap();
+            assert!(s >= 1 << KEY_SHIFT && s & 0xffff == 0);
+            assert_eq!(rule_key(s), Some(k));
+            assert!(seen.insert(s));
+        }
+        assert_eq!(slot_key(u64::MAX), None);
+    }
+
+    #[test]
+    fn cuckoo_placement_places_every_key() {
+        for n in [1usize, 10, 64, 1000, 10_000] {
+            let max = (n as u32).next_power_of_two().max(64);
+            let bits = bits_for(max).unwrap();
+            let keyed: Vec<(u64, u64)> = (0..n as u64)
+                .map(|i| (slot_key(((i % 4000) << 32) | (i / 4000)).unwrap(), 1))
+                .collect();
+            let placed = (0..8).find_map(|_| place(&keyed, bits, [random_odd(), random_odd()]));
+            let slots = placed.unwrap_or_else(|| panic!("{n} keys in a table of {max}"));
+            assert_eq!(slots.iter().filter(|&&s| s != 0).count(), n);
+        }
+    }
+}

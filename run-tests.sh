@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs every test: ./run-tests.sh (as root, so the
 # kernel tests run; with CI=true a privileged test that cannot run fails).
-# Installs what a fresh Debian machine lacks, then runs, in order:
+# Installs what a fresh Debian machine lacks (strace: the benchmark counts
+# syscalls with it), then runs, in order:
 #   lint:    cargo fmt --check, cargo clippy -D warnings
 #   rust:    unit tests, kernel tests, C-boundary tests, header freshness,
 #            the admin tool, the oracle, the fail-closed tests
@@ -14,7 +15,7 @@ cd "$(dirname "$0")"
 
 need=()
 for tool in meson:meson ninja:ninja-build pkg-config:pkg-config valgrind:valgrind \
-            bpftool:bpftool nm:binutils readelf:binutils cc:gcc; do
+            bpftool:bpftool nm:binutils readelf:binutils cc:gcc strace:strace; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

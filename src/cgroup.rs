@@ -18,6 +18,17 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
 
 /// Every cgroup2 mount point, from `/proc/self/mountinfo`.
 pub fn cgroup2_mounts() -> Vec<PathBuf> {
+    mounts(|_| true)
+}
+
+/// The cgroup2 mount points that show the root of the hierarchy (or of
+/// this process's cgroup namespace): their mountinfo root is `/`, unlike a
+/// bind mount of a cgroup below it.
+fn root_mounts() -> Vec<PathBuf> {
+    mounts(|root| root == "/")
+}
+
+fn mounts(root_ok: impl Fn(&str) -> bool) -> Vec<PathBuf> {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
@@ -25,8 +36,11 @@ pub fn cgroup2_mounts() -> Vec<PathBuf> {
         .filter_map(|line| {
             // "id parent major:minor root mount-point options ... - fstype source ..."
             let (left, right) = line.split_once(" - ")?;
-            let mount = left.split_whitespace().nth(4)?;
-            (right.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(unescape(mount)))
+            let mut fields = left.split_whitespace();
+            let root = fields.nth(3)?;
+            let mount = fields.next()?;
+            (right.split_whitespace().next()? == "cgroup2" && root_ok(&unescape(root)))
+                .then(|| PathBuf::from(unescape(mount)))
         })
         .collect()
 }
@@ -118,7 +132,7 @@ impl Cgroup {
         // The root of the hierarchy (inode 1 on cgroup2), or the root of a
         // cgroup namespace as some mount shows it.
         let root = st.ino() == 1
-            || cgroup2_mounts()
+            || root_mounts()
                 .iter()
                 .any(|m| std::fs::metadata(m).is_ok_and(|s| (s.dev(), s.ino()) == id));
         Ok(Cgroup {

@@ -410,9 +410,13 @@ pub fn detach_prog(path: &str) -> Result<()> {
 /// no longer attached is forgotten (nothing is detected).
 pub fn state(path: &str) -> Result<State> {
     with_cgroup(path, |cg, held| {
-        if let Some(h) = held.as_ref() {
+        if let Some(h) = held.as_mut() {
             if !cg.attached()?.ids.contains(&h.prog_id) {
                 *held = None;
+            } else if let Maps::Hash(m) = &mut h.maps {
+                // Another process may have changed the count.
+                let _lock = cg.lock()?;
+                m.refresh()?;
             }
         }
         held.as_ref().map_or(Ok(State::EMPTY), Held::state)

@@ -57,6 +57,7 @@ fn bpf<T>(cmd: i32, attr: &mut T, since: Since) -> std::result::Result<i64, i32>
     #[cfg(feature = "testing")]
     {
         super::hook::count(cmd);
+        super::hook::delayed(cmd);
         if let Some(errno) = super::hook::refused(since) {
             return Err(errno);
         }

@@ -44,6 +44,22 @@ thread_local! {
     static CALLS: Cell<[u64; COMMANDS]> = const { Cell::new([0; COMMANDS]) };
     static FAULT: Cell<Option<Fault>> = const { Cell::new(None) };
     static FIRED: Cell<Option<i32>> = const { Cell::new(None) };
+    static DELAY: Cell<Option<(i32, std::time::Duration)>> = const { Cell::new(None) };
+}
+
+/// Makes this thread's next bpf(2) call of `cmd` sleep `how_long` first
+/// (once): a slow call, holding whatever locks the library holds then.
+pub fn delay(cmd: i32, how_long: std::time::Duration) {
+    DELAY.with(|d| d.set(Some((cmd, how_long))));
+}
+
+pub(crate) fn delayed(cmd: i32) {
+    if let Some((c, how_long)) = DELAY.with(Cell::get) {
+        if c == cmd {
+            DELAY.with(|d| d.set(None));
+            std::thread::sleep(how_long);
+        }
+    }
 }
 
 pub(crate) fn count(cmd: i32) {

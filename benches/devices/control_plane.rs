@@ -1,0 +1,225 @@
+//! The control plane, timed: 10,000 allows, and a QEMU start against
+//! libvirt's C sequence, with their bpf(2) calls (counted by `sys::hook`).
+
+use crate::cases::*;
+use crate::cgroups::*;
+use crate::options::*;
+use crate::ours;
+use crate::programs::*;
+use crate::Res;
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::Path;
+use std::time::Instant;
+use vircgroup_v2_devices::program::libvirt_program;
+use vircgroup_v2_devices::sys::{self, hook, BPF_CGROUP_DEVICE};
+
+/// bpf(2) calls made by this thread during `f`: the total and per command.
+fn count_calls<R>(f: impl FnOnce() -> R) -> (R, Calls) {
+    let before = hook::calls();
+    let r = f();
+    let after = hook::calls();
+    let mut per = [0u64; hook::COMMANDS];
+    for (p, (a, b)) in per.iter_mut().zip(after.iter().zip(before)) {
+        *p = a - b;
+    }
+    (r, Calls(per))
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Calls([u64; hook::COMMANDS]);
+
+impl Calls {
+    pub(crate) fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// "2 (PROG_QUERY 1, MAP_UPDATE_ELEM 1)", per `per` operations.
+    pub(crate) fn describe(&self, per: u64) -> String {
+        let each = |n: u64| {
+            if n % per == 0 {
+                format!("{}", n / per)
+            } else {
+                format!("{:.2}", n as f64 / per as f64)
+            }
+        };
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .enumerate()
+            .filter(|&(_, &n)| n > 0)
+            .map(|(cmd, &n)| format!("{} {}", cmd_name(cmd), each(n)))
+            .collect();
+        format!("{} ({})", each(self.total()), parts.join(", "))
+    }
+}
+
+fn cmd_name(cmd: usize) -> String {
+    use sys::cmd::*;
+    let names = [
+        (MAP_CREATE, "MAP_CREATE"),
+        (MAP_LOOKUP_ELEM, "MAP_LOOKUP_ELEM"),
+        (MAP_UPDATE_ELEM, "MAP_UPDATE_ELEM"),
+        (MAP_DELETE_ELEM, "MAP_DELETE_ELEM"),
+        (MAP_GET_NEXT_KEY, "MAP_GET_NEXT_KEY"),
+        (PROG_LOAD, "PROG_LOAD"),
+        (PROG_ATTACH, "PROG_ATTACH"),
+        (PROG_DETACH, "PROG_DETACH"),
+        (PROG_GET_FD_BY_ID, "PROG_GET_FD_BY_ID"),
+        (MAP_GET_FD_BY_ID, "MAP_GET_FD_BY_ID"),
+        (OBJ_GET_INFO_BY_FD, "OBJ_GET_INFO_BY_FD"),
+        (PROG_QUERY, "PROG_QUERY"),
+        (MAP_LOOKUP_BATCH, "MAP_LOOKUP_BATCH"),
+        (MAP_UPDATE_BATCH, "MAP_UPDATE_BATCH"),
+    ];
+    names
+        .iter()
+        .find(|&&(c, _)| c as usize == cmd)
+        .map_or(format!("cmd {cmd}"), |&(_, n)| n.to_string())
+}
+
+/// Times (s) per round of 10,000 allows on a fresh cgroup and of 10,000
+/// updates into a map already large enough, and the calls of the last.
+pub(crate) struct Growth {
+    pub(crate) ours: Vec<f64>,
+    pub(crate) floor: Vec<f64>,
+    pub(crate) ours_calls: Calls,
+    pub(crate) floor_calls: Calls,
+}
+
+pub(crate) const GROWTH_RULES: usize = 10_000;
+
+pub(crate) fn growth(parent: &Path, o: &Options) -> Res<Growth> {
+    let specs = fillers(GROWTH_RULES);
+    let entries: Vec<(u64, u32)> = specs.iter().map(Spec::libvirt).collect();
+    let mut g = Growth {
+        ours: Vec::new(),
+        floor: Vec::new(),
+        ours_calls: Calls([0; hook::COMMANDS]),
+        floor_calls: Calls([0; hook::COMMANDS]),
+    };
+    for round in 0..o.cp_rounds {
+        for side in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+            check_stop()?;
+            if side == 0 {
+                let mut cg = Cg::new(parent, &format!("cp-allows-{round}"))?;
+                let path = cg.library()?;
+                let start = Instant::now();
+                let (r, calls) =
+                    count_calls(|| specs.iter().try_for_each(|r| ours::allow(&path, r)));
+                let t = start.elapsed().as_secs_f64();
+                r?;
+                let (count, _) = ours::state(&path)?;
+                if count != GROWTH_RULES as isize {
+                    return Err(
+                        format!("{}: {count} rules after {GROWTH_RULES} allows", cg.p()).into(),
+                    );
+                }
+                g.ours.push(t);
+                g.ours_calls = calls;
+            } else {
+                let map = sys::map_create(sys::BPF_MAP_TYPE_HASH, 8, 4, GROWTH_RULES as u32, "")?;
+                let start = Instant::now();
+                let (r, calls) = count_calls(|| {
+                    entries
+                        .iter()
+                        .try_for_each(|&(k, v)| sys::map_update(map.as_fd(), k, v))
+                });
+                let t = start.elapsed().as_secs_f64();
+                r?;
+                g.floor.push(t);
+                g.floor_calls = calls;
+            }
+        }
+        eprintln!(
+            "control plane: 10,000 allows, round {}/{}",
+            round + 1,
+            o.cp_rounds
+        );
+    }
+    Ok(g)
+}
+
+/// libvirt's C sequence for a QEMU start on a fresh cgroup
+/// (`virCgroupV2DevicesCreateProg` and `AttachProg`, then
+/// `virCgroupV2AllowDevice` per rule): a 64-entry map, the seed's program
+/// loaded and attached, then a lookup and an update per allow. (libvirt's
+/// detect query on the fresh cgroup is left out.)
+fn libvirt_start(cg: &mut Cg) -> Res<()> {
+    let map = sys::map_create(sys::BPF_MAP_TYPE_HASH, 8, 4, 64, "")?;
+    let prog = load(&libvirt_program(map.as_raw_fd()), "")?;
+    let dir = File::open(&cg.path)?;
+    sys::prog_attach(dir.as_fd(), prog.as_fd(), BPF_CGROUP_DEVICE, 0, None)?;
+    cg.attached.push(prog);
+    for r in &QEMU_ACL {
+        let (key, value) = r.libvirt();
+        let _ = sys::map_lookup(map.as_fd(), key)?;
+        sys::map_update(map.as_fd(), key, value)?;
+    }
+    cg.keep.push(map);
+    Ok(())
+}
+
+/// QEMU's start through the library: deny all, then the default ACL.
+fn our_start(cg: &mut Cg) -> Res<()> {
+    let path = cg.library()?;
+    ours::deny_all(&path)?;
+    for r in &QEMU_ACL {
+        ours::allow(&path, r)?;
+    }
+    Ok(())
+}
+
+/// Times (s) of each QEMU start, `starts` per side and round, each on a
+/// fresh cgroup made before the clock starts, the sides taking turns (the
+/// i-th of each side form a pair); the calls of one start.
+pub(crate) struct Starts {
+    pub(crate) ours: Vec<f64>,
+    pub(crate) libvirt: Vec<f64>,
+    pub(crate) ours_calls: Calls,
+    pub(crate) libvirt_calls: Calls,
+}
+
+pub(crate) fn starts(parent: &Path, o: &Options) -> Res<Starts> {
+    let mut s = Starts {
+        ours: Vec::new(),
+        libvirt: Vec::new(),
+        ours_calls: Calls([0; hook::COMMANDS]),
+        libvirt_calls: Calls([0; hook::COMMANDS]),
+    };
+    for round in 0..o.cp_rounds {
+        check_stop()?;
+        let mut cgs = Vec::new();
+        for i in 0..o.starts {
+            cgs.push([
+                Cg::new(parent, &format!("cp-qemu-ours-{round}-{i}"))?,
+                Cg::new(parent, &format!("cp-qemu-libvirt-{round}-{i}"))?,
+            ]);
+        }
+        for (i, [a, b]) in cgs.iter_mut().enumerate() {
+            for side in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
+                let start = Instant::now();
+                let (r, calls) = if side == 0 {
+                    count_calls(|| our_start(a))
+                } else {
+                    count_calls(|| libvirt_start(b))
+                };
+                let t = start.elapsed().as_secs_f64();
+                r?;
+                if side == 0 {
+                    s.ours.push(t);
+                    s.ours_calls = calls;
+                } else {
+                    s.libvirt.push(t);
+                    s.libvirt_calls = calls;
+                }
+            }
+        }
+        eprintln!(
+            "control plane: QEMU starts, round {}/{}",
+            round + 1,
+            o.cp_rounds
+        );
+    }
+    Ok(s)
+}

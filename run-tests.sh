@@ -5,13 +5,27 @@
 # syscalls with it), then runs, in order:
 #   lint:    cargo fmt --check, cargo clippy -D warnings
 #   rust:    unit tests, kernel tests, C-boundary tests, header freshness,
-#            the admin tool, the oracle, the fail-closed tests
+#            the admin tool, the oracle, the fail-closed tests, the daemon
+#            tests, upgrades from every earlier format (old builds cached
+#            under /var/cache/vircgroup-v2-devices), locked memory
+#   old kernels: the privileged suites again with a 5.4 and a 4.15 feature
+#            set emulated (VCG2_EMULATE_KERNEL: newer bpf(2) commands,
+#            flags and instructions refused as those kernels do)
 #   bench:   the benchmark once in --quick mode, so it keeps working
 #   meson:   the library built and installed as distros do, the symbol
 #            audit, SONAME, pkg-config, and the C harness (TAP)
 #   valgrind: the C harness again under valgrind
 set -euo pipefail
 cd "$(dirname "$0")"
+
+# Runs "$@" as stage $1, printing how long it took.
+stage() {
+    local name=$1 start=$SECONDS
+    shift
+    echo "== $name"
+    "$@"
+    echo "== $name: $((SECONDS - start)) s"
+}
 
 need=()
 for tool in meson:meson ninja:ninja-build pkg-config:pkg-config valgrind:valgrind \
@@ -24,27 +38,41 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-echo "== lint"
-cargo fmt --check
-cargo clippy --locked --all-targets -- -D warnings
-cargo clippy --locked --all-targets --features testing -- -D warnings
+lint() {
+    cargo fmt --check
+    cargo clippy --locked --all-targets -- -D warnings
+    cargo clippy --locked --all-targets --features testing -- -D warnings
+}
+stage lint lint
 
-echo "== rust tests"
-cargo test --locked --features testing
+stage "rust tests" cargo test --locked --features testing
 
-echo "== benchmark smoke run (numbers: cargo bench --bench devices, BENCHMARKS.md)"
-bench_log=$(mktemp)
-if ! cargo bench --locked --features testing --bench devices -- --quick >"$bench_log" 2>&1; then
-    cat "$bench_log"; rm -f "$bench_log"; exit 1
-fi
-rm -f "$bench_log"
+# The suites that reach the kernel, on emulated older kernels.
+old_kernel() {
+    VCG2_EMULATE_KERNEL=$1 cargo test --locked --features testing \
+        --test kernel --test capi --test cli --test failclosed --test oracle \
+        --test daemon --test upgrade --test memlock --test v1
+}
+stage "rust tests, Linux 5.4 feature set" old_kernel 5.4
+stage "rust tests, Linux 4.15 feature set" old_kernel 4.15
 
-echo "== meson build and C tests"
+bench_smoke() {
+    local log
+    log=$(mktemp)
+    if ! cargo bench --locked --features testing --bench devices -- --quick >"$log" 2>&1; then
+        cat "$log"; rm -f "$log"; return 1
+    fi
+    rm -f "$log"
+}
+stage "benchmark smoke run (numbers: cargo bench --bench devices, BENCHMARKS.md)" bench_smoke
+
 build=build-tests
-rm -rf "$build"
-meson setup "$build" >/dev/null
-meson compile -C "$build"
-meson test -C "$build" --print-errorlogs
-
-echo "== C tests under valgrind"
-meson test -C "$build" --setup valgrind --print-errorlogs --no-rebuild
+meson_tests() {
+    rm -rf "$build"
+    meson setup "$build" >/dev/null
+    meson compile -C "$build"
+    meson test -C "$build" --print-errorlogs
+}
+stage "meson build and C tests" meson_tests
+stage "C tests under valgrind" \
+    meson test -C "$build" --setup valgrind --print-errorlogs --no-rebuild

@@ -5,27 +5,76 @@
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
  * API conventions: every int function returns 0 on success and -1 on
- * failure, with errno set (the failing system call's errno, or EINVAL for a
- * bad argument) and a message for the calling thread in
- * vircgroup_v2_last_error(). A bad argument changes nothing. group_path is
- * an absolute path to a directory on a cgroup v2 filesystem. Every function
- * is safe to call from several threads; calls on one cgroup are serialized.
+ * failure, with errno set and a message for the calling thread in
+ * vircgroup_v2_last_error(). A failed call changes nothing: the policy the
+ * kernel enforces, the state and the fds are as before. group_path is an
+ * absolute path to a directory on a cgroup v2 filesystem.
  *
- * The map encoding: keys are libvirt's, (uint64_t)major << 32 |
- * (uint32_t)minor, with 0xffffffff as the wildcard half. A value holds both
- * rules on those numbers: bits 0-3 the block rule, bits 8-11 the char rule,
- * each as BPF_DEVCG_ACC_* bits (mknod 1, read 2, write 4: not the order
- * of VIRCGROUP_DEVICE_*, read 1, write 2, mknod 4) plus 8, set exactly
- * when the rule exists; an 'a' rule sets both; no other bit is set
- * and a value is never 0. Example: "c 1:3 rw" is key 0x0000000100000003,
- * value 0x00000e00. So a char and a block rule on the same numbers never
- * affect each other. count counts map entries (one per key).
+ * errno, for every function that takes group_path:
+ *   EINVAL  a bad argument: NULL, empty or relative path, not on cgroup2,
+ *           type, numbers or perms out of range, a map of the wrong shape,
+ *           an fd the library holds; a change asked of the cgroup2 root
+ *   ENOENT  the path does not exist; check/list: only programs this
+ *           library does not know are attached (their rules are unknown)
+ *   EBUSY   a change asked where a program this library does not know is
+ *           attached without BPF_F_ALLOW_MULTI (it is never replaced)
+ *   E2BIG   the rules do not fit in the largest map (65,536 rules)
+ *   EPERM   a privilege is missing (CAP_BPF/CAP_NET_ADMIN/CAP_SYS_ADMIN),
+ *           or, before Linux 5.11, RLIMIT_MEMLOCK is too low even after
+ *           the library raised it; the message says which
+ *   ENOMEM  the kernel is out of memory for BPF (memory cgroup limit)
+ *   EAGAIN  another process of this library kept the cgroup locked for
+ *           more than 5 s (10 s for a new program), or kept replacing it
+ *   other   the failing system call's errno; the message names the call
+ *           and its arguments (and the verifier log, when a load fails)
  *
- * Change rules through these functions only: the library keeps a copy of
- * each map it holds (an allow or deny is one map update; check, list and
- * count read the copy) and a second map of its own, a wildcard index the
- * program reads to skip lookups that cannot match. A rule written into the
- * map behind the library's back is not seen until the next detect.
+ * Threads: every function may be called from any thread; calls on one
+ * cgroup are serialized, calls on different cgroups never wait for each
+ * other. The log function is called with no lock of the library held,
+ * after the call's work and before errno is set: it may call the library
+ * (the same cgroup too) and vircgroup_v2_set_log_func. fork: a child may
+ * call the library on its own state; it never waits for a lock a thread of
+ * the parent held (it may wait, at most 5 s, for a change another process
+ * is making). A call from a thread-exit destructor works (its message may
+ * be kept until the thread exits). No function is async-signal-safe: do
+ * not call the library from a signal handler.
+ *
+ * vircgroup_v2_last_error(): the message of the calling thread's last
+ * failure, "" when none; valid until that thread's next failing call or its
+ * exit; never freed by another thread.
+ *
+ * Other writers: the rules in force are the kernel's. Another process
+ * changing the same cgroup through this library (the admin tool, another
+ * daemon) is seen by the next call: it is never reverted, never makes a
+ * call fail for a lack of room, never makes check or list answer wrong.
+ * The same cgroup through two paths (a symlink, a bind mount) is one state.
+ *
+ * Kernels: Linux 4.15 and later. Newer features are probed once per
+ * process (the first EINVAL) and fall back with the same policy:
+ *   5.5  BPF_F_MMAPABLE arrays (with 5.2's BPF_LD_MAP_VALUE): the rule
+ *        table (format 6, program vcg2dev_f6); before, a hash map and an
+ *        index read with bpf_map_lookup_elem (format 5, vcg2dev_f5)
+ *   5.6  BPF_F_REPLACE: beside BPF_F_ALLOW_MULTI programs the new program
+ *        is attached, then the old one detached (in between a device is
+ *        allowed only if both allow it)
+ *   5.6  batch map commands: one update or lookup per entry
+ *   5.11 memory cgroup accounting of BPF: before, the first EPERM/ENOMEM of
+ *        a map or program raises RLIMIT_MEMLOCK (soft to hard, then both
+ *        unlimited with CAP_SYS_RESOURCE), as libbpf does, once per process
+ * Programs of every earlier release (formats 1-4, named vircgroup_v2dev)
+ * and libvirt's own are adopted: their rules converted, the program
+ * replaced in one step.
+ *
+ * The map encoding of attach_prog's map (and of libvirt's key): keys are
+ * (uint64_t)major << 32 | (uint32_t)minor, with 0xffffffff as the wildcard
+ * half. A value holds both rules on those numbers: bits 0-3 the block rule,
+ * bits 8-11 the char rule, each as BPF_DEVCG_ACC_* bits (mknod 1, read 2,
+ * write 4; not the VIRCGROUP_DEVICE_* values read 1, write 2, mknod 4) plus
+ * 8, set exactly when the rule exists; an 'a' rule sets both; no other bit
+ * is set and a value is never 0. Example: "c 1:3 rw" is key
+ * 0x0000000100000003, value 0x00000e00.
+ * A char and a block rule on the same numbers never affect each other.
+ * count counts map entries (one per key).
  */
 
 #ifndef VIRCGROUP_V2_DEVICES_H
@@ -116,11 +165,16 @@ bool vircgroup_v2_devices_available(const char *group_path);
  replacing in one step a program this library or libvirt's C code
  attached. `mapfd` must be a BPF hash map with 8-byte keys and 4-byte
  values, `max` its `max_entries`, empty or holding rules in the encoding
- above; else -1 with `EINVAL` and nothing changes.
+ above; else -1 with `EINVAL` and nothing changes. `EBUSY` when a program
+ this library does not know is attached without `BPF_F_ALLOW_MULTI`.
 
- Ownership: the library always takes `mapfd`, and closes it on failure. On
+ Ownership: the library always takes `mapfd`, and closes it on failure,
+ except an fd the library already holds (one `get_state` returned, for
+ any cgroup): that is refused with `EINVAL` and nothing is closed. On
  success the fds held before for the cgroup are closed and the state is
- `{mapfd, progfd, count, max}`.
+ `{mapfd, progfd, count, max}`. On kernels with the rule table (Linux
+ 5.5) the rules are copied into a table, which takes over the number
+ `mapfd` (the hash map itself is closed): `mapfd` is then the table.
 
  # Safety
  `group_path` is NULL or a NUL-terminated string; `mapfd` is an fd the
@@ -141,9 +195,11 @@ int vircgroup_v2_devices_attach_prog(const char *group_path, int mapfd, size_t m
 int vircgroup_v2_devices_detect_prog(const char *group_path);
 
 /*
- When no program is held for the cgroup, creates a 64-entry map and
- attaches the program with it: every device is denied until rules are
- added.
+ Detects first (as `vircgroup_v2_devices_detect_prog`: a running VM's
+ program is adopted, never wiped); only when nothing is held or found,
+ creates a 64-entry map and attaches the program with it: every device is
+ denied until rules are added. `EBUSY` next to a foreign program attached
+ without `BPF_F_ALLOW_MULTI`.
 
  # Safety
  `group_path` is NULL or a NUL-terminated string.
@@ -161,7 +217,10 @@ int vircgroup_v2_devices_prepare_prog(const char *group_path);
 
 /*
  Closes the library's fds for the cgroup and forgets its state; the
- program stays attached (the kernel frees it with the cgroup).
+ program stays attached (the kernel frees it with the cgroup). Also when
+ the cgroup's directory is already gone (removed before this call): the
+ state held for that path is released and 0 returned. `ENOENT` for a
+ path that neither exists nor was used before.
 
  # Safety
  `group_path` is NULL or a NUL-terminated string.
@@ -234,7 +293,9 @@ int vircgroup_v2_deny_all_devices(const char *group_path);
 
 /*
  Copies the state held for the cgroup into `*out` (`{-1, -1, 0, 0}` when
- none; nothing is detected). The fds stay owned by the library.
+ none; nothing is detected, and a program no longer attached is
+ forgotten). The fds stay owned by the library: never close them or pass
+ them to `attach_prog`.
 
  # Safety
  `group_path` is NULL or a NUL-terminated string; `out` is NULL or points

@@ -163,11 +163,16 @@ pub unsafe extern "C" fn vircgroup_v2_devices_available(group_path: *const c_cha
 /// replacing in one step a program this library or libvirt's C code
 /// attached. `mapfd` must be a BPF hash map with 8-byte keys and 4-byte
 /// values, `max` its `max_entries`, empty or holding rules in the encoding
-/// above; else -1 with `EINVAL` and nothing changes.
+/// above; else -1 with `EINVAL` and nothing changes. `EBUSY` when a program
+/// this library does not know is attached without `BPF_F_ALLOW_MULTI`.
 ///
-/// Ownership: the library always takes `mapfd`, and closes it on failure. On
+/// Ownership: the library always takes `mapfd`, and closes it on failure,
+/// except an fd the library already holds (one `get_state` returned, for
+/// any cgroup): that is refused with `EINVAL` and nothing is closed. On
 /// success the fds held before for the cgroup are closed and the state is
-/// `{mapfd, progfd, count, max}`.
+/// `{mapfd, progfd, count, max}`. On kernels with the rule table (Linux
+/// 5.5) the rules are copied into a table, which takes over the number
+/// `mapfd` (the hash map itself is closed): `mapfd` is then the table.
 ///
 /// # Safety
 /// `group_path` is NULL or a NUL-terminated string; `mapfd` is an fd the
@@ -222,9 +227,11 @@ pub unsafe extern "C" fn vircgroup_v2_devices_detect_prog(group_path: *const c_c
     int_call(|| devices::detect_prog(unsafe { str_arg(group_path, "group_path") }?))
 }
 
-/// When no program is held for the cgroup, creates a 64-entry map and
-/// attaches the program with it: every device is denied until rules are
-/// added.
+/// Detects first (as `vircgroup_v2_devices_detect_prog`: a running VM's
+/// program is adopted, never wiped); only when nothing is held or found,
+/// creates a 64-entry map and attaches the program with it: every device is
+/// denied until rules are added. `EBUSY` next to a foreign program attached
+/// without `BPF_F_ALLOW_MULTI`.
 ///
 /// # Safety
 /// `group_path` is NULL or a NUL-terminated string.
@@ -246,7 +253,10 @@ pub unsafe extern "C" fn vircgroup_v2_devices_prepare_prog(group_path: *const c_
 }
 
 /// Closes the library's fds for the cgroup and forgets its state; the
-/// program stays attached (the kernel frees it with the cgroup).
+/// program stays attached (the kernel frees it with the cgroup). Also when
+/// the cgroup's directory is already gone (removed before this call): the
+/// state held for that path is released and 0 returned. `ENOENT` for a
+/// path that neither exists nor was used before.
 ///
 /// # Safety
 /// `group_path` is NULL or a NUL-terminated string.
@@ -357,7 +367,9 @@ pub unsafe extern "C" fn vircgroup_v2_deny_all_devices(group_path: *const c_char
 }
 
 /// Copies the state held for the cgroup into `*out` (`{-1, -1, 0, 0}` when
-/// none; nothing is detected). The fds stay owned by the library.
+/// none; nothing is detected, and a program no longer attached is
+/// forgotten). The fds stay owned by the library: never close them or pass
+/// them to `attach_prog`.
 ///
 /// # Safety
 /// `group_path` is NULL or a NUL-terminated string; `out` is NULL or points

@@ -648,3 +648,30 @@ fn detach_prog_leaves_the_cgroup_unrestricted() {
     // Nothing attached: nothing to do.
     devices::detach_prog(cg.p()).unwrap();
 }
+
+/// A daemon restarted under a running VM that calls create_prog without
+/// detect_prog first (issue 12): the VM's rules, set by another process,
+/// stay; the program is adopted, not replaced.
+#[test]
+fn create_prog_after_a_restart_keeps_the_running_vms_rules() {
+    let Some(mount) = privileged() else { return };
+    let cg = Scratch::new(&mount);
+    let d = Devs::new();
+    for args in [vec!["deny", cg.p(), "a"], vec!["allow", cg.p(), "c 1:3 rw"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vircgroup-devices"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let before = cg.attached();
+    devices::create_prog(cg.p()).unwrap();
+    assert_eq!(cg.attached(), before, "adopted, not replaced");
+    assert_eq!(cg.list(), "c 1:3 rw\n");
+    assert_eq!(cg.state().count, 1);
+    cg.expect(&[case("rw", &d.null, Some(rule(b'c', 1, 3, RW)), true)]);
+}

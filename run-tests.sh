@@ -51,7 +51,7 @@ stage "rust tests" cargo test --locked --features testing
 old_kernel() {
     VCG2_EMULATE_KERNEL=$1 cargo test --locked --features testing \
         --test kernel --test capi --test cli --test failclosed --test oracle \
-        --test daemon --test upgrade --test memlock
+        --test daemon --test upgrade --test memlock --test v1
 }
 stage "rust tests, Linux 5.4 feature set" old_kernel 5.4
 stage "rust tests, Linux 4.15 feature set" old_kernel 4.15

@@ -55,7 +55,7 @@ fi
 unknown=$(printf '%s\n' "$defined" | awk '{ print $2 }' | grep '^vircgroup_v2_' |
           grep -vxF "$expected" || true)
 if [ -n "$unknown" ]; then
-    echo "exported symbols not in the contract (update API.md and this list):" >&2
+    echo "exported symbols not in the contract (update docs/API.md and this list):" >&2
     printf '  %s\n' $unknown >&2
     status=1
 fi

@@ -15,7 +15,8 @@
 //! Keys are libvirt's: `(uint64_t)major << 32 | (uint32_t)minor`, with
 //! `0xffffffff` as the wildcard half. A value holds both rules on those
 //! numbers: bits 0-3 the block rule, bits 8-11 the char rule, each as
-//! `BPF_DEVCG_ACC_*` bits (mknod 1, read 2, write 4) plus 8, set exactly
+//! `BPF_DEVCG_ACC_*` bits (mknod 1, read 2, write 4: not the order of
+//! `VIRCGROUP_DEVICE_*`, read 1, write 2, mknod 4) plus 8, set exactly
 //! when the rule exists; an `a` rule sets both; no other bit is set and a
 //! value is never 0. Example: `c 1:3 rw` is key 0x0000000100000003, value
 //! 0x00000e00. So a char and a block rule on the same numbers never affect
@@ -34,15 +35,21 @@ use std::ffi::{CStr, CString};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// `VIR_CGROUP_DEVICE_READ`.
+/// `VIR_CGROUP_DEVICE_READ`: read 1, write 2, mknod 4, the bits every
+/// `perms` argument takes. They are libvirt's, not the kernel's
+/// `BPF_DEVCG_ACC_*` bits (mknod 1, read 2, write 4) that the program sees
+/// and that the map encoding above and `vircgroup_v2_devices_get_perms`
+/// use: read is 1 here and 2 there, write 2 here and 4 there, mknod 4 here
+/// and 1 there. The library converts; a caller never passes
+/// `BPF_DEVCG_ACC_*` bits.
 pub const VIRCGROUP_DEVICE_READ: c_int = 1;
-/// `VIR_CGROUP_DEVICE_WRITE`.
+/// `VIR_CGROUP_DEVICE_WRITE` (2; `BPF_DEVCG_ACC_WRITE` is 4).
 pub const VIRCGROUP_DEVICE_WRITE: c_int = 2;
-/// `VIR_CGROUP_DEVICE_MKNOD`.
+/// `VIR_CGROUP_DEVICE_MKNOD` (4; `BPF_DEVCG_ACC_MKNOD` is 1).
 pub const VIRCGROUP_DEVICE_MKNOD: c_int = 4;
-/// `VIR_CGROUP_DEVICE_RW`.
+/// `VIR_CGROUP_DEVICE_RW` (3; read and write are 6 in `BPF_DEVCG_ACC_*`).
 pub const VIRCGROUP_DEVICE_RW: c_int = VIRCGROUP_DEVICE_READ | VIRCGROUP_DEVICE_WRITE;
-/// `VIR_CGROUP_DEVICE_RWM`.
+/// `VIR_CGROUP_DEVICE_RWM` (7, as all three `BPF_DEVCG_ACC_*` bits are).
 pub const VIRCGROUP_DEVICE_RWM: c_int = VIRCGROUP_DEVICE_RW | VIRCGROUP_DEVICE_MKNOD;
 
 /// The state of one cgroup, byte for byte the layout of libvirt's
@@ -271,7 +278,9 @@ pub unsafe extern "C" fn vircgroup_v2_devices_detach_prog(group_path: *const c_c
 }
 
 /// libvirt's value encoding: `access << 16 | type bits` (`'b'` 1, `'c'` 2,
-/// anything else 3; mknod 1, read 2, write 4).
+/// anything else 3), `perms` in `VIRCGROUP_DEVICE_*` bits and `access` in
+/// `BPF_DEVCG_ACC_*` bits (mknod 1, read 2, write 4):
+/// `get_perms(VIRCGROUP_DEVICE_RW, 'c')` is `6 << 16 | 2`.
 #[no_mangle]
 pub extern "C" fn vircgroup_v2_devices_get_perms(perms: c_int, r#type: c_char) -> u32 {
     rules::get_perms(perms, r#type as u8)
@@ -328,7 +337,10 @@ pub unsafe extern "C" fn vircgroup_v2_deny_device(
     })
 }
 
-/// `a *:* perms`.
+/// The rules `b *:* perms` and `c *:* perms`: what libvirt's cgroup v1
+/// backend writes for it, listed as those two lines (never `a *:* rwm`,
+/// which in v1 means no restriction at all). `perms` as for
+/// `vircgroup_v2_allow_device`.
 ///
 /// # Safety
 /// `group_path` is NULL or a NUL-terminated string.
@@ -453,11 +465,17 @@ pub unsafe extern "C" fn vircgroup_v2_devices_check(
     })
 }
 
-/// The rules as cgroup v1 `devices.list` lines (`c 1:3 rw`, `b 8:* r`,
-/// `a *:* rwm`), one per line, each ending in a newline, sorted by type
-/// (a, b, c), major, minor (`*` last). An empty policy is the empty string; a
-/// cgroup with no device program is `a *:* rwm`. Returns a `malloc`ed string
-/// the caller frees with `free()`, or NULL with errno on failure.
+/// The rules as cgroup v1 `devices.list` lines (`c 1:3 rw`, `b 8:* r`),
+/// one per line, each ending in a newline: exactly the set of lines the
+/// kernel's cgroup v1 `devices.list` shows after libvirt's v1 backend made
+/// the same calls, sorted by type (b, c), major, minor (`*` last). So a
+/// char and a block rule are two lines (`b 8:* m` and `c 8:* m`, never a
+/// merged `a 8:* m`: in v1 a line starting with `a` means every device),
+/// `allow_all_devices(p)` lists as `b *:* p` and `c *:* p`, and `a *:* rwm`
+/// is the list of a cgroup no device program restricts, and only of that.
+/// An empty policy (every device denied) is the empty string. Returns a
+/// `malloc`ed string the caller frees with `free()`, or NULL with errno on
+/// failure.
 ///
 /// # Safety
 /// `group_path` is NULL or a NUL-terminated string.

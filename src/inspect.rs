@@ -76,14 +76,11 @@ pub fn check(path: &str, rule: &Rule) -> Result<bool> {
 }
 
 /// The rules as cgroup v1 `devices.list` text. A cgroup with no device
-/// program allows everything: `a *:* rwm`.
+/// program allows everything: `a *:* rwm`, the only `a` line a list has.
 pub fn list(path: &str) -> Result<String> {
     with_cgroup(path, |cg, held| {
         let entries: Vec<(u64, u32)> = match view(cg, held)? {
-            View::Unrestricted => {
-                let all = Rule::new(b'a', -1, -1, rules::RWM)?;
-                return Ok(format!("{all}\n"));
-            }
+            View::Unrestricted => return Ok(rules::UNRESTRICTED_LIST.to_string()),
             View::Table(t) => t.read(|t| t.entries())?,
             View::Rules(r) => r.into_iter().collect(),
         };

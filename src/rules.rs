@@ -170,6 +170,11 @@ impl Rule {
         })
     }
 
+    /// Whether this rule names every device (`a *:*`).
+    pub fn every_device(&self) -> bool {
+        self.ty == DevType::All && self.major.is_none() && self.minor.is_none()
+    }
+
     /// The map key.
     pub fn key(&self) -> u64 {
         key_of(self.major, self.minor)
@@ -209,16 +214,26 @@ impl std::fmt::Display for Rule {
     }
 }
 
-/// Parses cgroup v1 rule text, as `devices.allow` takes it and `Display`
-/// writes it: `TYPE MAJOR:MINOR PERMS` (`c 1:3 rw`, `b 8:* r`, `c *:* m`),
-/// or `a` alone for `a *:* rwm`. Any whitespace separates the fields. An
-/// error is `EINVAL`, quotes the text and names the bad field.
+/// Parses cgroup v1 rule text as the kernel's `devices.allow` and
+/// `devices.deny` read it, without their leniencies:
+/// - `TYPE MAJOR:MINOR PERMS` with TYPE `b` or `c` (`c 1:3 rw`, `b 8:* r`,
+///   `c *:* m`): numbers in decimal without a leading zero, or `*`;
+///   PERMS each of `r`, `w` and `m` at most once;
+/// - `a`, or `a *:* PERMS`: every device (a rule of type `a` with both
+///   numbers `*`). v1 reads every line starting with `a` as every device,
+///   whatever follows, so `a` with numbers (`a 1:3 r`) is refused: the
+///   error says to write `c 1:3 r` and `b 1:3 r` for both types, or `a`
+///   for every device.
+///
+/// Any ASCII whitespace separates the fields. An error is `EINVAL`, quotes
+/// the text (control characters escaped, see [`quoted`]) and names the bad
+/// field.
 impl std::str::FromStr for Rule {
     type Err = Error;
 
     fn from_str(text: &str) -> Result<Self> {
-        let bad = |why: String| Error::invalid(format!("invalid rule '{text}': {why}"));
-        let fields: Vec<&str> = text.split_whitespace().collect();
+        let bad = |why: String| Error::invalid(format!("invalid rule {}: {why}", quoted(text)));
+        let fields: Vec<&str> = text.split_ascii_whitespace().collect();
         let (ty, numbers, perms) = match fields[..] {
             ["a"] => return Rule::new(b'a', -1, -1, RWM),
             [ty, numbers, perms] => (ty, numbers, perms),
@@ -230,45 +245,121 @@ impl std::str::FromStr for Rule {
         };
         let ty = match ty {
             "a" | "b" | "c" => DevType::from_char(ty.as_bytes()[0])?,
-            _ => return Err(bad(format!("device type '{ty}' (expected a, b or c)"))),
+            _ => {
+                return Err(bad(format!(
+                    "device type {} (expected b, c, or a for every device)",
+                    quoted(ty)
+                )))
+            }
         };
         let (major, minor) = numbers
             .split_once(':')
-            .ok_or_else(|| bad(format!("'{numbers}' is not MAJOR:MINOR")))?;
-        let number = |what: &str, n: &str, max: u32| match n {
-            "*" => Ok(None),
-            _ => n
+            .ok_or_else(|| bad(format!("{} is not MAJOR:MINOR", quoted(numbers))))?;
+        let number = |what: &str, n: &str, max: u32| {
+            if n == "*" {
+                return Ok(None);
+            }
+            let value = n
                 .parse::<u32>()
                 .ok()
                 .filter(|&v| v <= max && n.bytes().all(|b| b.is_ascii_digit()))
-                .map(Some)
-                .ok_or_else(|| bad(format!("{what} number '{n}' (expected 0-{max} or *)"))),
+                .ok_or_else(|| {
+                    bad(format!(
+                        "{what} number {} (expected 0-{max} or *)",
+                        quoted(n)
+                    ))
+                })?;
+            if n.len() > 1 && n.starts_with('0') {
+                return Err(bad(format!(
+                    "{what} number {} has a leading zero (write '{value}')",
+                    quoted(n)
+                )));
+            }
+            Ok(Some(value))
         };
-        Ok(Rule {
+        let rule = Rule {
             ty,
             major: number("major", major, MAX_MAJOR)?,
             minor: number("minor", minor, MAX_MINOR)?,
             perms: parse_perms(perms)
-                .map_err(|e| e.context(format_args!("invalid rule '{text}'")))?,
-        })
+                .map_err(|e| e.context(format_args!("invalid rule {}", quoted(text))))?,
+        };
+        if ty == DevType::All && !rule.every_device() {
+            let of = |ty| Rule { ty, ..rule }.to_string();
+            return Err(bad(format!(
+                "in cgroup v1 a rule of type 'a' means every device, whatever numbers \
+                 follow; for both types on {numbers} write '{}' and '{}', \
+                 for every device 'a'",
+                of(DevType::Char),
+                of(DevType::Block)
+            )));
+        }
+        Ok(rule)
     }
 }
 
+/// `text` between single quotes, safe to print on one line of a terminal:
+/// control characters (and the invisible ones that reorder text) are
+/// escaped as `\n`, `\t`, `\r`, `\xNN` or `\u{NNNN}`, and a backslash is
+/// doubled, so that what is shown can be told apart from what was typed.
+pub fn quoted(text: &str) -> String {
+    format!("'{}'", escape(text, true))
+}
+
+/// `text` with its control characters escaped as [`quoted`] does, and its
+/// backslashes left alone: for a message that may hold quoted text already.
+pub fn printable(text: &str) -> String {
+    escape(text, false)
+}
+
+fn escape(text: &str, backslash: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' if backslash => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\0'..='\x1f' | '\x7f' => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            '\u{80}'..='\u{9f}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{feff}' => {
+                let _ = write!(out, "\\u{{{:04x}}}", c as u32);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// `VIR_CGROUP_DEVICE_*` bits of `rwm` text: a non-empty string of `r`,
-/// `w` and `m`. An error is `EINVAL` and names the bad letter.
+/// `w` and `m`, each at most once, in any order. An error is `EINVAL` and
+/// names the bad letter.
 pub fn parse_perms(text: &str) -> Result<i32> {
     let mut perms = 0;
     for c in text.chars() {
-        perms |= match c {
+        let bit = match c {
             'r' => READ,
             'w' => WRITE,
             'm' => MKNOD,
             _ => {
                 return Err(Error::invalid(format!(
-                    "permission '{c}' (expected r, w or m)"
+                    "permission {} (expected r, w or m)",
+                    quoted(c.encode_utf8(&mut [0; 4]))
                 )))
             }
         };
+        if perms & bit != 0 {
+            return Err(Error::invalid(format!(
+                "permission '{c}' given twice in {} (write each of r, w, m at most once)",
+                quoted(text)
+            )));
+        }
+        perms |= bit;
     }
     if perms == 0 {
         return Err(Error::invalid("no permission (expected r, w or m)"));
@@ -378,30 +469,33 @@ pub fn valid_value(value: u32) -> bool {
         && SHIFTS.into_iter().all(half_ok)
 }
 
-/// The cgroup v1 rules one map entry stands for: one `a` rule when block and
-/// char permissions are the same, else one rule per type that has any.
+/// The cgroup v1 rules one map entry stands for: its block rule, then its
+/// char rule, each where that type has permissions. Never one `a` rule
+/// for both: in v1 a line starting with `a` means every device, and a
+/// char and a block rule are two lines there.
 pub fn entry_rules(key: u64, value: u32) -> Vec<Rule> {
     let (major, minor) = split_key(key);
-    let block = vir_perms((value >> BLOCK_SHIFT) & 7);
-    let char_ = vir_perms((value >> CHAR_SHIFT) & 7);
-    let rule = |ty, perms| Rule {
-        ty,
-        major,
-        minor,
-        perms,
-    };
-    if block == char_ {
-        return vec![rule(DevType::All, block)];
-    }
-    [(DevType::Block, block), (DevType::Char, char_)]
+    [(DevType::Block, BLOCK_SHIFT), (DevType::Char, CHAR_SHIFT)]
         .into_iter()
-        .filter(|&(_, p)| p != 0)
-        .map(|(t, p)| rule(t, p))
+        .map(|(ty, shift)| Rule {
+            ty,
+            major,
+            minor,
+            perms: vir_perms((value >> shift) & 7),
+        })
+        .filter(|r| r.perms != 0)
         .collect()
 }
 
-/// `devices.list` text of map entries: one rule per line, sorted by type
-/// (`a`, `b`, `c`), then major, then minor, `*` after every number.
+/// What cgroup v1's `devices.list` shows for a cgroup that no device
+/// program restricts (v1's default-allow cgroup): the only `a` line a list
+/// ever has.
+pub const UNRESTRICTED_LIST: &str = "a *:* rwm\n";
+
+/// `devices.list` text of map entries: exactly the lines cgroup v1's
+/// `devices.list` shows for the same rules (in v1's order of insertion
+/// there; here sorted by type, `b` then `c`, then major, then minor, `*`
+/// after every number). No rule: the empty string.
 pub fn list_text(entries: &[(u64, u32)]) -> String {
     let mut rules: Vec<Rule> = entries
         .iter()
@@ -532,8 +626,12 @@ mod tests {
         assert!(allows(&Rule::new(b'c', 1, 3, RW).unwrap(), &[v]));
         assert!(!allows(&Rule::new(b'b', 1, 3, RW).unwrap(), &[v]));
         assert_eq!(list_text(&[(c.key(), v)]), "b 1:3 r\nc 1:3 rw\n");
+        // Never merged into an `a` line: v1 reads that as every device.
         let a = Rule::new(b'a', -1, -1, RWM).unwrap();
-        assert_eq!(list_text(&[(a.key(), a.value())]), "a *:* rwm\n");
+        assert_eq!(list_text(&[(a.key(), a.value())]), "b *:* rwm\nc *:* rwm\n");
+        let a = Rule::new(b'a', 8, -1, MKNOD).unwrap();
+        assert_eq!(list_text(&[(a.key(), a.value())]), "b 8:* m\nc 8:* m\n");
+        assert_eq!(list_text(&[]), "");
     }
 
     #[test]
@@ -600,17 +698,24 @@ mod text_tests {
             "c 1:3 rw",
             "b 8:* r",
             "c *:* m",
-            "a 240:1 rwm",
+            "b 0:0 rwm",
+            "c 10:0 w",
             "b 4095:1048575 w",
+            "a *:* rwm",
+            "a *:* r",
         ] {
             let rule: Rule = text.parse().unwrap();
             assert_eq!(rule.to_string(), text);
         }
-        assert_eq!("a".parse::<Rule>().unwrap().to_string(), "a *:* rwm");
+        let all: Rule = "a".parse().unwrap();
+        assert_eq!(all.to_string(), "a *:* rwm");
+        assert!(all.every_device());
+        assert!(!"c *:* rwm".parse::<Rule>().unwrap().every_device());
         assert_eq!(
             " c\t136:*  wr ".parse::<Rule>().unwrap(),
             Rule::new(b'c', 136, -1, RW).unwrap()
         );
+        assert_eq!("c 1:3 r\n".parse::<Rule>().unwrap().to_string(), "c 1:3 r");
     }
 
     #[test]
@@ -626,7 +731,7 @@ mod text_tests {
         );
         assert_eq!(
             err("q 1:3 r"),
-            "invalid rule 'q 1:3 r': device type 'q' (expected a, b or c)"
+            "invalid rule 'q 1:3 r': device type 'q' (expected b, c, or a for every device)"
         );
         assert_eq!(
             err("c 5000:1 r"),
@@ -641,8 +746,56 @@ mod text_tests {
             .unwrap_err()
             .to_string()
             .contains("no permission"));
-        for text in ["", "c", "c 1:3", "c 1:3 r w", "a *:*", "cc 1:3 r"] {
+        for text in ["", "c", "c 1:3", "c 1:3 r w", "a *:*", "cc 1:3 r", "a 1:3"] {
             assert!(err(text).starts_with("invalid rule"), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn v1_leniencies_are_errors() {
+        let err = |t: &str| t.parse::<Rule>().unwrap_err().to_string();
+        // v1 reads any line starting with 'a' as every device.
+        assert_eq!(
+            err("a 1:3 r"),
+            "invalid rule 'a 1:3 r': in cgroup v1 a rule of type 'a' means every device, \
+             whatever numbers follow; for both types on 1:3 write 'c 1:3 r' and 'b 1:3 r', \
+             for every device 'a'"
+        );
+        assert!(err("a 8:* m").contains("write 'c 8:* m' and 'b 8:* m'"));
+        assert!(err("a *:3 rw").contains("write 'c *:3 rw' and 'b *:3 rw'"));
+        // The kernel reads 01 as 1 and 'rrw' as 'rw'.
+        assert_eq!(
+            err("c 01:3 r"),
+            "invalid rule 'c 01:3 r': major number '01' has a leading zero (write '1')"
+        );
+        assert!(err("c 1:003 r").contains("minor number '003' has a leading zero (write '3')"));
+        assert_eq!(
+            err("c 1:3 rrw"),
+            "invalid rule 'c 1:3 rrw': permission 'r' given twice in 'rrw' \
+             (write each of r, w, m at most once)"
+        );
+        assert!(err("b 1:3 rwmr").contains("permission 'r' given twice"));
+        // Fields are split on ASCII whitespace only.
+        assert!(err("c\u{a0}1:3 r").contains("expected 'TYPE MAJOR:MINOR PERMS'"));
+    }
+
+    #[test]
+    fn control_characters_are_quoted_safely() {
+        let err = |t: &str| t.parse::<Rule>().unwrap_err().to_string();
+        assert_eq!(
+            err("c 1:3 r\x1b[2J"),
+            "invalid rule 'c 1:3 r\\x1b[2J': permission '\\x1b' (expected r, w or m)"
+        );
+        assert_eq!(
+            err("c\r 1:3"),
+            "invalid rule 'c\\r 1:3': expected 'TYPE MAJOR:MINOR PERMS' (e.g. 'c 1:3 rw') or 'a'"
+        );
+        assert!(err("\u{202e}c 1:3 r").contains("device type '\\u{202e}c'"));
+        assert!(err("c 1\x07:3 r").contains("major number '1\\x07'"));
+        assert_eq!(quoted("a\\b\n\u{85}é"), "'a\\\\b\\n\\u{0085}é'");
+        assert_eq!(printable("'a\\x1b' \x1b"), "'a\\x1b' \\x1b");
+        for text in ["c 1:3 r\x1b", "\x00", "q\x7f 1:3 r", "c 1:3 \u{9b}"] {
+            assert!(!err(text).chars().any(char::is_control), "{:?}", err(text));
         }
     }
 }

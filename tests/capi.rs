@@ -1,4 +1,4 @@
-//! The C boundary from Rust: every bad input of API.md fails with -1 and
+//! The C boundary from Rust: every bad input of docs/API.md fails with -1 and
 //! EINVAL (or the failing call's errno), a message naming what was wrong,
 //! and no change to the rules.
 
@@ -6,31 +6,13 @@ mod common;
 
 use ::vircgroup_v2_devices::capi::*;
 use ::vircgroup_v2_devices::{rules, sys};
-use common::*;
+use common::{capi_list as list, *};
 use std::ffi::{CStr, CString};
 use std::os::fd::IntoRawFd;
 use std::ptr;
 
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap()
-}
-
-fn last_error() -> String {
-    // SAFETY: the library returns a valid C string.
-    unsafe { CStr::from_ptr(vircgroup_v2_last_error()) }
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn list(path: &CStr) -> String {
-    // SAFETY: valid C string; the result is malloc'ed and freed here.
-    unsafe {
-        let p = vircgroup_v2_devices_list(path.as_ptr());
-        assert!(!p.is_null(), "list: {}", last_error());
-        let s = CStr::from_ptr(p).to_string_lossy().into_owned();
-        libc::free(p.cast());
-        s
-    }
 }
 
 fn state(path: &CStr) -> vircgroup_v2_devices {
@@ -462,4 +444,32 @@ fn last_error_is_per_thread_and_logs_reach_the_callback() {
         !logs.iter().any(|(_, m)| m.contains("vcg2-log-after-unset")),
         "{logs:?}"
     );
+}
+
+#[test]
+fn list_prints_the_lines_cgroup_v1_shows() {
+    let Some(mount) = privileged() else { return };
+    let cg = Scratch::new(&mount);
+    let path = CString::new(cg.p()).unwrap();
+    let p = path.as_ptr();
+    // SAFETY: `p` is a valid C string for every call.
+    unsafe {
+        assert_eq!(list(&path), "a *:* rwm\n", "no program: v1's default allow");
+        assert_eq!(vircgroup_v2_deny_all_devices(p), 0, "{}", last_error());
+        assert_eq!(list(&path), "");
+        // 'a' on numbers is both types: two lines, never a merged 'a 8:* m'.
+        assert_eq!(vircgroup_v2_allow_device(p, b'a' as _, 8, -1, 4), 0);
+        assert_eq!(vircgroup_v2_allow_device(p, b'c' as _, 1, 3, 3), 0);
+        assert_eq!(list(&path), "b 8:* m\nc 1:3 rw\nc 8:* m\n");
+        // allow_all as libvirt's v1 backend writes it: b *:* and c *:*.
+        assert_eq!(vircgroup_v2_allow_all_devices(p, 7), 0);
+        assert_eq!(
+            list(&path),
+            "b 8:* m\nb *:* rwm\nc 1:3 rw\nc 8:* m\nc *:* rwm\n"
+        );
+        assert_eq!(vircgroup_v2_deny_device(p, b'b' as _, -1, -1, 7), 0);
+        assert_eq!(list(&path), "b 8:* m\nc 1:3 rw\nc 8:* m\nc *:* rwm\n");
+        assert_eq!(vircgroup_v2_devices_detach_prog(p), 0);
+        assert_eq!(list(&path), "a *:* rwm\n");
+    }
 }

@@ -239,7 +239,7 @@ fn allow_deny_list_check_with_the_kernel_behind() {
         ("c 240:1 w", false),
         ("b 240:7 r", true),
         ("b 240:* r", true),
-        ("a 240:1 r", true),
+        ("a *:* r", false),
         ("a", false),
         (&format!("{null} rw"), true),
         (&format!("{b240_1} w"), false),
@@ -290,7 +290,11 @@ fn libvirt_programs_are_read_without_being_replaced() {
     let out = tool(&["list", &relative(&cg)]);
     assert_eq!(
         (out.code, out.stdout.as_str(), out.stderr.as_str()),
-        (0, "a 240:1 r\nb 8:0 r\nc 1:3 rw\nc 136:* rw\n", "")
+        (
+            0,
+            "b 8:0 r\nb 240:1 r\nc 1:3 rw\nc 136:* rw\nc 240:1 r\n",
+            ""
+        )
     );
     assert_eq!(tool(&["check", cg.p(), "c 136:4 rw"]).code, 0);
     assert_eq!(tool(&["check", cg.p(), "b 8:0 w"]).code, 1);
@@ -535,4 +539,170 @@ fn demo_shows_a_denial_and_cleans_up() {
     assert!(path.starts_with(mount.to_str().unwrap()), "{path}");
     assert!(!Path::new(path).exists());
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn rule_text_is_read_as_cgroup_v1_reads_it() {
+    let Some(mount) = privileged() else { return };
+    let cg = Scratch::new(&mount);
+    // v1 reads every rule starting with 'a' as every device: with numbers,
+    // refused, naming what to write instead.
+    for cmd in ["allow", "deny", "check"] {
+        tool(&[cmd, cg.p(), "a 1:3 r"]).fails(
+            2,
+            &[
+                "invalid rule 'a 1:3 r'",
+                "means every device",
+                "write 'c 1:3 r' and 'b 1:3 r'",
+            ],
+        );
+        tool(&[cmd, cg.p(), "a 8:* m"]).fails(2, &["'c 8:* m' and 'b 8:* m'"]);
+    }
+    tool(&["run", "--allow", "a 1:3 r", "--", "true"]).fails(2, &["'c 1:3 r' and 'b 1:3 r'"]);
+    // Allowing 'a' allows every permission in v1: fewer is refused.
+    let every = [
+        "allowing 'a' allows every device with every permission",
+        "'b *:* r' and 'c *:* r'",
+    ];
+    tool(&["allow", cg.p(), "a *:* r"]).fails(2, &every);
+    tool(&["run", "--allow=a *:* r", "--", "true"]).fails(2, &every);
+    // What the kernel's parser lets through, refused with the reason.
+    let lenient = [
+        (
+            "c 01:3 r",
+            "major number '01' has a leading zero (write '1')",
+        ),
+        (
+            "b 8:00 r",
+            "minor number '00' has a leading zero (write '0')",
+        ),
+        ("c 1:3 rrw", "permission 'r' given twice in 'rrw'"),
+        ("/dev/null rwr", "permission 'r' given twice"),
+    ];
+    for (rule, why) in lenient {
+        for cmd in ["allow", "deny", "check"] {
+            tool(&[cmd, cg.p(), rule]).fails(2, &[why]);
+        }
+    }
+    // Control characters come back escaped, on one line.
+    for (rule, shown) in [
+        ("c 1:3 r\x1b[2J", "'c 1:3 r\\x1b[2J'"),
+        ("c\n1:3 q", "'c\\n1:3 q'"),
+        ("\u{202e}c 1:3 r", "'\\u{202e}c 1:3 r'"),
+    ] {
+        let out = tool(&["allow", cg.p(), rule]);
+        out.fails(2, &[shown]);
+        assert!(!out.stderr.trim_end().contains(char::is_control), "{out:?}");
+    }
+    assert!(cg.attached().is_empty(), "nothing was attached");
+
+    // 'a' and 'a *:* rwm' are every device, as b and c rules.
+    tool(&["deny", cg.p(), "a"]).ok();
+    tool(&["allow", cg.p(), "a *:* rwm"]).ok();
+    assert_eq!(tool(&["list", cg.p()]).stdout, "b *:* rwm\nc *:* rwm\n");
+    assert_eq!(tool(&["check", cg.p(), "a *:* rwm"]).code, 0);
+    // deny 'a *:* PERMS' denies every device, whatever PERMS, as in v1.
+    tool(&["allow", cg.p(), "c 1:3 rw", "b 8:* m"]).ok();
+    tool(&["deny", cg.p(), "a *:* rwm"]).ok();
+    assert_eq!(tool(&["list", cg.p()]).stdout, "");
+    tool(&["allow", cg.p(), "c 1:3 rw", "a"]).ok();
+    tool(&["deny", cg.p(), "a *:* r"]).ok();
+    assert_eq!(tool(&["list", cg.p()]).stdout, "");
+    assert_eq!(tool(&["check", cg.p(), "c 1:3 r"]).code, 1);
+}
+
+#[test]
+fn a_list_pasted_back_gives_the_same_rules() {
+    let Some(mount) = privileged() else { return };
+    let (from, to) = (Scratch::new(&mount), Scratch::new(&mount));
+    tool(&["deny", from.p(), "a"]).ok();
+    // Equal char and block rules on the same numbers: two lines, not 'a'.
+    tool(&[
+        "allow",
+        from.p(),
+        "c 8:* m",
+        "b 8:* m",
+        "c 1:3 rw",
+        "b *:* r",
+    ])
+    .ok();
+    let list = tool(&["list", from.p()]).ok().stdout.clone();
+    assert_eq!(list, "b 8:* m\nb *:* r\nc 1:3 rw\nc 8:* m\n");
+    tool(&["deny", to.p(), "a"]).ok();
+    let lines: Vec<&str> = list.lines().collect();
+    tool(&[&["allow", to.p()], &lines[..]].concat()).ok();
+    assert_eq!(tool(&["list", to.p()]).stdout, list);
+    assert_eq!(
+        tool(&["check", to.p(), "c 7:0 r"]).code,
+        1,
+        "not every device"
+    );
+}
+
+#[test]
+fn cgroup_paths_copied_from_proc_pid_cgroup() {
+    let Some(mount) = privileged() else { return };
+    let cg = Scratch::new(&mount);
+    tool(&["deny", cg.p(), "a"]).ok();
+    tool(&["allow", cg.p(), "c 1:3 rw"]).ok();
+    // The line a process in the cgroup shows in /proc/self/cgroup.
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            r#"echo 0 > "$1/cgroup.procs" && cat /proc/self/cgroup"#,
+            "sh",
+            cg.p(),
+        ])
+        .output()
+        .unwrap();
+    let proc_cgroup = String::from_utf8(out.stdout).unwrap();
+    let line = proc_cgroup.lines().find(|l| l.starts_with("0::/")).unwrap();
+    assert_eq!(line, format!("0::/{}", relative(&cg)));
+    let shown = format!("using '{}'", cg.p());
+    let out = tool(&["list", line]);
+    assert_eq!(out.stdout, "c 1:3 rw\n");
+    assert!(out.stderr.contains("is a /proc/PID/cgroup line"), "{out:?}");
+    assert!(out.stderr.contains(&shown), "{out:?}");
+    // Its path alone: '/NAME' does not exist, the one under the mount does.
+    let slash = &line["0::".len()..];
+    assert!(!Path::new(slash).exists());
+    let out = tool(&["check", slash, "c 1:3 r"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "allowed\n"), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("'{slash}' does not exist")),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains(&shown), "{out:?}");
+    tool(&["allow", slash, "b 8:0 r"]).ok();
+    tool(&["deny", line, "c 1:3 w"]).ok();
+    assert_eq!(cg.list(), "b 8:0 r\nc 1:3 r\n");
+    // Absolute and relative paths as typed: no note.
+    for typed in [cg.p().to_string(), relative(&cg)] {
+        let out = tool(&["list", &typed]);
+        assert_eq!(
+            (out.stdout.as_str(), out.stderr.as_str()),
+            ("b 8:0 r\nc 1:3 r\n", "")
+        );
+    }
+    // Neither path exists: both are named.
+    let missing = format!("/vcg2-test-missing-{}", std::process::id());
+    let under = mount.join(&missing[1..]);
+    tool(&["list", &missing]).fails(
+        1,
+        &[
+            &format!("'{missing}'"),
+            "No such file",
+            &format!("'{}'", under.display()),
+        ],
+    );
+    tool(&["list", &format!("0::{missing}")]).fails(1, &[under.to_str().unwrap()]);
+    // Lines that are not cgroup v2 paths.
+    tool(&["list", "0::machine"]).fails(2, &["'0::/PATH'"]);
+    tool(&["list", "5:devices:/machine"])
+        .fails(2, &["cgroup v1 line", "hierarchy 5, devices", "'0::'"]);
+    tool(&["list", "1:name=systemd:/"]).fails(2, &["cgroup v1 line"]);
+    // A path with control characters is echoed escaped.
+    let out = tool(&["list", "/vcg2-test-\x1b[31m"]);
+    out.fails(1, &["'/vcg2-test-\\x1b[31m'"]);
+    assert!(!out.stderr.trim_end().contains(char::is_control), "{out:?}");
 }

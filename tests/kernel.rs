@@ -512,7 +512,10 @@ fn a_cgroup_set_up_by_libvirt_is_adopted_and_converted() {
     assert_ne!(ids[0], libvirt_id, "our program replaced libvirt's");
     let s = cg.state();
     assert_eq!((s.count, s.max), (4, 65));
-    assert_eq!(cg.list(), "a 240:1 r\nb 0:0 m\nc 1:3 rw\nc 136:* rw\n");
+    assert_eq!(
+        cg.list(),
+        "b 0:0 m\nb 240:1 r\nc 1:3 rw\nc 136:* rw\nc 240:1 r\n"
+    );
     cg.expect(&[
         case("rw", &d.null, Some(rule(b'c', 1, 3, RW)), true),
         case("r", &d.c240_1, Some(rule(b'c', 240, 1, READ)), true),

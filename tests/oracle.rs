@@ -1,6 +1,6 @@
 //! The policy proved three ways, on seeded random rule sequences:
 //!
-//! - a reference model written from the semantics in API.md (rules to a
+//! - a reference model written from the semantics in docs/API.md (rules to a
 //!   decision), which knows nothing of the map encoding;
 //! - the exact instructions the library loaded, run by the userspace
 //!   interpreter (`program::interp`) on the maps read back from the kernel
@@ -46,72 +46,31 @@
 
 mod common;
 
-use common::{privileged, Nodes, Scratch};
-use model::{Call, Model, Spec, Ty, M, R, W};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use common::cases::{
+    case_seed, ddmin, kernel_checks, listed, major_pool, random_major, random_minor, run_seeds,
+    verdict, Hot, NodeCache, Rng, Settings, Spec, Ty, M, MAX_MINOR, R, W,
+};
+use common::{privileged, Scratch};
+use model::{Call, Model};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Instant;
 use vircgroup_v2_devices::devices;
 use vircgroup_v2_devices::insn::Insn;
 use vircgroup_v2_devices::program::{hash_program, interp, table_program};
-use vircgroup_v2_devices::rules::{self, Rule};
+use vircgroup_v2_devices::rules;
 use vircgroup_v2_devices::table::Image;
 
 const DEFAULT_CASES: u64 = 1000;
 const DEFAULT_SEED: u64 = 0x0bac_1e5e_ed00_2025;
 /// Shards of the kernel run, one #[test] each, run in parallel.
 const SHARDS: u64 = 4;
-const MAX_MAJOR: u32 = 4095;
-const MAX_MINOR: u32 = 1_048_575;
 
-/// The reference model: API.md's semantics, nothing else.
+/// The reference model: docs/API.md's semantics, nothing else.
 mod model {
     use std::collections::BTreeMap;
 
-    /// `VIRCGROUP_DEVICE_READ`, `_WRITE`, `_MKNOD`.
-    pub const R: u8 = 1;
-    pub const W: u8 = 2;
-    pub const M: u8 = 4;
-
-    /// The type of a device (a rule of type `a` is one of each).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-    pub enum Ty {
-        Block,
-        Char,
-    }
-
-    impl Ty {
-        pub fn letter(self) -> char {
-            match self {
-                Ty::Block => 'b',
-                Ty::Char => 'c',
-            }
-        }
-    }
-
-    /// A rule as the C API takes it: type `a`, `b` or `c`, numbers (None is
-    /// `*`, the C API's -1) and `VIRCGROUP_DEVICE_*` permissions.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct Spec {
-        pub ty: u8,
-        pub major: Option<u32>,
-        pub minor: Option<u32>,
-        pub perms: u8,
-    }
-
-    impl std::fmt::Display for Spec {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(
-                f,
-                "{} {}:{} {}",
-                self.ty as char,
-                num(self.major),
-                num(self.minor),
-                perms_text(self.perms)
-            )
-        }
-    }
+    pub use super::common::cases::{num, perms_text, types, Spec, Ty};
 
     /// A call of the library.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,27 +100,6 @@ mod model {
                 Call::Forget => write!(f, "remove_prog"),
                 Call::Detach => write!(f, "detach_prog"),
             }
-        }
-    }
-
-    pub fn num(n: Option<u32>) -> String {
-        n.map_or("*".to_string(), |n| n.to_string())
-    }
-
-    pub fn perms_text(perms: u8) -> String {
-        [(R, 'r'), (W, 'w'), (M, 'm')]
-            .iter()
-            .filter(|(bit, _)| perms & bit != 0)
-            .map(|(_, c)| c)
-            .collect()
-    }
-
-    pub fn types(letter: u8) -> &'static [Ty] {
-        match letter {
-            b'a' => &[Ty::Block, Ty::Char],
-            b'b' => &[Ty::Block],
-            b'c' => &[Ty::Char],
-            _ => panic!("type {letter}"),
         }
     }
 
@@ -271,10 +209,10 @@ mod model {
             };
             let major = q
                 .major
-                .unwrap_or_else(|| unnamed(|k| k.1, super::MAX_MAJOR));
+                .unwrap_or_else(|| unnamed(|k| k.1, super::common::cases::MAX_MAJOR));
             let minor = q
                 .minor
-                .unwrap_or_else(|| unnamed(|k| k.2, super::MAX_MINOR));
+                .unwrap_or_else(|| unnamed(|k| k.2, super::common::cases::MAX_MINOR));
             types(q.ty)
                 .iter()
                 .all(|&t| self.allows(t, major, minor, q.perms))
@@ -288,121 +226,24 @@ mod model {
             numbers.len()
         }
 
-        /// cgroup v1 `devices.list`: one line per rule, an `a` line where
-        /// block and char rules on the same numbers have the same
-        /// permissions; sorted by type (`a`, `b`, `c`), major, minor, `*`
-        /// after every number. No program: `a *:* rwm`.
+        /// cgroup v1 `devices.list`: one line per rule, a char and a block
+        /// rule on the same numbers two lines (never an `a` line: v1 reads
+        /// that as every device); sorted by type (`b`, `c`), major, minor,
+        /// `*` after every number. No program: `a *:* rwm`.
         pub fn list(&self) -> String {
             if !self.attached {
                 return "a *:* rwm\n".to_string();
             }
-            let mut by_numbers: BTreeMap<(Option<u32>, Option<u32>), [u8; 2]> = BTreeMap::new();
-            for (&(t, ma, mi), &p) in &self.rules {
-                by_numbers.entry((ma, mi)).or_default()[t as usize] = p;
-            }
-            let mut lines = Vec::new();
-            for ((ma, mi), [b, c]) in by_numbers {
-                if b == c {
-                    lines.push(('a', ma, mi, b));
-                } else {
-                    lines.extend(
-                        [('b', ma, mi, b), ('c', ma, mi, c)]
-                            .into_iter()
-                            .filter(|l| l.3 != 0),
-                    );
-                }
-            }
             let last = |n: Option<u32>| n.unwrap_or(u32::MAX);
-            lines.sort_by_key(|&(t, ma, mi, _)| (t, last(ma), last(mi)));
+            let mut lines: Vec<_> = self.rules.iter().collect();
+            lines.sort_by_key(|&(&(t, ma, mi), _)| (t, last(ma), last(mi)));
             lines
                 .iter()
-                .map(|&(t, ma, mi, p)| format!("{t} {}:{} {}\n", num(ma), num(mi), perms_text(p)))
+                .map(|&(&(t, ma, mi), &p)| {
+                    format!("{} {}:{} {}\n", t.letter(), num(ma), num(mi), perms_text(p))
+                })
                 .collect()
         }
-    }
-}
-
-/// splitmix64: seeded, reproducible, no dependency.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// In `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-
-    fn percent(&mut self, p: u64) -> bool {
-        self.below(100) < p
-    }
-
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len() as u64) as usize]
-    }
-}
-
-/// The seed of case `i` of a run seeded `seed`.
-fn case_seed(seed: u64, i: u64) -> u64 {
-    Rng(seed ^ i.wrapping_mul(0xd134_2543_de82_ef95)).next()
-}
-
-/// Majors no driver on this machine answers to (an open reaches the
-/// cgroup check and then fails with ENXIO): `/proc/devices` lists the ones
-/// in use, of either type.
-fn in_use() -> &'static HashSet<u32> {
-    static USED: OnceLock<HashSet<u32>> = OnceLock::new();
-    USED.get_or_init(|| {
-        std::fs::read_to_string("/proc/devices")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-            .collect()
-    })
-}
-
-/// Majors the cases use most: 0 and 4095, and a few without a driver.
-fn major_pool() -> &'static [u32] {
-    static POOL: OnceLock<Vec<u32>> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let pool: Vec<u32> = [0, 4095, 240, 241, 243, 600, 1024, 3000, 3071, 4094]
-            .into_iter()
-            .filter(|m| *m == 0 || !in_use().contains(m))
-            .collect();
-        assert!(pool.len() >= 5, "majors in use: {:?}", in_use());
-        pool
-    })
-}
-
-/// A driverless major above the dynamic ranges.
-fn random_major(rng: &mut Rng) -> u32 {
-    loop {
-        let m = rng.range(512, MAX_MAJOR as u64) as u32;
-        if !in_use().contains(&m) {
-            return m;
-        }
-    }
-}
-
-/// Minors at the edges of the encodings (dev_t's 8-bit split, 16 bits,
-/// the 20-bit maximum), or any.
-fn random_minor(rng: &mut Rng) -> u32 {
-    const EDGES: [u32; 11] = [0, 1, 2, 3, 7, 255, 256, 65535, 65536, 1_048_574, MAX_MINOR];
-    if rng.percent(70) {
-        rng.pick(&EDGES)
-    } else {
-        rng.range(0, MAX_MINOR as u64) as u32
     }
 }
 
@@ -440,34 +281,8 @@ impl Case {
             80..=91 => (rng.range(21, 60), false),
             _ => (rng.range(70, 300), true),
         };
-        let hot_majors: Vec<u32> = (0..rng.range(1, 3))
-            .map(|_| {
-                if rng.percent(20) {
-                    random_major(&mut rng)
-                } else {
-                    rng.pick(major_pool())
-                }
-            })
-            .collect();
-        let hot_minors: Vec<u32> = (0..rng.range(1, 4))
-            .map(|_| random_minor(&mut rng))
-            .collect();
-        let spec = |rng: &mut Rng| Spec {
-            ty: match rng.below(100) {
-                0..=24 => b'a',
-                25..=59 => b'b',
-                _ => b'c',
-            },
-            major: (!rng.percent(20)).then(|| rng.pick(&hot_majors)),
-            minor: (!rng.percent(20)).then(|| {
-                if wide && rng.percent(70) {
-                    rng.range(0, MAX_MINOR as u64) as u32
-                } else {
-                    rng.pick(&hot_minors)
-                }
-            }),
-            perms: rng.range(1, 7) as u8,
-        };
+        let hot = Hot::new(&mut rng, wide);
+        let spec = |rng: &mut Rng| hot.spec(rng);
         let mut specs: Vec<Spec> = Vec::new();
         let start = match start {
             0..=7 => Start::New,
@@ -485,8 +300,8 @@ impl Case {
             if s.ty == b'a' {
                 s.ty = rng.pick(b"bc");
             }
-            s.major = Some(s.major.unwrap_or_else(|| rng.pick(&hot_majors)));
-            s.minor = Some(s.minor.unwrap_or_else(|| rng.pick(&hot_minors)));
+            s.major = Some(s.major.unwrap_or_else(|| rng.pick(&hot.majors)));
+            s.minor = Some(s.minor.unwrap_or_else(|| rng.pick(&hot.minors)));
             s
         };
         for _ in 0..n_calls {
@@ -504,15 +319,7 @@ impl Case {
                     }
                 }
                 _ => {
-                    // Mostly the numbers of a rule there is (or was).
-                    let mut s = spec(&mut rng);
-                    if !specs.is_empty() && rng.percent(65) {
-                        let prev = rng.pick(&specs);
-                        (s.major, s.minor) = (prev.major, prev.minor);
-                        if rng.percent(50) {
-                            s.ty = prev.ty;
-                        }
-                    }
+                    let s = hot.deny_spec(&mut rng, &specs);
                     if rng.percent(10) {
                         Call::DenyPath(on_node(&mut rng, s))
                     } else {
@@ -526,13 +333,13 @@ impl Case {
             calls.push(call);
         }
         let any_major = |rng: &mut Rng| match rng.below(10) {
-            0..=4 => rng.pick(&hot_majors),
+            0..=4 => rng.pick(&hot.majors),
             5..=7 => rng.pick(major_pool()),
             _ => random_major(rng),
         };
         let any_minor = |rng: &mut Rng| {
             if rng.percent(50) {
-                rng.pick(&hot_minors)
+                rng.pick(&hot.minors)
             } else {
                 random_minor(rng)
             }
@@ -553,13 +360,13 @@ impl Case {
                         s.minor.unwrap_or_else(|| any_minor(&mut rng)),
                     )
                 }
-                0..=69 => (rng.pick(&hot_majors), rng.pick(&hot_minors)),
+                0..=69 => (rng.pick(&hot.majors), rng.pick(&hot.minors)),
                 70..=84 => {
                     let (ma, mi) = (any_major(&mut rng), any_minor(&mut rng));
                     rng.pick(&[
                         (0, 0),
-                        (MAX_MAJOR, MAX_MINOR),
-                        (MAX_MAJOR, mi),
+                        (4095, MAX_MINOR),
+                        (4095, mi),
                         (ma, MAX_MINOR),
                         (0, mi),
                         (ma, 0),
@@ -602,11 +409,6 @@ impl Case {
         }
         model
     }
-}
-
-fn lib_rule(s: &Spec) -> Rule {
-    let n = |n: Option<u32>| n.map_or(-1, |n| n as i32);
-    Rule::new(s.ty, n(s.major), n(s.minor), i32::from(s.perms)).expect("a valid rule")
 }
 
 /// `struct bpf_cgroup_dev_ctx.access_type` as the kernel fills it:
@@ -740,15 +542,6 @@ fn disagreements(table: &Table) -> Vec<String> {
     out
 }
 
-/// The accesses the probe makes for each device and type.
-const KINDS: [(&str, u8); 5] = [("r", R), ("w", W), ("rw", R | W), ("f", 0), ("m", M)];
-
-/// Whether the kernel runs the device program for this access (see the
-/// top of the file for device 0:0).
-fn kernel_runs_program(ty: Ty, ma: u32, mi: u32, kind: &str) -> bool {
-    (ma, mi) != (0, 0) || (ty == Ty::Block && kind != "f")
-}
-
 #[derive(Debug, Default)]
 struct Stats {
     cases: u64,
@@ -770,9 +563,7 @@ struct Stats {
 struct Worker {
     mount: PathBuf,
     cg: Scratch,
-    nodes: Nodes,
-    made: HashSet<(Ty, u32, u32)>,
-    fresh_paths: u64,
+    nodes: NodeCache,
     stats: Stats,
 }
 
@@ -781,20 +572,8 @@ impl Worker {
         Worker {
             mount: mount.to_path_buf(),
             cg: Scratch::new(mount),
-            nodes: Nodes::new(),
-            made: HashSet::new(),
-            fresh_paths: 0,
+            nodes: NodeCache::default(),
             stats: Stats::default(),
-        }
-    }
-
-    /// The node file for a device, made once.
-    fn node(&mut self, ty: Ty, ma: u32, mi: u32) -> String {
-        let name = format!("{}-{ma}-{mi}", ty.letter());
-        if self.made.insert((ty, ma, mi)) {
-            self.nodes.node(&name, ty.letter(), ma.into(), mi.into())
-        } else {
-            self.nodes.dir.join(name).to_str().unwrap().to_string()
         }
     }
 
@@ -802,7 +581,7 @@ impl Worker {
     fn apply(&mut self, path: &str, call: &Call) -> Result<(), String> {
         let on_node = |w: &mut Worker, s: &Spec, allow: bool| {
             let ty = if s.ty == b'b' { Ty::Block } else { Ty::Char };
-            let node = w.node(ty, s.major.unwrap(), s.minor.unwrap());
+            let node = w.nodes.node(ty, s.major.unwrap(), s.minor.unwrap());
             let perms = i32::from(s.perms);
             match if allow {
                 devices::allow_path(path, &node, perms)
@@ -815,8 +594,8 @@ impl Worker {
             }
         };
         match call {
-            Call::Allow(s) => devices::allow(path, &lib_rule(s)).map_err(|e| e.to_string()),
-            Call::Deny(s) => devices::deny(path, &lib_rule(s)).map_err(|e| e.to_string()),
+            Call::Allow(s) => devices::allow(path, &s.rule()).map_err(|e| e.to_string()),
+            Call::Deny(s) => devices::deny(path, &s.rule()).map_err(|e| e.to_string()),
             Call::DenyAll => devices::deny_all(path).map_err(|e| e.to_string()),
             Call::AllowPath(s) => on_node(self, s, true),
             Call::DenyPath(s) => on_node(self, s, false),
@@ -828,11 +607,7 @@ impl Worker {
     /// Applies the case to the cgroup and compares every leg; returns one
     /// line per disagreement.
     fn run(&mut self, case: &Case) -> Vec<String> {
-        // Between cases only: a probe list must not name a removed node.
-        if self.made.len() > 20_000 {
-            self.nodes = Nodes::new();
-            self.made.clear();
-        }
+        self.nodes.trim();
         match &case.start {
             Start::DenyAll => {
                 if let Err(e) = devices::deny_all(self.cg.p()) {
@@ -911,7 +686,7 @@ impl Worker {
                     minor: Some(mi),
                     perms,
                 };
-                answers[2] = match devices::check(&path, &lib_rule(&spec)) {
+                answers[2] = match devices::check(&path, &spec.rule()) {
                     Ok(allowed) => Answer::of(allowed),
                     Err(e) => Answer::Failed(e.to_string()),
                 };
@@ -919,33 +694,15 @@ impl Worker {
         }
 
         // The kernel: one probe child for every access of the case.
-        let mut probes = Vec::new();
-        let mut asked = Vec::new();
-        for &(ma, mi) in &case.devices {
-            for ty in [Ty::Block, Ty::Char] {
-                for (kind, perms) in KINDS {
-                    probes.push(if kind == "m" {
-                        self.fresh_paths += 1;
-                        let path = self.nodes.fresh(&format!("mknod-{}", self.fresh_paths));
-                        format!("mknod:{}:{ma}:{mi}:{path}", ty.letter())
-                    } else {
-                        format!("{kind}:{}", self.node(ty, ma, mi))
-                    });
-                    asked.push((ty, ma, mi, kind, perms));
-                }
-            }
-            self.stats.zero_probed += u64::from((ma, mi) == (0, 0));
-        }
-        let results = self.cg.probe(&probes);
-        assert_eq!(results.len(), probes.len(), "one result per probe");
-        for ((ty, ma, mi, kind, perms), result) in asked.into_iter().zip(results) {
-            // EPERM is the cgroup's denial. Past the cgroup, a node without
-            // a driver gives ENXIO (or ENODEV); anything else means the
-            // probe did not test what it meant to.
-            let answer = match result.as_str() {
-                "EPERM" => Answer::Deny,
-                "ok" | "ENXIO" | "ENODEV" => Answer::Allow,
-                other => Answer::Failed(format!("the probe's {kind} gave {other}")),
+        let accesses = self.nodes.accesses(&case.devices);
+        self.stats.zero_probed += case.devices.iter().filter(|&&d| d == (0, 0)).count() as u64;
+        let args: Vec<String> = accesses.iter().map(|a| a.arg.clone()).collect();
+        let results = self.cg.probe(&args);
+        for (a, result) in accesses.iter().zip(results) {
+            let (ty, ma, mi, kind) = (a.ty, a.major, a.minor, a.kind);
+            let answer = match verdict(&result) {
+                Some(allowed) => Answer::of(allowed),
+                None => Answer::Failed(format!("the probe's {kind} gave {result}")),
             };
             let allowed = answer == Answer::Allow;
             self.stats.probes += 1;
@@ -954,8 +711,8 @@ impl Worker {
             } else {
                 self.stats.kernel_denied += 1;
             }
-            if kernel_runs_program(ty, ma, mi, kind) {
-                table.get_mut(&(ty, ma, mi, perms)).unwrap()[3] = answer;
+            if kernel_checks(ty, ma, mi, kind) {
+                table.get_mut(&(ty, ma, mi, a.perms)).unwrap()[3] = answer;
             } else if !allowed {
                 out.push(format!(
                     "kernel: {kind} on {} {ma}:{mi} gave {result}, but the kernel does not check it",
@@ -967,7 +724,7 @@ impl Worker {
 
         for q in &case.queries {
             let expected = model.check(q);
-            match devices::check(&path, &lib_rule(q)) {
+            match devices::check(&path, &q.rule()) {
                 Ok(got) if got == expected => {}
                 Ok(got) => out.push(format!(
                     "check({q}): library {}, model {}",
@@ -983,34 +740,6 @@ impl Worker {
         self.stats.libvirt += u64::from(matches!(case.start, Start::Libvirt(_)));
         out
     }
-}
-
-/// Drops items while `fails` still holds: halves of the list, then
-/// quarters, down to single items, until none can go.
-fn ddmin<T: Clone>(items: &[T], mut fails: impl FnMut(&[T]) -> bool) -> Vec<T> {
-    let mut best = items.to_vec();
-    let mut chunk = (best.len() / 2).max(1);
-    while !best.is_empty() {
-        let mut progress = false;
-        let mut i = 0;
-        while i < best.len() {
-            let mut trial = best.clone();
-            trial.drain(i..(i + chunk).min(best.len()));
-            if fails(&trial) {
-                best = trial;
-                progress = true;
-            } else {
-                i += chunk;
-            }
-        }
-        if !progress {
-            if chunk == 1 {
-                break;
-            }
-            chunk /= 2;
-        }
-    }
-    best
 }
 
 /// The case with as few calls, then as few rules set up by libvirt, as
@@ -1059,7 +788,8 @@ fn set_up_like_libvirt(cg: &Scratch, rules: &[Spec]) {
         .expect("attach libvirt's program");
 }
 
-fn report(run: &str, case: &Case, shrunk: &Case, found: &[String]) -> String {
+/// The report of a disagreement, up to the list of disagreements.
+fn report(run: &str, case: &Case, shrunk: &Case) -> String {
     let mut s = format!(
         "ORACLE DISAGREEMENT ({run})\n\
          case seed {:#x}; replay: ORACLE_REPLAY={:#x} cargo test --test oracle -- --nocapture\n\
@@ -1090,86 +820,26 @@ fn report(run: &str, case: &Case, shrunk: &Case, found: &[String]) -> String {
         s += &format!("  {call}\n");
     }
     s += "disagreements (type major:minor access: the four answers; - is not asked):\n";
-    const SHOWN: usize = 24;
-    for line in found.iter().take(SHOWN) {
-        s += &format!("  {line}\n");
-    }
-    if found.len() > SHOWN {
-        s += &format!("  ... and {} more\n", found.len() - SHOWN);
-    }
     s
-}
-
-struct Settings {
-    cases: u64,
-    seed: u64,
-    replay: Option<u64>,
-}
-
-fn settings() -> Settings {
-    let number = |name: &str| -> Option<u64> {
-        let v = std::env::var(name).ok()?;
-        let v = v.trim();
-        let parsed = match v.strip_prefix("0x") {
-            Some(hex) => u64::from_str_radix(hex, 16),
-            None => v.parse(),
-        };
-        Some(parsed.unwrap_or_else(|_| panic!("{name}={v}: not a number")))
-    };
-    let seed = match std::env::var("ORACLE_SEED").as_deref() {
-        Ok("random") => {
-            static RANDOM: OnceLock<u64> = OnceLock::new();
-            *RANDOM.get_or_init(|| {
-                let t = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap();
-                Rng(t.as_nanos() as u64 ^ u64::from(std::process::id())).next()
-            })
-        }
-        _ => number("ORACLE_SEED").unwrap_or(DEFAULT_SEED),
-    };
-    Settings {
-        cases: number("ORACLE_CASES").unwrap_or(DEFAULT_CASES),
-        seed,
-        replay: number("ORACLE_REPLAY"),
-    }
 }
 
 /// Shard `k`: cases `k`, `k + SHARDS`, ... of the run, against the kernel.
 fn shard(k: u64) {
     let Some(mount) = privileged() else { return };
-    let s = settings();
-    let seeds: Vec<(String, u64)> = match s.replay {
-        Some(seed) if k == 0 => vec![("replay".to_string(), seed)],
-        Some(_) => return,
-        None => (k..s.cases)
-            .step_by(SHARDS as usize)
-            .map(|i| {
-                (
-                    format!("seed {:#x}, case {i}", s.seed),
-                    case_seed(s.seed, i),
-                )
-            })
-            .collect(),
-    };
+    let s = Settings::from_env("ORACLE", DEFAULT_CASES, DEFAULT_SEED);
+    let seeds = s.shard(k, SHARDS);
+    if seeds.is_empty() {
+        return;
+    }
     let start = Instant::now();
     let mut worker = Worker::new(&mount);
-    for (run, seed) in &seeds {
-        let case = Case::new(*seed);
-        let first = worker.run(&case);
-        if first.is_empty() {
-            continue;
-        }
-        let shrunk = shrink(&case, |c| !worker.run(c).is_empty());
-        let again = worker.run(&shrunk);
-        if again.is_empty() {
-            panic!(
-                "{}(not reproduced: the case passed when run again)",
-                report(run, &case, &case, &first)
-            );
-        }
-        panic!("{}", report(run, &case, &shrunk, &again));
-    }
+    run_seeds(
+        &seeds,
+        Case::new,
+        |c| worker.run(c),
+        |c, fails| shrink(c, fails),
+        report,
+    );
     let st = &worker.stats;
     println!(
         "oracle shard {k}/{SHARDS}: {} cases ({}), 0 disagreements in {:.1?}: \
@@ -1177,10 +847,7 @@ fn shard(k: u64) {
          {} cases on a new cgroup, {} set up by libvirt, largest map {} rules in {} entries ({} cases past {}), \
          0:0 probed {} times",
         st.cases,
-        match s.replay {
-            Some(seed) => format!("replay of case seed {seed:#x}"),
-            None => format!("seed {:#x}", s.seed),
-        },
+        s.run_name(),
         start.elapsed(),
         st.calls,
         st.probes,
@@ -1241,11 +908,11 @@ fn encoded(case: &Case) -> Option<HashMap<u64, u32>> {
         attached = !matches!(call, Call::Detach) && (attached || !matches!(call, Call::Forget));
         match call {
             Call::Allow(s) | Call::AllowPath(s) => {
-                let r = lib_rule(s);
+                let r = s.rule();
                 *map.entry(r.key()).or_default() |= r.value();
             }
             Call::Deny(s) | Call::DenyPath(s) => {
-                let r = lib_rule(s);
+                let r = s.rule();
                 if let Some(&v) = map.get(&r.key()) {
                     match r.remove_from(v) {
                         0 => map.remove(&r.key()),
@@ -1320,8 +987,9 @@ fn model_and_interpreter_agree_without_the_kernel() {
             let found = offline(program.as_ref(), &case);
             assert!(
                 found.is_empty(),
-                "{name}: {}",
-                report("offline", &case, &case, &found)
+                "{name}: {}{}",
+                report("offline", &case, &case),
+                listed(&found)
             );
         }
     }
@@ -1448,7 +1116,7 @@ fn a_wrong_instruction_of_the_table_program_is_caught() {
     }
 }
 
-/// The model itself, on the examples API.md and the README give.
+/// The model itself, on the examples docs/API.md and the README give.
 #[test]
 fn the_model_follows_the_documented_semantics() {
     let spec = |ty, major, minor, perms| Spec {
@@ -1469,7 +1137,11 @@ fn the_model_follows_the_documented_semantics() {
     assert_eq!(m.list(), "b 1:3 r\nc 1:3 rw\n");
     assert_eq!(m.count(), 1);
     m.apply(&Call::Allow(spec(b'b', Some(1), Some(3), W)));
-    assert_eq!(m.list(), "a 1:3 rw\n");
+    assert_eq!(
+        m.list(),
+        "b 1:3 rw\nc 1:3 rw\n",
+        "never merged into 'a 1:3 rw'"
+    );
     // One rule must hold every bit: b *:* r plus b 8:0 w is not rw on 8:0.
     m.apply(&Call::Allow(spec(b'b', None, None, R)));
     m.apply(&Call::Allow(spec(b'b', Some(8), Some(0), W)));
@@ -1478,13 +1150,13 @@ fn the_model_follows_the_documented_semantics() {
     // access(F_OK): a rule of the type names the device.
     assert!(m.allows(Ty::Block, 9, 9, 0));
     assert!(!m.allows(Ty::Char, 9, 9, 0));
-    assert_eq!(m.list(), "a 1:3 rw\nb 8:0 w\nb *:* r\n");
+    assert_eq!(m.list(), "b 1:3 rw\nb 8:0 w\nb *:* r\nc 1:3 rw\n");
     // Deny: bits of that exact rule; none left, no rule; missing: no-op.
     m.apply(&Call::Deny(spec(b'a', Some(1), Some(3), W)));
-    assert_eq!(m.list(), "a 1:3 r\nb 8:0 w\nb *:* r\n");
+    assert_eq!(m.list(), "b 1:3 r\nb 8:0 w\nb *:* r\nc 1:3 r\n");
     m.apply(&Call::Deny(spec(b'b', Some(8), None, R | W | M)));
     m.apply(&Call::Deny(spec(b'b', Some(8), Some(0), W)));
-    assert_eq!(m.list(), "a 1:3 r\nb *:* r\n");
+    assert_eq!(m.list(), "b 1:3 r\nb *:* r\nc 1:3 r\n");
     assert_eq!(m.count(), 2);
     // check: wildcard queries need a rule as wide.
     m.apply(&Call::Allow(spec(b'c', Some(136), None, R | W)));
@@ -1502,7 +1174,7 @@ fn the_model_follows_the_documented_semantics() {
         spec(b'b', Some(1), Some(3), R),
         spec(b'a', Some(136), None, W),
     ]);
-    assert_eq!(m.list(), "a 136:* w\nb 1:3 r\n");
+    assert_eq!(m.list(), "b 1:3 r\nb 136:* w\nc 136:* w\n");
     // Generated cases are what they say: the same seed, the same case.
     let (a, b) = (Case::new(7), Case::new(7));
     assert_eq!((a.calls, a.devices), (b.calls, b.devices));

@@ -1,5 +1,5 @@
 //! The library, called as libvirt calls it: through the C ABI of
-//! `../shared/API.md`, nothing else. Whatever it builds (maps, program)
+//! `docs/API.md`, nothing else. Whatever it builds (maps, program)
 //! is found afterwards with `BPF_PROG_QUERY`; the benchmark assumes
 //! nothing about it.
 

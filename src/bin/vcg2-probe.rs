@@ -1,9 +1,12 @@
 //! Test helper: moves itself into a cgroup, then tries each access and
 //! prints one line per access: `ok` or the errno name (`EPERM`, `ENXIO`...).
 //!
-//! Usage: `vcg2-probe CGROUP_DIR ACCESS...` where ACCESS is
+//! Usage: `vcg2-probe [--join DIR]... CGROUP_DIR ACCESS...` where ACCESS is
 //! `r:PATH`, `w:PATH`, `rw:PATH` (open with O_RDONLY / O_WRONLY / O_RDWR),
-//! `f:PATH` (access(F_OK)) or `mknod:c|b:MAJOR:MINOR:PATH`.
+//! `f:PATH` (access(F_OK)) or `mknod:c|b:MAJOR:MINOR:PATH`. Each `--join`
+//! names a cgroup of another hierarchy to join first (a process is in one
+//! cgroup of each, and the kernel checks a device access in the cgroup v1
+//! devices hierarchy and in cgroup v2).
 //!
 //! Loop mode, `vcg2-probe CGROUP_DIR loop:MS ACCESS...`: tries the accesses
 //! over and over until stdin is closed or MS milliseconds have passed,
@@ -112,15 +115,26 @@ fn run_loop(ms: &str, specs: &[String]) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: &[String] = &std::env::args().skip(1).collect::<Vec<_>>();
+    let mut cgroups = Vec::new();
+    while let [flag, dir, rest @ ..] = args {
+        if flag != "--join" {
+            break;
+        }
+        cgroups.push(dir);
+        args = rest;
+    }
     let Some((cgroup, specs)) = args.split_first() else {
-        eprintln!("usage: vcg2-probe CGROUP_DIR ACCESS...");
+        eprintln!("usage: vcg2-probe [--join DIR]... CGROUP_DIR ACCESS...");
         return ExitCode::from(2);
     };
-    let procs = format!("{cgroup}/cgroup.procs");
-    if let Err(e) = std::fs::write(&procs, "0") {
-        eprintln!("vcg2-probe: cannot join {procs}: {e}");
-        return ExitCode::from(2);
+    cgroups.push(cgroup);
+    for cgroup in cgroups {
+        let procs = format!("{cgroup}/cgroup.procs");
+        if let Err(e) = std::fs::write(&procs, "0") {
+            eprintln!("vcg2-probe: cannot join {procs}: {e}");
+            return ExitCode::from(2);
+        }
     }
     if let Some(ms) = specs.first().and_then(|s| s.strip_prefix("loop:")) {
         return match run_loop(ms, &specs[1..]) {

@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use std::ffi::OsString;
 use std::io::ErrorKind;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use vircgroup_v2_devices::cgroup::cgroup2_mount;
@@ -40,12 +40,18 @@ Commands:
                         device but those allowed, then remove the cgroup
   demo                  a child denied /dev/zero and allowed /dev/null
 
-CGROUP is an absolute path, or a path relative to the cgroup2 mount.
-RULE is one argument (quote it), in cgroup v1 syntax:
-  'TYPE MAJOR:MINOR PERMS'  TYPE a (both), b (block) or c (char); MAJOR and
-                            MINOR numbers or *; PERMS some of r, w, m
+CGROUP is a path relative to the cgroup2 mount ('machine/vm1.scope'), an
+absolute path, or a path copied from /proc/PID/cgroup: its line '0::/PATH'
+or '/PATH' (read under the cgroup2 mount when no '/PATH' exists; a note
+says which path was used).
+RULE is one argument (quote it), read as cgroup v1's devices.allow and
+devices.deny read it:
+  'TYPE MAJOR:MINOR PERMS'  TYPE b (block) or c (char); MAJOR and MINOR
+                            decimal numbers or *; PERMS some of r, w, m
                             ('c 1:3 rw', 'b 8:* r', 'c *:* m')
-  'a'                       every device ('a *:* rwm')
+  'a' or 'a *:* rwm'        every device; v1 reads every rule starting with
+                            'a' as every device, so 'a' with numbers is
+                            refused: write 'c 1:3 r' and 'b 1:3 r' instead
   'PATH PERMS'              the device node at PATH ('/dev/kvm rw')
 
 Exit status: 0 done (check: allowed), 1 failed (check: denied),
@@ -67,9 +73,10 @@ not recognise.
 const ALLOW_HELP: &str = "\
 Usage: vircgroup-devices allow CGROUP RULE...
 
-Adds permissions (as in cgroup v1, 'r' then 'w' gives 'rw'). Every RULE is
-checked before anything changes. A program of libvirt's C code is replaced
-by this library's, with the same rules, in one step.
+Adds permissions (as in cgroup v1, 'r' then 'w' gives 'rw'). 'a' (or
+'a *:* rwm') allows every device: the rules 'b *:* rwm' and 'c *:* rwm'.
+Every RULE is checked before anything changes. A program of libvirt's C
+code is replaced by this library's, with the same rules, in one step.
 
 CGROUP must already have a device program: on a cgroup that has none, every
 device is allowed, and allowing one device would deny all others. To
@@ -83,9 +90,10 @@ Usage: vircgroup-devices deny CGROUP RULE...
 
 Removes permissions from that exact rule ('deny CGROUP \"c 1:3 w\"' turns
 'c 1:3 rw' into 'c 1:3 r'; a rule left with no permission is removed).
-'a' alone denies every device: it attaches the device program if needed and
-removes every rule (cgroup v1's 'echo a > devices.deny'). Every RULE is
-checked before anything changes.
+'a' denies every device, and so does 'a *:* rwm' (in cgroup v1 a rule
+starting with 'a' is every device, whatever permissions follow): it attaches
+the device program if needed and removes every rule (cgroup v1's
+'echo a > devices.deny'). Every RULE is checked before anything changes.
 
 The device program lists what is allowed, so on a cgroup with no device
 program (every device allowed) a single device cannot be denied: deny 'a'
@@ -178,12 +186,13 @@ fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     match dispatch(&args) {
         Ok(code) => ExitCode::from(code),
+        // One line, whatever the arguments held.
         Err(Fail::Usage(msg)) => {
-            eprintln!("{NAME}: {msg}");
+            eprintln!("{NAME}: {}", rules::printable(&msg));
             ExitCode::from(2)
         }
         Err(Fail::Failed(msg)) => {
-            eprintln!("{NAME}: {msg}");
+            eprintln!("{NAME}: {}", rules::printable(&msg));
             ExitCode::from(1)
         }
     }
@@ -250,6 +259,7 @@ fn dispatch(args: &[OsString]) -> Res<u8> {
             check(&cgroup_path(cg)?, &rule)
         }
         ("allow" | "deny", [cg, rules @ ..]) if !rules.is_empty() => {
+            // Rules first: a usage error before any note about CGROUP.
             let changes = rules
                 .iter()
                 .map(|r| parse_change(r, cmd == "allow"))
@@ -276,16 +286,81 @@ fn help_of(cmd: &str) -> Option<&'static str> {
     })
 }
 
-/// CGROUP as an absolute path: relative ones are under the cgroup2 mount.
+/// CGROUP as an absolute path. A relative path is under the cgroup2 mount,
+/// and so are the paths /proc/PID/cgroup shows: its cgroup v2 line
+/// `0::/PATH`, or `/PATH` alone when no such absolute path exists but the
+/// one under the mount does. A note on stderr says which path was used
+/// when it is not the one typed.
 fn cgroup_path(arg: &str) -> Res<String> {
-    if arg.starts_with('/') {
-        return Ok(arg.to_string());
-    }
     if arg.is_empty() {
         return Err(Fail::Usage("CGROUP is empty".into()));
     }
-    let mount = cgroup2_mount().ok_or_else(|| failed("no cgroup2 filesystem is mounted"))?;
-    Ok(mount.join(arg).to_string_lossy().into_owned())
+    let mount = || cgroup2_mount().ok_or_else(|| failed("no cgroup2 filesystem is mounted"));
+    let note = |path: &Path, why: &str| {
+        eprintln!(
+            "{NAME}: note: {} {why}: using {}",
+            rules::quoted(arg),
+            rules::quoted(&path.to_string_lossy())
+        );
+    };
+    if let Some(rel) = arg.strip_prefix("0::") {
+        if !rel.starts_with('/') {
+            return Err(Fail::Usage(format!(
+                "CGROUP {}: a /proc/PID/cgroup line of cgroup v2 is '0::/PATH'",
+                rules::quoted(arg)
+            )));
+        }
+        let path = mount()?.join(rel.trim_start_matches('/'));
+        if !path.exists() {
+            return Err(failed(format!(
+                "cgroup path {} (of the /proc/PID/cgroup line {}): {}",
+                rules::quoted(&path.to_string_lossy()),
+                rules::quoted(arg),
+                nix::errno::Errno::ENOENT.desc()
+            )));
+        }
+        note(&path, "is a /proc/PID/cgroup line");
+        return Ok(path.to_string_lossy().into_owned());
+    }
+    if let Some((hierarchy, controllers)) = v1_proc_line(arg) {
+        return Err(Fail::Usage(format!(
+            "CGROUP {}: that is a cgroup v1 line of /proc/PID/cgroup (hierarchy \
+             {hierarchy}, {controllers}); device programs are on cgroup v2: \
+             take the line that starts with '0::'",
+            rules::quoted(arg)
+        )));
+    }
+    if !arg.starts_with('/') {
+        return Ok(mount()?.join(arg).to_string_lossy().into_owned());
+    }
+    let typed = Path::new(arg);
+    let Some(mount) = cgroup2_mount() else {
+        return Ok(arg.to_string());
+    };
+    if typed.exists() || typed.starts_with(&mount) {
+        return Ok(arg.to_string());
+    }
+    let under = mount.join(arg.trim_start_matches('/'));
+    if under.exists() {
+        note(&under, "does not exist");
+        return Ok(under.to_string_lossy().into_owned());
+    }
+    Err(failed(format!(
+        "cgroup path {}: {} (nor under the cgroup2 mount: {})",
+        rules::quoted(arg),
+        nix::errno::Errno::ENOENT.desc(),
+        rules::quoted(&under.to_string_lossy())
+    )))
+}
+
+/// (hierarchy, controllers) of a cgroup v1 line of /proc/PID/cgroup
+/// (`5:devices:/machine`, `1:name=systemd:/`).
+fn v1_proc_line(arg: &str) -> Option<(&str, &str)> {
+    let (hierarchy, rest) = arg.split_once(':')?;
+    let (controllers, path) = rest.split_once(':')?;
+    let numeric = !hierarchy.is_empty() && hierarchy.bytes().all(|b| b.is_ascii_digit());
+    (numeric && hierarchy != "0" && !controllers.is_empty() && path.starts_with('/'))
+        .then_some((hierarchy, controllers))
 }
 
 /// A rule: cgroup v1 text (usage error when bad), or `PATH PERMS` for a
@@ -297,15 +372,16 @@ fn parse_rule(text: &str) -> Res<Rule> {
             .parse()
             .map_err(|e: vircgroup_v2_devices::Error| Fail::Usage(e.to_string()));
     }
-    let (path, perms) = text.rsplit_once(char::is_whitespace).ok_or_else(|| {
-        Fail::Usage(format!(
-            "invalid rule '{text}': expected a device node and permissions ('/dev/kvm rw')"
-        ))
-    })?;
-    let perms = rules::parse_perms(perms)
-        .map_err(|e| Fail::Usage(format!("invalid rule '{text}': {e}")))?;
-    devices::device_rule(path.trim_end(), perms)?
-        .ok_or_else(|| failed(format!("'{}' is not a device node", path.trim_end())))
+    let invalid = |why: &dyn std::fmt::Display| {
+        Fail::Usage(format!("invalid rule {}: {why}", rules::quoted(text)))
+    };
+    let (path, perms) = text
+        .rsplit_once(char::is_whitespace)
+        .ok_or_else(|| invalid(&"expected a device node and permissions ('/dev/kvm rw')"))?;
+    let perms = rules::parse_perms(perms).map_err(|e| invalid(&e))?;
+    let path = path.trim_end();
+    devices::device_rule(path, perms)?
+        .ok_or_else(|| failed(format!("{} is not a device node", rules::quoted(path))))
 }
 
 /// One change asked of `allow` or `deny`.
@@ -316,12 +392,35 @@ enum Change {
     DenyAll,
 }
 
+/// A rule of `allow` or `deny`. As in cgroup v1, a rule of every device
+/// (`a`, `a *:* PERMS`) denies every device whatever its permissions, and
+/// allows every permission: so allowing it with fewer is refused.
 fn parse_change(text: &str, allow: bool) -> Res<Change> {
-    Ok(match (allow, text.trim()) {
-        (false, "a") => Change::DenyAll,
-        (true, _) => Change::Allow(parse_rule(text)?),
-        (false, _) => Change::Deny(parse_rule(text)?),
+    let rule = parse_rule(text)?;
+    Ok(match (allow, rule.every_device()) {
+        (false, true) => Change::DenyAll,
+        (false, false) => Change::Deny(rule),
+        (true, true) if rule.perms != rules::RWM => {
+            let each = |ty: &str| format!("'{ty} *:* {}'", rules::perms_text(rule.perms));
+            return Err(Fail::Usage(format!(
+                "invalid rule {}: in cgroup v1, allowing 'a' allows every device with \
+                 every permission; write 'a' for that, or {} and {} for these \
+                 permissions on every device",
+                rules::quoted(text.trim()),
+                each("b"),
+                each("c")
+            )));
+        }
+        (true, _) => Change::Allow(rule),
     })
+}
+
+/// A rule of `allow` or `run --allow`.
+fn parse_allow(text: &str) -> Res<Rule> {
+    match parse_change(text, true)? {
+        Change::Allow(rule) => Ok(rule),
+        Change::Deny(_) | Change::DenyAll => unreachable!("parse_change allows"),
+    }
 }
 
 /// "device program 42 'foreign'", "device programs 42 'a', 43 ''".
@@ -351,7 +450,7 @@ fn list(cg: &str) -> Res<u8> {
             )));
         }
         eprintln!("{NAME}: no device program is attached to '{cg}': every device is allowed");
-        println!("a *:* rwm");
+        print!("{}", rules::UNRESTRICTED_LIST);
         return Ok(0);
     };
     print!("{}", rules::list_text(&entries));
@@ -453,7 +552,7 @@ fn run(cmd: &str, args: &[OsString]) -> Res<u8> {
             }
             "--qemu-defaults" => {
                 for text in QEMU_DEFAULTS {
-                    rules.push(parse_rule(text)?);
+                    rules.push(parse_allow(text)?);
                 }
             }
             "--allow" => {
@@ -461,9 +560,9 @@ fn run(cmd: &str, args: &[OsString]) -> Res<u8> {
                 let text = args
                     .get(i)
                     .ok_or_else(|| usage("--allow needs a RULE".into()))?;
-                rules.push(parse_rule(strings(std::slice::from_ref(text))?[0])?);
+                rules.push(parse_allow(strings(std::slice::from_ref(text))?[0])?);
             }
-            _ if arg.starts_with("--allow=") => rules.push(parse_rule(&arg["--allow=".len()..])?),
+            _ if arg.starts_with("--allow=") => rules.push(parse_allow(&arg["--allow=".len()..])?),
             _ if arg.starts_with('-') => return Err(usage(format!("unknown option '{arg}'"))),
             _ => break,
         }

@@ -2,6 +2,8 @@
 //! cgroups that clean up after themselves, device nodes, and the probe.
 #![allow(dead_code)]
 
+pub mod cases;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -62,21 +64,7 @@ impl Scratch {
     /// Runs the probe in this cgroup: one result per access (`ok`,
     /// `EPERM`, `ENXIO`...).
     pub fn probe(&self, accesses: &[String]) -> Vec<String> {
-        let out = Command::new(env!("CARGO_BIN_EXE_vcg2-probe"))
-            .arg(&self.path)
-            .args(accesses)
-            .output()
-            .expect("run vcg2-probe");
-        assert!(
-            out.status.success(),
-            "vcg2-probe failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        cases::probe_in(&[], &self.path, accesses)
     }
 
     /// Whether `access` (as vcg2-probe takes it) is allowed: EPERM is a
@@ -129,18 +117,48 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = devices::remove_prog(self.p());
-        for _ in 0..50 {
-            match std::fs::remove_dir(&self.path) {
-                Ok(()) => return,
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    std::thread::sleep(std::time::Duration::from_millis(20))
-                }
-                Err(e) => {
-                    eprintln!("cannot remove {}: {e}", self.path.display());
-                    return;
-                }
+        remove_cgroup(&self.path);
+    }
+}
+
+/// Removes a cgroup directory (of either version) that a test made,
+/// retrying for up to a second while the kernel still counts an exited
+/// process in it; a failure is printed, not a panic (this runs in drops).
+pub fn remove_cgroup(path: &Path) {
+    for _ in 0..50 {
+        match std::fs::remove_dir(path) {
+            Ok(()) => return,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => {
+                eprintln!("cannot remove {}: {e}", path.display());
+                return;
             }
         }
+    }
+    eprintln!("cannot remove {}: still busy", path.display());
+}
+
+/// `vircgroup_v2_last_error()` of this thread.
+pub fn last_error() -> String {
+    use vircgroup_v2_devices::capi::vircgroup_v2_last_error;
+    // SAFETY: the library returns a valid C string.
+    unsafe { std::ffi::CStr::from_ptr(vircgroup_v2_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// `vircgroup_v2_devices_list()` through the C ABI; a failure panics.
+pub fn capi_list(path: &std::ffi::CStr) -> String {
+    use vircgroup_v2_devices::capi::vircgroup_v2_devices_list;
+    // SAFETY: valid C string; the result is malloc'ed and freed here.
+    unsafe {
+        let p = vircgroup_v2_devices_list(path.as_ptr());
+        assert!(!p.is_null(), "list: {}", last_error());
+        let s = std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned();
+        libc::free(p.cast());
+        s
     }
 }
 

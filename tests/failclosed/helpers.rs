@@ -72,13 +72,6 @@ pub(crate) fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-pub(crate) fn last_error() -> String {
-    // SAFETY: the library returns a valid C string.
-    unsafe { CStr::from_ptr(vircgroup_v2_last_error()) }
-        .to_string_lossy()
-        .into_owned()
-}
-
 pub(crate) fn get_state(path: &CStr) -> vircgroup_v2_devices {
     let mut out = vircgroup_v2_devices {
         mapfd: -2,

@@ -4,7 +4,7 @@ use crate::common::*;
 use crate::helpers::*;
 use ::vircgroup_v2_devices::devices;
 use ::vircgroup_v2_devices::rules::{self, MKNOD, READ, WRITE};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// A tiny deterministic generator (xorshift64*), so that a failure can be
@@ -38,39 +38,21 @@ fn perms_text(p: i32) -> String {
 }
 
 /// The `devices.list` lines of `model` for cgroup `cg` and the majors
-/// `majors`, sorted: a rule whose block and char permissions are the same
-/// is one `a` line.
+/// `majors`, sorted: one line per rule, a block and a char rule on the same
+/// numbers two lines (as cgroup v1 lists them).
 fn model_lines(model: &Model, cg: usize, majors: std::ops::Range<i32>) -> Vec<String> {
-    let mut by_numbers: BTreeMap<(i32, i32), (i32, i32)> = BTreeMap::new();
-    for (&(g, ty, major, minor), &p) in model {
-        if g != cg || !majors.contains(&major) || p == 0 {
-            continue;
-        }
-        let e = by_numbers.entry((major, minor)).or_default();
-        if ty == b'b' {
-            e.0 = p;
-        } else {
-            e.1 = p;
-        }
-    }
-    let mut lines = Vec::new();
-    for ((major, minor), (b, c)) in by_numbers {
-        let num = if minor < 0 {
-            format!("{major}:*")
-        } else {
-            format!("{major}:{minor}")
-        };
-        if b == c {
-            lines.push(format!("a {num} {}", perms_text(b)));
-            continue;
-        }
-        if b != 0 {
-            lines.push(format!("b {num} {}", perms_text(b)));
-        }
-        if c != 0 {
-            lines.push(format!("c {num} {}", perms_text(c)));
-        }
-    }
+    let mut lines: Vec<String> = model
+        .iter()
+        .filter(|(&(g, _, major, _), &p)| g == cg && majors.contains(&major) && p != 0)
+        .map(|(&(_, ty, major, minor), &p)| {
+            let minor = if minor < 0 {
+                "*".to_string()
+            } else {
+                minor.to_string()
+            };
+            format!("{} {major}:{minor} {}", ty as char, perms_text(p))
+        })
+        .collect();
     lines.sort();
     lines
 }

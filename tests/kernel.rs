@@ -272,7 +272,7 @@ fn an_allow_or_a_deny_is_one_write_and_the_freshness_check() {
     let reads = if table {
         vec![(PROG_QUERY, 3)]
     } else {
-        vec![(MAP_LOOKUP_ELEM, 2), (PROG_QUERY, 3)]
+        vec![(MAP_LOOKUP_ELEM, 3), (PROG_QUERY, 3)]
     };
     assert_eq!(
         calls(&|| {

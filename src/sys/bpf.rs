@@ -163,6 +163,11 @@ struct MapCreateAttr {
     inner_map_fd: u32,
     numa_node: u32,
     map_name: [u8; 16],
+    // Always 0, but part of the command's attr: valgrind reads them.
+    map_ifindex: u32,
+    btf_fd: u32,
+    btf_key_type_id: u32,
+    btf_value_type_id: u32,
 }
 
 /// `BPF_MAP_CREATE` with no map flags.
@@ -922,6 +927,7 @@ mod tests {
     #[test]
     fn attr_and_info_layouts_match_the_kernel() {
         assert_eq!(offset_of!(MapCreateAttr, map_name), 28);
+        assert_eq!(offset_of!(MapCreateAttr, map_ifindex), 44);
         assert_eq!(size_of::<MapElemAttr>(), 32);
         assert_eq!(offset_of!(ProgLoadAttr, prog_name), 48);
         assert_eq!(offset_of!(ProgLoadAttr, expected_attach_type), 68);

@@ -131,10 +131,17 @@ impl Cgroup {
         let id = (st.dev(), st.ino());
         // The root of the hierarchy (inode 1 on cgroup2), or the root of a
         // cgroup namespace as some mount shows it.
+        // Only a mount's root (its parent on another filesystem) can be a
+        // namespace's root: mountinfo is read for those alone.
+        let mount_root = || {
+            nix::sys::stat::fstatat(Some(fd.as_raw_fd()), "..", nix::fcntl::AtFlags::empty())
+                .map_or(true, |parent| parent.st_dev != st.dev())
+        };
         let root = st.ino() == 1
-            || root_mounts()
-                .iter()
-                .any(|m| std::fs::metadata(m).is_ok_and(|s| (s.dev(), s.ino()) == id));
+            || (mount_root()
+                && root_mounts()
+                    .iter()
+                    .any(|m| std::fs::metadata(m).is_ok_and(|s| (s.dev(), s.ino()) == id)));
         Ok(Cgroup {
             path: resolved,
             fd,

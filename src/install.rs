@@ -59,14 +59,23 @@ fn load(maps: &Maps) -> Result<OwnedFd> {
 /// Loads the program for `maps` and attaches it to `cg`, replacing
 /// `replacing` (the program of this library's or libvirt's there, by fd
 /// and id) in one step; never replaces a program it was not told of. With
-/// the cgroup's lock held. On failure nothing changed.
+/// the cgroup's lock held, and `attached` what a query made with it held
+/// showed (None: query now). On failure nothing changed.
 pub(crate) fn install(
     cg: &Cgroup,
     maps: Maps,
     replacing: Option<(BorrowedFd<'_>, u32)>,
+    attached: Option<&sys::Attached>,
 ) -> Result<Held> {
     cg.check_not_root()?;
-    let attached = cg.attached()?;
+    let queried;
+    let attached = match attached {
+        Some(a) => a,
+        None => {
+            queried = cg.attached()?;
+            &queried
+        }
+    };
     if let Some((_, id)) = replacing {
         if !attached.ids.contains(&id) {
             return Err(Error::new(

@@ -256,7 +256,12 @@ fn modify(cg: &Cgroup, held: &mut Option<Held>, change: &dyn Change, room: usize
                         h.maps.max()
                     );
                 }
-                install(cg, build(max, rules)?, Some((h.prog.as_fd(), h.prog_id)))?
+                install(
+                    cg,
+                    build(max, rules)?,
+                    Some((h.prog.as_fd(), h.prog_id)),
+                    None,
+                )?
             };
             *held = Some(rebuilt);
             return Ok(());
@@ -283,6 +288,7 @@ fn modify(cg: &Cgroup, held: &mut Option<Held>, change: &dyn Change, room: usize
                     cg,
                     build(max, rules)?,
                     Some((f.prog.as_fd(), f.program.id)),
+                    Some(&attached),
                 )?);
                 log::info!(
                     "replaced {} (id {}) on '{}', {count} rules converted",
@@ -296,7 +302,7 @@ fn modify(cg: &Cgroup, held: &mut Option<Held>, change: &dyn Change, room: usize
                 let mut rules = HashMap::new();
                 change.apply(&mut rules);
                 let max = capacity(INITIAL_MAX, rules.len() + room)?;
-                *held = Some(install(cg, build(max, rules)?, None)?);
+                *held = Some(install(cg, build(max, rules)?, None, Some(&attached))?);
                 return Ok(());
             }
         }
@@ -341,6 +347,7 @@ pub(crate) fn detect_in(cg: &Cgroup, held: &mut Option<Held>) -> Result<()> {
                 cg,
                 build(max, f.rules)?,
                 Some((f.prog.as_fd(), f.program.id)),
+                Some(&attached),
             )?);
             log::info!(
                 "replaced {} (id {}) on '{}', {count} rules converted",
@@ -535,7 +542,7 @@ pub fn attach_prog(path: &str, map: OwnedFd, max: usize) -> Result<()> {
                 (None, Some(Found::Convert(f))) => Some((f.prog.as_fd(), f.program.id)),
                 (None, None) => None,
             };
-            install(cg, maps, replacing)?
+            install(cg, maps, replacing, None)?
         };
         *held = Some(new);
         Ok(())

@@ -957,7 +957,7 @@ fn table_offline(
     move |map| {
         let max = (map.len() as u32).next_power_of_two().max(64);
         let image = Image::build(max, map).expect("a table image");
-        let mut prog = table_program(3, image.bits, image.mult);
+        let mut prog = table_program(3, image.bits, image.mult, image.minor_code());
         mutate(&mut prog);
         (
             prog,
@@ -1062,46 +1062,59 @@ fn a_wrong_instruction_is_caught() {
 /// instruction, with the indices of `src/program/table.golden`.
 #[test]
 fn a_wrong_instruction_of_the_table_program_is_caught() {
-    // (what, instruction, right value, wrong value); imm or off as the
-    // instruction uses
-    let mutants: &[(&str, usize, i32, i32)] = &[
-        ("access bits shifted", 4, 16, 17),
-        ("type bit: block for char", 5, 2, 1),
-        ("char masks read 8 bits too high", 6, 2, 3),
-        ("the majors' bytes one off", 13, 128, 129),
-        ("exact hint taken for the major's", 14, 1, 2),
-        ("exact key's major one bit low", 23, 38, 37),
-        ("exact key's minor one bit high", 25, 18, 19),
-        ("exact key with the major kind", 27, 0x10000, 0x20000),
+    // (what, the instruction as program/table.golden lists it (its first
+    // occurrence; the program with and without the *:m probe share these),
+    // the wrong value for its imm, or its off for a load)
+    let mutants: &[(&str, &str, i32)] = &[
+        ("access bits shifted", "r3 >>= 16", 17),
+        ("type bit: block for char", "r2 &= 2", 1),
+        ("char masks read 8 bits too high", "r2 <<= 2", 3),
+        ("the next major's word", "r2 = *(u32 *)(r1 +128)", 132),
+        ("majors of 11 bits", "r7 &= 4095", 2047),
+        ("the M:* and *:* bit is the read bit", "if r0 & 0x1 goto", 4),
+        ("exact hint in the wrong bit", "if r2 & 0x10000", 0x8000),
+        ("exact key's major one bit low", "r4 <<= 38", 37),
+        ("exact key's minor one bit high", "r5 <<= 18", 19),
+        ("exact key with the major kind", "r4 |= 65536", 0x20000),
         (
-            "first bucket of an exact key: its first slot skipped",
-            34,
-            4224,
-            4232,
+            "first slot of a bucket skipped",
+            "r0 = *(u64 *)(r5 +16512)",
+            16520,
         ),
-        ("major:* key with the exact kind", 70, 0x20000, 0x10000),
-        ("*:minor key's minor one bit low", 112, 18, 17),
-        ("ANY_MINOR hint in the wrong bit", 17, 0x10000, 0x20000),
-        ("*:* masks read from the bucket bits", 18, 24, 32),
-        ("the final bit of *:* is the read bit", 20, 1, 4),
+        ("*:minor key's minor one bit low", "r4 <<= 18", 17),
+        (
+            "ANY_MINOR hint in the wrong bit",
+            "if r0 & 0x10000",
+            0x20000,
+        ),
+        ("*:minor key with the exact kind", "r4 |= 196608", 0x10000),
     ];
     let cases: Vec<Case> = (0..500)
         .map(|i| Case::new(case_seed(DEFAULT_SEED ^ 3, i)))
         .collect();
-    for &(what, at, right, wrong) in mutants {
+    for &(what, text, wrong) in mutants {
         let program = table_offline(move |prog: &mut Vec<Insn>| {
-            let insn = &mut prog[at];
-            let uses_off = insn.code & 0x07 == 0x01 || insn.code & 0x07 == 0x03;
-            let now = if uses_off {
-                i32::from(std::mem::replace(&mut insn.off, wrong as i16))
-            } else {
-                std::mem::replace(&mut insn.imm, wrong)
+            let listing = vircgroup_v2_devices::program::asm::disassemble(prog);
+            // Only programs that have the instruction are mutated (the *:m
+            // probe is in tables with *:m rules only).
+            let Some(at) = listing.lines().find(|l| l.contains(text)).map(|l| {
+                l.trim_start()
+                    .split(':')
+                    .next()
+                    .unwrap()
+                    .parse::<usize>()
+                    .unwrap()
+            }) else {
+                return;
             };
-            assert_eq!(
-                now, right,
-                "instruction {at} changed: update mutant {what:?}"
-            );
+            let insn = &mut prog[at];
+            if insn.code & 0x07 == 0x01 {
+                insn.off = wrong as i16;
+            } else {
+                insn.imm = wrong;
+            }
         });
+        let at = text;
         let caught = cases
             .iter()
             .enumerate()

@@ -9,7 +9,7 @@
 use crate::{Error, Result};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, AtomicU8};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 
 /// A shared, writable mapping of a map's values.
 #[derive(Debug)]
@@ -84,6 +84,19 @@ impl MapMemory {
         // the memory lives as long as `self`, and is only accessed through
         // atomics.
         unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(offset).cast()) }
+    }
+
+    /// The 4-byte word at byte `offset`. Panics unless it is aligned and
+    /// inside the mapping.
+    pub fn word32(&self, offset: usize) -> &AtomicU32 {
+        assert!(
+            offset % 4 == 0 && offset + 4 <= self.len,
+            "word at {offset} of {}",
+            self.len
+        );
+        // SAFETY: in bounds and 4-byte aligned; lives as long as `self`;
+        // only accessed through atomics.
+        unsafe { AtomicU32::from_ptr(self.ptr.as_ptr().add(offset).cast()) }
     }
 
     /// The byte at `offset`. Panics unless it is inside the mapping.

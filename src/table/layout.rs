@@ -12,10 +12,17 @@
 //! | 32 | bucket bits `b` (there are `2^b` buckets) |
 //! | 40 | capacity in rules (`max`) |
 //! | 48 | rules held (`count`) |
-//! | 64 | writers' lock: 0, or the holder's pid |
+//! | 56 | [`MINOR_CODE`]: the program has the `*:m` probe |
+//! | 64 | writers' lock: 0, or the holder's token |
 //! | 72 | sequence: odd while a writer is changing the table |
-//! | 128 | majors: one byte per major, [`HAS_EXACT`] and [`HAS_MAJOR`] |
-//! | 4224 | buckets: `2^b` of 4 slots |
+//! | 128 | majors: one `u32` per major (below) |
+//! | 16512 | buckets: `2^b` of 4 slots |
+//!
+//! A major's `u32`: bits 0-15 the masks that rule `M:*` and rule `*:*`
+//! grant together (what the program reads for any device of that major:
+//! one load, no lookup), bit 16 [`HAS_EXACT`] (a key `M:m` may exist). The
+//! rules themselves are kept apart for the library: `*:*` in the wild word,
+//! `M:*` as a slot; the majors' words are made from them.
 //!
 //! A slot is 0 (empty) or `key << 16 | masks`: key = `(dev << 2) | kind`,
 //! dev = `major << 20 | minor` (0 in the wildcard half), kind
@@ -24,8 +31,8 @@
 //! the block rule, 8-15 the char rule; bit `a` of a type's byte is set when
 //! the rule grants access `a` (`BPF_DEVCG_ACC_*` bits, so bit 0 is
 //! `access(F_OK)`: the rule exists), i.e. when `a` is a subset of its
-//! permissions. The program's decision is then one bit: no comparison of
-//! requested and granted bits.
+//! permissions. The masks of several rules are ORed: an access is granted
+//! when one of the rules naming the device grants it, which is one bit.
 #![forbid(unsafe_code)]
 
 /// `b"vcg2tab\0"` with the format number in the last byte.
@@ -42,22 +49,28 @@ pub const BITS_OFF: usize = 32;
 pub const MAX_OFF: usize = 40;
 /// Rules held.
 pub const COUNT_OFF: usize = 48;
+/// [`MINOR_CODE`] or 0.
+pub const FLAGS_OFF: usize = 56;
 /// Writers' lock word.
 pub const LOCK_OFF: usize = 64;
 /// Sequence word.
 pub const SEQ_OFF: usize = 72;
-/// The per-major bytes.
+/// The per-major words.
 pub const MAJORS_OFF: usize = 128;
+/// Bytes of a major's word.
+pub const MAJOR_WORD: usize = 4;
 /// The first bucket.
-pub const BUCKETS_OFF: usize = MAJORS_OFF + 4096;
+pub const BUCKETS_OFF: usize = MAJORS_OFF + 4096 * MAJOR_WORD;
 
 /// In wild: a `*:m` rule may exist (set before one is written, cleared
 /// only when the table is rebuilt).
 pub const ANY_MINOR: u64 = 1 << 16;
-/// In a major's byte: an exact key with this major may exist.
-pub const HAS_EXACT: u8 = 1;
-/// In a major's byte: the `M:*` key may exist.
-pub const HAS_MAJOR: u8 = 2;
+/// In a major's word: an exact key with this major may exist.
+pub const HAS_EXACT: u32 = 1 << 16;
+/// In the flags word: the table's program has the `*:m` probe (tables
+/// without `*:m` rules get a program without it, which the kernel verifies
+/// faster; the first `*:m` rule makes a new table and program).
+pub const MINOR_CODE: u64 = 1;
 
 /// Kind of an exact key.
 pub const KIND_EXACT: u64 = 1;

@@ -39,7 +39,7 @@
 pub mod layout;
 
 use crate::process;
-use crate::rules::{BLOCK_SHIFT, CHAR_SHIFT, PRESENT, WILDCARD};
+use crate::rules::{self, BLOCK_SHIFT, CHAR_SHIFT, PRESENT, WILDCARD};
 use crate::sys::{self, MapMemory, BPF_F_MMAPABLE, BPF_MAP_TYPE_ARRAY};
 use crate::{Error, Result};
 use layout::*;
@@ -225,7 +225,12 @@ impl Table {
 
     /// The program for this table.
     pub fn program(&self) -> Vec<crate::insn::Insn> {
-        crate::program::table_program(self.map.as_raw_fd(), self.bits, self.mult)
+        crate::program::table_program(
+            self.map.as_raw_fd(),
+            self.bits,
+            self.mult,
+            self.has_minor_code(),
+        )
     }
 
     /// Bucket bits and multipliers, which the program has as immediates.
@@ -272,25 +277,48 @@ impl Table {
         })
     }
 
-    /// Sets the program's hints for a key before it is written.
+    /// Sets the program's hint for a new key before it is written: the
+    /// major's `HAS_EXACT`, or `ANY_MINOR`. (`M:*` needs none: its masks go
+    /// into the major's word.)
     fn mark(&self, key: u64) {
         let k = key >> KEY_SHIFT;
-        let (major, kind) = ((k >> 22) as usize, k & 3);
-        match kind {
+        match k & 3 {
             KIND_EXACT => {
-                self.mem
-                    .byte(MAJORS_OFF + major)
+                self.major_word((k >> 22) as usize)
                     .fetch_or(HAS_EXACT, Ordering::Release);
             }
-            KIND_MAJOR => {
-                self.mem
-                    .byte(MAJORS_OFF + major)
-                    .fetch_or(HAS_MAJOR, Ordering::Release);
-            }
-            _ => {
+            KIND_MINOR => {
                 self.word(WILD_OFF).fetch_or(ANY_MINOR, Ordering::Release);
             }
+            _ => {}
         }
+    }
+
+    fn major_word(&self, major: usize) -> &std::sync::atomic::AtomicU32 {
+        self.mem.word32(MAJORS_OFF + MAJOR_WORD * major)
+    }
+
+    /// The masks the program reads for major `major`: those of its `M:*`
+    /// rule and of the `*:*` rule, from the rules' own words.
+    fn major_masks(&self, major: u32) -> u32 {
+        let all = self.header(WILD_OFF) & 0xffff;
+        let own = self
+            .get(rules::key_of(Some(major), None))
+            .map_or(0, masks_of);
+        (own | all) as u32
+    }
+
+    /// Writes major `major`'s masks (keeping its `HAS_EXACT`) from the
+    /// rules.
+    fn refresh_major(&self, major: u32) {
+        let w = self.major_word(major as usize);
+        let hint = w.load(Ordering::Acquire) & HAS_EXACT;
+        w.store(hint | self.major_masks(major), Ordering::Release);
+    }
+
+    /// Whether the table's program has the `*:m` probe.
+    pub fn has_minor_code(&self) -> bool {
+        self.header(FLAGS_OFF) & MINOR_CODE != 0
     }
 
     /// Runs `f` on a view of the table that no writer changed while `f`
@@ -350,25 +378,28 @@ impl Table {
         out
     }
 
-    /// Whether the program's hints (a major's byte, `ANY_MINOR`) announce
-    /// every rule in the table: a rule they hide is never seen.
+    /// Whether what the program reads agrees with the rules: every major's
+    /// masks are those of its `M:*` rule and of `*:*`, and the hints
+    /// (`HAS_EXACT`, `ANY_MINOR`, the `*:m` probe) announce every rule.
     pub fn hints_cover(&self) -> bool {
         let wild = self.header(WILD_OFF);
-        (0..(SLOTS_PER_BUCKET << self.bits)).all(|i| {
-            let s = self.slot(i).load(Ordering::Acquire);
-            let k = s >> KEY_SHIFT;
-            let byte = || {
-                self.mem
-                    .byte(MAJORS_OFF + (k >> 22) as usize)
-                    .load(Ordering::Acquire)
-            };
-            s == 0
-                || match k & 3 {
-                    KIND_EXACT => byte() & HAS_EXACT != 0,
-                    KIND_MAJOR => byte() & HAS_MAJOR != 0,
-                    _ => wild & ANY_MINOR != 0,
-                }
-        })
+        let masks_ok = (0..=MAX_MAJOR).all(|m| {
+            self.major_word(m as usize).load(Ordering::Acquire) & 0xffff == self.major_masks(m)
+        });
+        masks_ok
+            && (0..(SLOTS_PER_BUCKET << self.bits)).all(|i| {
+                let s = self.slot(i).load(Ordering::Acquire);
+                let k = s >> KEY_SHIFT;
+                s == 0
+                    || match k & 3 {
+                        KIND_EXACT => {
+                            self.major_word((k >> 22) as usize).load(Ordering::Acquire) & HAS_EXACT
+                                != 0
+                        }
+                        KIND_MINOR => wild & ANY_MINOR != 0 && self.has_minor_code(),
+                        _ => true,
+                    }
+            })
     }
 
     /// Takes the writers' lock: another process's change finishes first; a
@@ -452,6 +483,14 @@ impl<'a> Writer<'a> {
         if table.word(COUNT_OFF).swap(count, Ordering::AcqRel) != count {
             w.begin();
         }
+        // And the majors' words half rewritten for a *:* change.
+        for m in 0..=MAX_MAJOR {
+            let word = table.major_word(m as usize).load(Ordering::Acquire);
+            if word & 0xffff != table.major_masks(m) {
+                w.begin();
+                table.refresh_major(m);
+            }
+        }
         w
     }
 
@@ -484,37 +523,53 @@ impl<'a> Writer<'a> {
                     (true, false) => count.fetch_sub(1, Ordering::AcqRel),
                     _ => 0,
                 };
+                // What every major's word says changes: one store each,
+                // each the old masks or the new.
+                for m in 0..=MAX_MAJOR {
+                    t.refresh_major(m);
+                }
             }
             return Ok(true);
         };
+        let kind = (k >> KEY_SHIFT) & 3;
         let new = if value == 0 { 0 } else { k | masks_of(value) };
         let held = t.candidates(k).find(|&i| {
             let s = t.slot(i).load(Ordering::Acquire);
             s != 0 && s >> KEY_SHIFT == k >> KEY_SHIFT
         });
-        if let Some(i) = held {
-            if t.slot(i).load(Ordering::Acquire) != new {
-                self.begin();
-                t.slot(i).store(new, Ordering::Release);
-                if new == 0 {
-                    count.fetch_sub(1, Ordering::AcqRel);
+        let slot = match held {
+            Some(i) => {
+                if t.slot(i).load(Ordering::Acquire) == new {
+                    return Ok(true);
                 }
+                i
             }
-            return Ok(true);
-        }
-        if value == 0 {
-            return Ok(true);
-        }
-        let Some(free) = t
-            .candidates(k)
-            .find(|&i| t.slot(i).load(Ordering::Acquire) == 0)
-        else {
-            return Ok(false);
+            None if value == 0 => return Ok(true),
+            None => {
+                // A *:m rule needs the program with the *:m probe.
+                if kind == KIND_MINOR && !t.has_minor_code() {
+                    return Ok(false);
+                }
+                let Some(free) = t
+                    .candidates(k)
+                    .find(|&i| t.slot(i).load(Ordering::Acquire) == 0)
+                else {
+                    return Ok(false);
+                };
+                free
+            }
         };
         self.begin();
-        t.mark(k);
-        t.slot(free).store(new, Ordering::Release);
-        count.fetch_add(1, Ordering::AcqRel);
+        if held.is_none() {
+            t.mark(k);
+            count.fetch_add(1, Ordering::AcqRel);
+        } else if new == 0 {
+            count.fetch_sub(1, Ordering::AcqRel);
+        }
+        t.slot(slot).store(new, Ordering::Release);
+        if kind == KIND_MAJOR {
+            t.refresh_major((k >> (KEY_SHIFT + 22)) as u32);
+        }
         Ok(true)
     }
 }
@@ -533,10 +588,10 @@ impl Writer<'_> {
                 t.slot(i).store(0, Ordering::Release);
             }
         }
-        wild.store(0, Ordering::Release);
         for m in 0..=MAX_MAJOR as usize {
-            t.mem.byte(MAJORS_OFF + m).store(0, Ordering::Release);
+            t.major_word(m).store(0, Ordering::Release);
         }
+        wild.store(0, Ordering::Release);
         t.word(COUNT_OFF).store(0, Ordering::Release);
     }
 }
@@ -572,7 +627,7 @@ impl Image {
             .collect();
         loop {
             for _ in 0..8 {
-                let mult = [random_odd(), random_odd()];
+                let mult = random_mults();
                 if let Some(slots) = place(&keyed, bits, mult) {
                     return Ok(Self::with_slots(max, bits, mult, rules, &slots));
                 }
@@ -602,27 +657,43 @@ impl Image {
         words[BITS_OFF / 8] = bits as u64;
         words[MAX_OFF / 8] = max as u64;
         words[COUNT_OFF / 8] = rules.len() as u64;
-        let mut majors = vec![0u8; 4096];
+        let mut majors = vec![0u32; 4096];
         let mut wild = 0;
+        let mut any_minor = false;
         for (&key, &value) in rules {
             match slot_key(key) {
                 None => wild |= masks_of(value),
                 Some(k) => {
                     let k = k >> KEY_SHIFT;
+                    let major = (k >> 22) as usize;
                     match k & 3 {
-                        KIND_EXACT => majors[(k >> 22) as usize] |= HAS_EXACT,
-                        KIND_MAJOR => majors[(k >> 22) as usize] |= HAS_MAJOR,
-                        _ => wild |= ANY_MINOR,
+                        KIND_EXACT => majors[major] |= HAS_EXACT,
+                        KIND_MAJOR => majors[major] |= masks_of(value) as u32,
+                        _ => any_minor = true,
                     }
                 }
             }
         }
+        for m in majors.iter_mut() {
+            *m |= wild as u32;
+        }
+        if any_minor {
+            wild |= ANY_MINOR;
+            words[FLAGS_OFF / 8] = MINOR_CODE;
+        }
         words[WILD_OFF / 8] = wild;
-        for (i, chunk) in majors.chunks(8).enumerate() {
-            words[MAJORS_OFF / 8 + i] = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
+        for (i, pair) in majors.chunks(2).enumerate() {
+            let (a, b) = (pair[0].to_ne_bytes(), pair[1].to_ne_bytes());
+            let bytes = [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]];
+            words[MAJORS_OFF / 8 + i] = u64::from_ne_bytes(bytes);
         }
         words[BUCKETS_OFF / 8..].copy_from_slice(slots);
         Image { bits, mult, words }
+    }
+
+    /// Whether the table's program has the `*:m` probe.
+    pub fn minor_code(&self) -> bool {
+        self.words[FLAGS_OFF / 8] & MINOR_CODE != 0
     }
 
     /// The value as bytes.
@@ -666,19 +737,24 @@ fn place(keyed: &[(u64, u64)], bits: u32, mult: [u64; 2]) -> Option<Vec<u64>> {
     Some(slots)
 }
 
-/// A random odd multiplier (the kernel's entropy: `getrandom(2)`).
-fn random_odd() -> u64 {
-    let mut b = [0u8; 8];
+/// Two random odd multipliers (the kernel's entropy: one `getrandom(2)`).
+fn random_mults() -> [u64; 2] {
+    let mut b = [0u8; 16];
     if sys::getrandom(&mut b).is_err() {
-        // Any odd multiplier works; a poor one only costs a retry.
+        // Any odd multipliers work; poor ones only cost a retry.
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        b = (t ^ 0x9e37_79b9_7f4a_7c15)
-            .wrapping_mul(0xbf58_476d_1ce4_e5b9)
-            .to_ne_bytes();
+        let x = (t ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        b[..8].copy_from_slice(&x.to_ne_bytes());
+        b[8..].copy_from_slice(
+            &x.rotate_left(29)
+                .wrapping_mul(0x94d0_49bb_1331_11eb)
+                .to_ne_bytes(),
+        );
     }
-    u64::from_ne_bytes(b) | 1
+    let word = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().expect("8 bytes")) | 1;
+    [word(0), word(8)]
 }
 
 #[cfg(test)]
@@ -733,7 +809,7 @@ mod tests {
             let keyed: Vec<(u64, u64)> = (0..n as u64)
                 .map(|i| (slot_key(((i % 4000) << 32) | (i / 4000)).unwrap(), 1))
                 .collect();
-            let placed = (0..8).find_map(|_| place(&keyed, bits, [random_odd(), random_odd()]));
+            let placed = (0..8).find_map(|_| place(&keyed, bits, random_mults()));
             let slots = placed.unwrap_or_else(|| panic!("{n} keys in a table of {max}"));
             assert_eq!(slots.iter().filter(|&&s| s != 0).count(), n);
         }

@@ -8,6 +8,7 @@
 //! - `cgroup`: a cgroup v2 directory: validation, identity, attached programs.
 //! - `devices`: detect / create / prepare / attach / allow / deny (the policy).
 //! - `registry`: the process-wide state per cgroup.
+//! - `rollback`: a cgroup converted back to libvirt's own program and map.
 //! - `capi`: every `extern "C"` export, errno, last error, log callback.
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -26,6 +27,8 @@ pub mod insn;
 pub mod program;
 /// cbindgen:ignore
 mod registry;
+/// cbindgen:ignore
+pub mod rollback;
 /// cbindgen:ignore
 pub mod rules;
 /// cbindgen:ignore

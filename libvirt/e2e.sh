@@ -307,3 +307,383 @@ check() { # check 'description' command...
     shift
     if "$@"; then pass "$what"; else fail "$what"; fi
 }
+
+# ------------------------------------------------------------ the VM half
+# Everything below runs in a private mount namespace held by $NSPID, where
+# /sys/fs/cgroup is a pure cgroup2 mount and $PFX is a bind mount of the
+# stock or the patched install.
+NSPID=
+DPID=
+ST=
+PFX=
+VMS=()
+LOOPS=()
+PROG_IDS=()
+SCRATCH=
+made_pfx=
+made_machine=
+
+ns() { nsenter -t "$NSPID" -m -- "$@"; }
+ADMIN=
+PROBE=
+virsh_() { ns env LD_LIBRARY_PATH="$PFX/lib:$LIB/lib" "$PFX/bin/virsh" -q -c "$URI" "$@"; }
+admin() { ns "$ADMIN" "$@"; }
+
+# Waits up to $1 seconds for command $2... to succeed.
+wait_for() {
+    local t=$1 end
+    shift
+    end=$(($(date +%s) + t))
+    until "$@" >/dev/null 2>&1; do
+        [ "$(date +%s)" -lt "$end" ] || return 1
+        sleep 0.2
+    done
+}
+
+start_daemon() { # start_daemon stock|patched
+    local kind=$1 root
+    root=$([ "$kind" = stock ] && echo "$STOCK" || echo "$PATCHED")
+    ns sh -c "mountpoint -q $PFX && umount $PFX; mount --bind $root$PFX $PFX"
+    : >"$ST/virtqemud.log"
+    echo "---- $kind daemon started $(date +%T)" >>"$ST/daemon.out"
+    nsenter -t "$NSPID" -m -- env LD_LIBRARY_PATH="$PFX/lib:$LIB/lib" \
+        "$PFX/sbin/virtqemud" -f "$ST/etc/libvirt/virtqemud.conf" \
+        >>"$ST/daemon.out" 2>&1 &
+    DPID=$!
+    DKIND=$kind
+    wait_for 30 virsh_ list || fail "$kind virtqemud did not answer within 30 s"
+}
+
+stop_daemon() {
+    [ -n "$DPID" ] || return 0
+    kill -TERM "$DPID" 2>/dev/null || true
+    local i
+    for i in $(seq 100); do
+        kill -0 "$DPID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$DPID" 2>/dev/null || true
+    wait "$DPID" 2>/dev/null || true
+    DPID=
+}
+
+fds() { ls "/proc/$DPID/fd" | wc -l; }
+
+vm_xml() {
+    cat <<XML
+<domain type='qemu'>
+  <name>$1</name>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='network'/></os>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <controller type='usb' model='piix3-uhci'/>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+XML
+}
+
+# Starts VM $1 (transient); prints nothing, fails with the daemon's log.
+vm_start() {
+    vm_xml "$1" >"$ST/$1.xml"
+    VMS+=("$1")
+    virsh_ create "$ST/$1.xml" >/dev/null || fail "VM $1 did not start ($DKIND libvirt)"
+}
+
+# The VM's cgroup (its qemu process's), the device program's cgroup, and
+# the qemu pid: "CGROUP PROGCGROUP PID".
+vm_cgroups() {
+    local pid rel dir
+    pid=$(cat "$ST/run/libvirt/qemu/$1.pid")
+    rel=$(sed -n 's/^0:://p' "/proc/$pid/cgroup")
+    dir=/sys/fs/cgroup$rel
+    # libvirt attaches the program to the VM's cgroup (machine/qemu-N-NAME.
+    # libvirt-qemu); QEMU itself may sit in a nested child of it.
+    local d=$dir
+    while [ "$d" != /sys/fs/cgroup ]; do
+        case "$(basename "$d")" in *.libvirt-qemu) break ;; esac
+        d=$(dirname "$d")
+    done
+    [ "$d" != /sys/fs/cgroup ] || fail "VM $1: no *.libvirt-qemu cgroup above $dir"
+    echo "$dir $d $pid"
+}
+
+# Device programs attached to cgroup $1: "ID NAME" lines.
+progs() {
+    ns bpftool cgroup show "$1" 2>/dev/null |
+        awk '$2 == "cgroup_device" || $2 == "device" { print $1, $NF }'
+}
+prog_ids() { progs "$1" | awk '{ print $1 }' | tr '\n' ' ' | sed 's/ $//'; }
+note_progs() { local id; for id in $(prog_ids "$1"); do PROG_IDS+=("$id"); done; }
+
+# The probe in the VM's own cgroup: one result per access.
+probe() { local cg=$1; shift; ns "$PROBE" "$cg" "$@"; }
+
+new_loop() {
+    local img=$ST/img.${#LOOPS[@]} dev
+    truncate -s 1M "$img"
+    dev=$(losetup -f --show "$img") || fail "losetup failed"
+    LOOPS+=("$dev")
+    echo "$dev"
+}
+rule_of() { # the rule libvirt grants for a disk on node $1
+    printf 'b %d:%d rw\n' "0x$(stat -c %t "$1")" "0x$(stat -c %T "$1")"
+}
+
+# Hot-plugs $2 into VM $1 as sdb on USB and checks the rule reaches the
+# kernel; unplugs it and checks it is gone. $3 describes the step.
+hotplug() {
+    local vm=$1 dev=$2 what=$3 cg pcg rule
+    read -r cg pcg _ <<<"$(vm_cgroups "$vm")"
+    rule=$(rule_of "$dev")
+    [ "$(probe "$cg" "r:$dev")" = EPERM ] ||
+        fail "$what: $dev is reachable from VM $vm before the hot-plug"
+    virsh_ attach-disk "$vm" "$dev" sdb --targetbus usb --sourcetype block >/dev/null ||
+        fail "$what: attach-disk $dev to $vm failed"
+    admin list "$pcg" | grep -qx "$rule" ||
+        fail "$what: '$rule' is not in the rules of $pcg after the hot-plug: $(admin list "$pcg" | tr '\n' ',')"
+    [ "$(probe "$cg" "r:$dev")" = ok ] ||
+        fail "$what: the probe in $cg cannot open $dev after the hot-plug"
+    virsh_ detach-disk "$vm" sdb >/dev/null || fail "$what: detach-disk from $vm failed"
+    wait_for 10 sh -c "! nsenter -t $NSPID -m -- $ADMIN list $pcg | grep -qx '$rule'" ||
+        fail "$what: '$rule' is still in the rules of $pcg after the unplug"
+    [ "$(probe "$cg" "r:$dev")" = EPERM ] ||
+        fail "$what: the probe in $cg still opens $dev after the unplug"
+}
+
+# What libvirt allows at start: its default cgroup_device_acl (from the
+# qemu.conf of that version) for the nodes that exist, and the ptys.
+expected_acl() {
+    local p
+    sed -n '/^#cgroup_device_acl = \[/,/^#\]/p' "$CACHE/$V/src/src/qemu/qemu.conf.in" |
+        grep -o '"/dev/[^"]*"' | tr -d '"' | while read -r p; do
+            [ -c "$p" ] && printf 'c %d:%d rw\n' "0x$(stat -c %t "$p")" "0x$(stat -c %T "$p")"
+        done
+    echo 'c 136:* rw'
+}
+
+cleanup() {
+    local rc=$? vm pid dev
+    set +e
+    if [ -n "$NSPID" ]; then
+        if [ -n "$DPID" ]; then
+            for vm in "${VMS[@]}"; do virsh_ destroy "$vm" >/dev/null 2>&1; done
+        fi
+        stop_daemon
+        for vm in "${VMS[@]}"; do
+            pid=$(cat "$ST/run/libvirt/qemu/$vm.pid" 2>/dev/null) &&
+                grep -q "$vm" "/proc/$pid/cmdline" 2>/dev/null && kill -KILL "$pid"
+        done
+        sleep 0.3
+        # VM cgroups left by a killed daemon, deepest first.
+        for vm in "${VMS[@]}"; do
+            ns find /sys/fs/cgroup/machine -depth -type d -path "*-$vm.libvirt-qemu*" \
+                -exec rmdir {} + 2>/dev/null
+        done
+        [ -z "$made_machine" ] || ns rmdir /sys/fs/cgroup/machine 2>/dev/null
+        [ -z "$SCRATCH" ] || ns rmdir "$SCRATCH" 2>/dev/null
+        kill -KILL "$NSPID" 2>/dev/null
+        wait "$NSPID" 2>/dev/null
+        NSPID=
+    fi
+    for dev in "${LOOPS[@]}"; do losetup -d "$dev" 2>/dev/null; done
+    LOOPS=()
+    [ -z "$ST" ] || rm -rf "$ST"
+    [ -z "$made_pfx" ] || rmdir "$PFX" 2>/dev/null
+    VMS=()
+    return $rc
+}
+
+vm_tests() {
+    V=$1
+    PFX=$(prefix_of "$V")
+    ST=$(state_of "$V")
+    URI="qemu+unix:///system?socket=$ST/run/libvirt/virtqemud-sock"
+    ADMIN=$LIB/bin/vircgroup-devices
+    PROBE=$LIB/bin/vcg2-probe
+    local tag="libvirt $V" n=vcg$$ t
+    trap cleanup EXIT
+    [ ! -e "$ST" ] || die "$ST exists: another run is going on, or one was killed"
+    mkdir -p "$ST/etc/libvirt"
+    if [ ! -d "$PFX" ]; then mkdir -p "$PFX"; made_pfx=1; fi
+    cat >"$ST/etc/libvirt/qemu.conf" <<CONF
+user = "root"
+group = "root"
+security_driver = "none"
+dynamic_ownership = 0
+remember_owner = 0
+stdio_handler = "file"
+CONF
+    cat >"$ST/etc/libvirt/virtqemud.conf" <<CONF
+log_level = 3
+log_filters = "1:util.cgroup 1:qemu.qemu_cgroup 1:qemu.qemu_hotplug"
+log_outputs = "1:file:$ST/virtqemud.log"
+CONF
+
+    # The namespace: a process that only sleeps holds it.
+    unshare -m --propagation private sleep 100000 &
+    NSPID=$!
+    wait_for 5 sh -c "[ \"\$(readlink /proc/$NSPID/ns/mnt)\" != \"\$(readlink /proc/self/ns/mnt)\" ]" ||
+        fail "unshare did not make a mount namespace"
+    ns sh -euc 'umount -R /sys/fs/cgroup; mount -t cgroup2 cgroup2 /sys/fs/cgroup'
+    [ "$(ns stat -f -c %T /sys/fs/cgroup)" = cgroup2fs ] &&
+        [ "$(ns awk '$5 ~ "^/sys/fs/cgroup" { print $5 }' /proc/self/mountinfo)" = /sys/fs/cgroup ] ||
+        fail "$tag: /sys/fs/cgroup is not a pure cgroup2 mount in the namespace"
+    ns test -d /sys/fs/cgroup/machine || made_machine=1
+
+    # ---- stock libvirt starts VM a
+    start_daemon stock
+    t=$(now)
+    vm_start "${n}a"
+    local start_stock
+    start_stock=$(since "$t")
+    local cga pcga
+    read -r cga pcga _ <<<"$(vm_cgroups "${n}a")"
+    [ -n "$pcga" ] || fail "$tag: no cgroup for VM ${n}a"
+    note_progs "$pcga"
+    local stock_rules stock_ids
+    stock_rules=$(admin list "$pcga")
+    stock_ids=$(prog_ids "$pcga")
+    [ -n "$stock_ids" ] && [ "$(wc -w <<<"$stock_ids")" = 1 ] ||
+        fail "$tag: stock libvirt left $(wc -w <<<"$stock_ids") device programs on $pcga"
+    echo "     stock VM ${n}a started in $start_stock s; program $stock_ids; rules: $(tr '\n' ',' <<<"$stock_rules")"
+
+    # ---- upgrade: the patched daemon takes over VM a
+    stop_daemon
+    start_daemon patched
+    local base_fds
+    check "$tag: the daemon uses the cgroup v2 backend with BPF devices (debug log)" \
+        grep -q "virCgroupV2DetectControllers.*Controller 'devices' present=yes" "$ST/virtqemud.log"
+    check "$tag upgrade: VM ${n}a (stock libvirt's program) keeps its rules under the patched daemon" \
+        test "$(admin list "$pcga")" = "$stock_rules"
+    local loop
+    loop=$(new_loop)
+    hotplug "${n}a" "$loop" "$tag upgrade"
+    note_progs "$pcga"
+    pass "$tag upgrade: hot-plug and unplug of $loop on VM ${n}a work at once"
+    check "$tag upgrade: libvirt's program on ${n}a was replaced by exactly one program of the library" \
+        sh -c "[ \"\$(nsenter -t $NSPID -m -- bpftool cgroup show $pcga | grep -c vircgroup_v2dev)\" = 1 ] &&
+               [ \"\$(nsenter -t $NSPID -m -- bpftool cgroup show $pcga | tail -n +2 | wc -l)\" = 1 ]"
+
+    # ---- the patched daemon starts VM b
+    t=$(now)
+    vm_start "${n}b"
+    local start_patched
+    start_patched=$(since "$t")
+    local cgb pcgb
+    read -r cgb pcgb _ <<<"$(vm_cgroups "${n}b")"
+    [ -n "$pcgb" ] || fail "$tag: no cgroup for VM ${n}b"
+    note_progs "$pcgb"
+    echo "     patched VM ${n}b started in $start_patched s (stock: $start_stock s)"
+    check "$tag start: the rules of ${n}b are libvirt's default cgroup_device_acl plus c 136:* rw" \
+        test "$(admin list "$pcgb")" = "$(expected_acl | sort -u)"
+    check "$tag log: the library's messages reach libvirt's log (util.cgroup)" \
+        grep -q "virCgroupV2DevicesLog.*attached program" "$ST/virtqemud.log"
+    check "$tag enforcement: a probe in ${n}b's cgroup is denied /dev/loop-control (c 10:237, not in the list)" \
+        test "$(probe "$cgb" r:/dev/loop-control)" = EPERM
+    check "$tag enforcement: a probe in ${n}b's cgroup opens /dev/null and /dev/urandom (in the list)" \
+        test "$(probe "$cgb" rw:/dev/null r:/dev/urandom | tr '\n' ' ')" = "ok ok "
+    local ids_b
+    ids_b=$(prog_ids "$pcgb")
+    check "$tag one program: exactly one device program on ${n}b, the library's ($ids_b)" \
+        sh -c "[ \"\$(nsenter -t $NSPID -m -- bpftool cgroup show $pcgb | tail -n +2 | wc -l)\" = 1 ] &&
+               nsenter -t $NSPID -m -- bpftool cgroup show $pcgb | grep -q vircgroup_v2dev"
+    hotplug "${n}b" "$loop" "$tag hot-plug"
+    pass "$tag hot-plug: attaching $loop to ${n}b adds '$(rule_of "$loop")' and the probe opens it; unplugging removes it and the probe is denied"
+
+    # ---- daemon restart with the VMs running
+    stop_daemon
+    start_daemon patched
+    hotplug "${n}b" "$loop" "$tag restart"
+    check "$tag restart: the program on ${n}b was adopted (same id $ids_b) and hot-plug works after the restart" \
+        test "$(prog_ids "$pcgb")" = "$ids_b"
+
+    # ---- rollback: patched -> stock, with vircgroup-devices to-libvirt
+    stop_daemon
+    SCRATCH=/sys/fs/cgroup/vcg2-e2e-$$
+    ns mkdir "$SCRATCH"
+    admin deny "$SCRATCH" a >/dev/null && admin allow "$SCRATCH" 'c 1:3 rw' 'b 1:3 r' >/dev/null
+    local lossy
+    lossy=$(admin to-libvirt "$SCRATCH" 2>&1) && fail "$tag rollback: a lossy conversion was not refused"
+    check "$tag rollback: a lossy conversion is refused naming the rules ($lossy)" \
+        grep -q "'b 1:3 r' and 'c 1:3 rw'" <<<"$lossy"
+    ns rmdir "$SCRATCH"
+    SCRATCH=
+    local vm cg pcg
+    for vm in "${n}a" "${n}b"; do
+        read -r cg pcg _ <<<"$(vm_cgroups "$vm")"
+        local before
+        before=$(admin list "$pcg")
+        admin to-libvirt "$pcg" >/dev/null || fail "$tag rollback: to-libvirt $pcg failed"
+        note_progs "$pcg"
+        check "$tag rollback: to-libvirt gives $vm libvirt's program with the same rules" \
+            test "$(admin list "$pcg")" = "$before"
+    done
+    start_daemon stock
+    hotplug "${n}b" "$loop" "$tag rollback"
+    pass "$tag rollback: stock libvirt hot-plugs and unplugs $loop on ${n}b after to-libvirt"
+    for vm in "${n}a" "${n}b"; do
+        virsh_ destroy "$vm" >/dev/null || fail "$tag: destroy $vm under stock libvirt failed"
+    done
+
+    # ---- concurrency and a clean exit, under the patched daemon
+    stop_daemon
+    start_daemon patched
+    base_fds=$(fds)
+    local i loops=() pids=() bad=0
+    for i in $(seq 0 9); do loops+=("$(new_loop)"); done
+    t=$(now)
+    for i in $(seq 0 9); do
+        ( vm_start "${n}c$i" && hotplug "${n}c$i" "${loops[$i]}" "$tag concurrency ${n}c$i" &&
+              virsh_ destroy "${n}c$i" >/dev/null ) >"$ST/c$i.out" 2>&1 &
+        pids+=($!)
+        VMS+=("${n}c$i")
+    done
+    for i in $(seq 0 9); do
+        wait "${pids[$i]}" || { bad=$((bad + 1)); cat "$ST/c$i.out"; }
+    done
+    local conc
+    conc=$(since "$t")
+    [ "$bad" = 0 ] || fail "$tag concurrency: $bad of 10 VMs failed"
+    pass "$tag concurrency: 10 VMs started, hot-plugged, unplugged and destroyed concurrently in $conc s"
+
+    check "$tag clean exit: no VM cgroup is left under /sys/fs/cgroup/machine" \
+        test -z "$(ns find /sys/fs/cgroup/machine -maxdepth 1 -name "qemu-*-$n*")"
+    local alive=() id
+    for id in "${PROG_IDS[@]}"; do
+        ns bpftool prog show id "$id" >/dev/null 2>&1 && alive+=("$id")
+    done
+    check "$tag clean exit: none of the ${#PROG_IDS[@]} device programs seen is left (${alive[*]:-none})" \
+        test ${#alive[@]} = 0
+    local end_fds
+    wait_for 5 test "$(fds)" = "$base_fds" || true
+    end_fds=$(fds)
+    check "$tag clean exit: the daemon's fd count is back at its baseline ($base_fds -> $end_fds)" \
+        test "$end_fds" = "$base_fds"
+    echo "     numbers: VM start stock $start_stock s, patched $start_patched s; 10 concurrent VMs $conc s; fds $base_fds -> $end_fds"
+    cleanup
+    trap - EXIT
+}
+
+main() {
+    local v t0 t
+    t0=$(now)
+    for v in "${versions[@]}"; do
+        apt_install "${common_deps[@]}"
+        [ -n "$LIB" ] || build_library
+        t=$(now)
+        build_all "$v"
+        echo "== libvirt $v: builds ready in $(since "$t") s"
+        t=$(now)
+        vm_tests "$v"
+        echo "== libvirt $v: VM tests in $(since "$t") s"
+    done
+    echo "== e2e: $(since "$t0") s"
+    echo "$passed passed, $failed failed"
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    main
+fi

@@ -9,6 +9,8 @@
 #   meson:   the library built and installed as distros do, the symbol
 #            audit, SONAME, pkg-config, and the C harness (TAP)
 #   valgrind: the C harness again under valgrind
+#   libvirt: libvirt 9.0.0 and 11.3.0 built with the library, their own
+#            tests and real QEMU guests (libvirt/e2e.sh, docs/libvirt.md)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -46,3 +48,8 @@ meson test -C "$build" --print-errorlogs
 
 echo "== C tests under valgrind"
 meson test -C "$build" --setup valgrind --print-errorlogs --no-rebuild
+
+echo "== libvirt e2e: patched libvirt 9.0.0 and 11.3.0 with real QEMU guests (libvirt/e2e.sh)"
+stage=$(date +%s)
+libvirt/e2e.sh 9.0.0 11.3.0
+echo "== libvirt e2e: $(( $(date +%s) - stage )) s"

@@ -79,12 +79,14 @@ version_opts() {
 }
 prefix_of() { echo "/opt/lv${1%%.*}"; }
 state_of() { echo "/run/lv${1%%.*}"; }
+# buildtype plain: no -O2 -g, which makes the compile 4-5 times faster here;
+# the tests and the VMs need no optimisation.
 meson_opts() {
     local v=$1 pfx st
     pfx=$(prefix_of "$v")
     st=$(state_of "$v")
     echo --prefix="$pfx" --libdir=lib --localstatedir="$st" \
-        --sysconfdir="$st/etc" --buildtype=debugoptimized \
+        --sysconfdir="$st/etc" --buildtype=plain \
         --auto-features=disabled -Ddriver_qemu=enabled \
         -Ddriver_libvirtd=enabled -Ddriver_remote=enabled \
         -Dstorage_dir=enabled -Ddocs=disabled -Dtests=enabled \
@@ -392,21 +394,19 @@ vm_start() {
     virsh_ create "$ST/$1.xml" >/dev/null || fail "VM $1 did not start ($DKIND libvirt)"
 }
 
-# The VM's cgroup (its qemu process's), the device program's cgroup, and
+# The VM's cgroup (its qemu process's), the cgroup the device program is
+# attached to (that one or an ancestor: libvirt's *.libvirt-qemu cgroup) and
 # the qemu pid: "CGROUP PROGCGROUP PID".
 vm_cgroups() {
-    local pid rel dir
+    local pid rel dir d
     pid=$(cat "$ST/run/libvirt/qemu/$1.pid")
     rel=$(sed -n 's/^0:://p' "/proc/$pid/cgroup")
     dir=/sys/fs/cgroup$rel
-    # libvirt attaches the program to the VM's cgroup (machine/qemu-N-NAME.
-    # libvirt-qemu); QEMU itself may sit in a nested child of it.
-    local d=$dir
-    while [ "$d" != /sys/fs/cgroup ]; do
-        case "$(basename "$d")" in *.libvirt-qemu) break ;; esac
+    d=$dir
+    while [ "$d" != /sys/fs/cgroup ] && [ -z "$(progs "$d")" ]; do
         d=$(dirname "$d")
     done
-    [ "$d" != /sys/fs/cgroup ] || fail "VM $1: no *.libvirt-qemu cgroup above $dir"
+    [ "$d" != /sys/fs/cgroup ] || fail "VM $1: no device program on $dir or above"
     echo "$dir $d $pid"
 }
 
@@ -578,7 +578,7 @@ CONF
     note_progs "$pcgb"
     echo "     patched VM ${n}b started in $start_patched s (stock: $start_stock s)"
     check "$tag start: the rules of ${n}b are libvirt's default cgroup_device_acl plus c 136:* rw" \
-        test "$(admin list "$pcgb")" = "$(expected_acl | sort -u)"
+        test "$(admin list "$pcgb" | sort)" = "$(expected_acl | sort -u)"
     check "$tag log: the library's messages reach libvirt's log (util.cgroup)" \
         grep -q "virCgroupV2DevicesLog.*attached program" "$ST/virtqemud.log"
     check "$tag enforcement: a probe in ${n}b's cgroup is denied /dev/loop-control (c 10:237, not in the list)" \
@@ -618,8 +618,8 @@ CONF
         before=$(admin list "$pcg")
         admin to-libvirt "$pcg" >/dev/null || fail "$tag rollback: to-libvirt $pcg failed"
         note_progs "$pcg"
-        check "$tag rollback: to-libvirt gives $vm libvirt's program with the same rules" \
-            test "$(admin list "$pcg")" = "$before"
+        check "$tag rollback: to-libvirt gives $vm libvirt's program (not the library's) with the same rules" \
+            test "$(admin list "$pcg")" = "$before" -a "$(progs "$pcg" | grep -c vircgroup_v2dev)" = 0
     done
     start_daemon stock
     hotplug "${n}b" "$loop" "$tag rollback"

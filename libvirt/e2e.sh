@@ -148,13 +148,13 @@ fetch_source() {
 }
 
 # The source tree $CACHE/VERSION/src: upstream plus Debian's patches, as a git
-# repository whose commit 'debian' is the unpatched tree.
+# repository whose tag 'debian' is the unpatched tree.
 prepare_tree() {
     local v=$1 debver=$2 src=$CACHE/$1/src p
-    if [ "$(git -C "$src" log -1 --format=%s debian 2>/dev/null)" = "libvirt $debver" ]; then
+    if [ "$(cat "$CACHE/$v/src.stamp" 2>/dev/null)" = "$debver" ]; then
         return
     fi
-    rm -rf "$src" "$CACHE/$v/build"
+    rm -rf "$src" "$CACHE/$v/src.stamp"
     mkdir -p "$src"
     tar -xf "$CACHE/src/$debver/libvirt_$v.orig.tar.xz" -C "$src" \
         --strip-components=1 --no-same-owner
@@ -164,10 +164,13 @@ prepare_tree() {
         patch -d "$src" -p1 -s --no-backup-if-mismatch <"$src/debian/patches/$p"
     done <"$src/debian/patches/series"
     git -C "$src" init -q
+    git -C "$src" config gc.auto 0
+    git -C "$src" config user.name e2e
+    git -C "$src" config user.email e2e@localhost
     git -C "$src" add -A
-    git -C "$src" -c user.name=e2e -c user.email=e2e@localhost commit -q \
-        -m "libvirt $debver"
-    git -C "$src" branch -f debian
+    git -C "$src" commit -q -m "libvirt $debver"
+    git -C "$src" tag debian
+    echo "$debver" >"$CACHE/$v/src.stamp"
 }
 
 # ----------------------------------------------------------------- library
@@ -230,10 +233,10 @@ build_libvirt() {
         return
     fi
     local src=$c/src build=$c/build
-    git -C "$src" checkout -q -f debian
+    git -C "$src" checkout -q -f --detach debian
     git -C "$src" clean -q -fdx
     if [ "$kind" = patched ]; then
-        git -C "$src" -c user.name=e2e -c user.email=e2e@localhost am -q "$here/$v"/*.patch
+        git -C "$src" am -q "$here/$v"/*.patch
     fi
     t=$(now)
     if [ ! -f "$build/build.ninja" ]; then
@@ -248,6 +251,8 @@ build_libvirt() {
     tb=$(since "$t")
     t=$(now)
     run_libvirt_tests "$build" "$c/tests-$kind.new"
+    # Some of libvirt's tests create the runtime directories of the build.
+    rm -rf "$(state_of "$v")"
     local tt
     tt=$(since "$t")
     rm -rf "$dest"
@@ -320,7 +325,6 @@ ST=
 PFX=
 VMS=()
 LOOPS=()
-PROG_IDS=()
 SCRATCH=
 made_pfx=
 made_machine=
@@ -416,7 +420,9 @@ progs() {
         awk '$2 == "cgroup_device" || $2 == "device" { print $1, $NF }'
 }
 prog_ids() { progs "$1" | awk '{ print $1 }' | tr '\n' ' ' | sed 's/ $//'; }
-note_progs() { local id; for id in $(prog_ids "$1"); do PROG_IDS+=("$id"); done; }
+# Every program id seen on a VM's cgroup goes into $ST/progids (from
+# subshells too): none of them may be left at the end.
+note_progs() { prog_ids "$1" | tr ' ' '\n' >>"$ST/progids"; }
 
 # The probe in the VM's own cgroup: one result per access.
 probe() { local cg=$1; shift; ns "$PROBE" "$cg" "$@"; }
@@ -437,6 +443,8 @@ rule_of() { # the rule libvirt grants for a disk on node $1
 hotplug() {
     local vm=$1 dev=$2 what=$3 cg pcg rule
     read -r cg pcg _ <<<"$(vm_cgroups "$vm")"
+    [ -n "$pcg" ] || fail "$what: no cgroup for VM $vm"
+    note_progs "$pcg"
     rule=$(rule_of "$dev")
     [ "$(probe "$cg" "r:$dev")" = EPERM ] ||
         fail "$what: $dev is reachable from VM $vm before the hot-plug"
@@ -446,6 +454,7 @@ hotplug() {
         fail "$what: '$rule' is not in the rules of $pcg after the hot-plug: $(admin list "$pcg" | tr '\n' ',')"
     [ "$(probe "$cg" "r:$dev")" = ok ] ||
         fail "$what: the probe in $cg cannot open $dev after the hot-plug"
+    note_progs "$pcg"
     virsh_ detach-disk "$vm" sdb >/dev/null || fail "$what: detach-disk from $vm failed"
     wait_for 10 sh -c "! nsenter -t $NSPID -m -- $ADMIN list $pcg | grep -qx '$rule'" ||
         fail "$what: '$rule' is still in the rules of $pcg after the unplug"
@@ -504,9 +513,11 @@ vm_tests() {
     ADMIN=$LIB/bin/vircgroup-devices
     PROBE=$LIB/bin/vcg2-probe
     local tag="libvirt $V" n=vcg$$ t
+    # The lock (main) makes this run the only user of $ST and $PFX: what is
+    # there is left from a killed run.
+    rm -rf "$ST"
     trap cleanup EXIT
-    [ ! -e "$ST" ] || die "$ST exists: another run is going on, or one was killed"
-    mkdir -p "$ST/etc/libvirt"
+    mkdir -p "$ST/etc/libvirt" "$ST/run" "$ST/lib" "$ST/cache" "$ST/log"
     if [ ! -d "$PFX" ]; then mkdir -p "$PFX"; made_pfx=1; fi
     cat >"$ST/etc/libvirt/qemu.conf" <<CONF
 user = "root"
@@ -555,7 +566,7 @@ CONF
     start_daemon patched
     local base_fds
     check "$tag: the daemon uses the cgroup v2 backend with BPF devices (debug log)" \
-        grep -q "virCgroupV2DetectControllers.*Controller 'devices' present=yes" "$ST/virtqemud.log"
+        wait_for 20 grep -q "virCgroupV2DetectControllers.*Controller 'devices' present=yes" "$ST/virtqemud.log"
     check "$tag upgrade: VM ${n}a (stock libvirt's program) keeps its rules under the patched daemon" \
         test "$(admin list "$pcga")" = "$stock_rules"
     local loop
@@ -651,11 +662,12 @@ CONF
 
     check "$tag clean exit: no VM cgroup is left under /sys/fs/cgroup/machine" \
         test -z "$(ns find /sys/fs/cgroup/machine -maxdepth 1 -name "qemu-*-$n*")"
-    local alive=() id
-    for id in "${PROG_IDS[@]}"; do
+    local alive=() id seen
+    seen=$(sort -un "$ST/progids" | grep -c .)
+    for id in $(sort -un "$ST/progids"); do
         ns bpftool prog show id "$id" >/dev/null 2>&1 && alive+=("$id")
     done
-    check "$tag clean exit: none of the ${#PROG_IDS[@]} device programs seen is left (${alive[*]:-none})" \
+    check "$tag clean exit: none of the $seen device programs seen on the VMs is left (${alive[*]:-none})" \
         test ${#alive[@]} = 0
     local end_fds
     wait_for 5 test "$(fds)" = "$base_fds" || true
@@ -670,6 +682,9 @@ CONF
 main() {
     local v t0 t
     t0=$(now)
+    mkdir -p "$CACHE"
+    exec 9>"$CACHE/lock"
+    flock -n 9 || die "another e2e run holds $CACHE/lock"
     for v in "${versions[@]}"; do
         apt_install "${common_deps[@]}"
         [ -n "$LIB" ] || build_library

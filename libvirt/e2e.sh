@@ -26,7 +26,7 @@ repo=$(dirname "$here")
 CACHE=/var/cache/vircgroup-v2-devices/libvirt
 JOBS=${E2E_JOBS:-2}
 # Bumped when a build step below changes in a way the keys do not see.
-RECIPE=1
+RECIPE=2
 
 versions=("$@")
 [ ${#versions[@]} -gt 0 ] || versions=(9.0.0 11.3.0)
@@ -69,7 +69,8 @@ version_deps() {
     esac
 }
 # The minimal build: the QEMU driver, the daemons and the client, the dir
-# storage backend (its storage file code is what a block hot-plug inspects).
+# storage backend (its storage file code is what a block hot-plug inspects),
+# and the test driver, which libvirt's virsh tests run against.
 version_opts() {
     case "$1" in
         9.*) echo -Dyajl=enabled ;;
@@ -85,10 +86,12 @@ meson_opts() {
     local v=$1 pfx st
     pfx=$(prefix_of "$v")
     st=$(state_of "$v")
+    # Every path the daemon writes is under $st (11.x puts runstatedir at
+    # /run unless told otherwise).
     echo --prefix="$pfx" --libdir=lib --localstatedir="$st" \
-        --sysconfdir="$st/etc" --buildtype=plain \
+        --sysconfdir="$st/etc" -Drunstatedir="$st/run" --buildtype=plain \
         --auto-features=disabled -Ddriver_qemu=enabled \
-        -Ddriver_libvirtd=enabled -Ddriver_remote=enabled \
+        -Ddriver_libvirtd=enabled -Ddriver_remote=enabled -Ddriver_test=enabled \
         -Dstorage_dir=enabled -Ddocs=disabled -Dtests=enabled \
         -Dqemu_user=root -Dqemu_group=root -Dinit_script=none -Dno_git=true \
         "$(version_opts "$v")"
@@ -164,6 +167,10 @@ prepare_tree() {
         patch -d "$src" -p1 -s --no-backup-if-mismatch <"$src/debian/patches/$p"
     done <"$src/debian/patches/series"
     git -C "$src" init -q
+    # What upstream's git does not track either, so that libvirt's
+    # syntax-check (part of its meson test in a git tree) judges libvirt's
+    # files only: Debian's packaging and the keycodemapdb submodule.
+    printf '/debian/\n/src/keycodemapdb/\n' >>"$src/.git/info/exclude"
     git -C "$src" config gc.auto 0
     git -C "$src" config user.name e2e
     git -C "$src" config user.email e2e@localhost
@@ -234,15 +241,17 @@ build_libvirt() {
     fi
     local src=$c/src build=$c/build
     git -C "$src" checkout -q -f --detach debian
-    git -C "$src" clean -q -fdx
+    git -C "$src" clean -q -fd
     if [ "$kind" = patched ]; then
         git -C "$src" am -q "$here/$v"/*.patch
     fi
     t=$(now)
-    if [ ! -f "$build/build.ninja" ]; then
+    if [ "$(cat "$build/e2e-options" 2>/dev/null)" != "$(meson_opts "$v")" ]; then
+        rm -rf "$build"
         # shellcheck disable=SC2046
         meson setup "$build" "$src" $(meson_opts "$v") >"$c/setup.log" 2>&1 ||
             { tail -30 "$c/setup.log"; die "libvirt $v: meson setup failed"; }
+        meson_opts "$v" >"$build/e2e-options"
     fi
     ninja -C "$build" -j "$JOBS" >"$c/build-$kind.log" 2>&1 ||
         { grep -B2 -A20 -m3 'error' "$c/build-$kind.log" | head -60
@@ -499,7 +508,11 @@ cleanup() {
     fi
     for dev in "${LOOPS[@]}"; do losetup -d "$dev" 2>/dev/null; done
     LOOPS=()
-    [ -z "$ST" ] || rm -rf "$ST"
+    if [ -n "$ST" ]; then
+        # The daemon's log outlives the run, for a look after a failure.
+        [ ! -f "$ST/virtqemud.log" ] || cp "$ST/virtqemud.log" "$CACHE/$V/virtqemud-last.log"
+        rm -rf "$ST"
+    fi
     [ -z "$made_pfx" ] || rmdir "$PFX" 2>/dev/null
     VMS=()
     return $rc
@@ -587,7 +600,7 @@ CONF
     read -r cgb pcgb _ <<<"$(vm_cgroups "${n}b")"
     [ -n "$pcgb" ] || fail "$tag: no cgroup for VM ${n}b"
     note_progs "$pcgb"
-    echo "     patched VM ${n}b started in $start_patched s (stock: $start_stock s)"
+    echo "     patched VM ${n}b started in $start_patched s (stock: $start_stock s); QEMU in $cgb, program on $pcgb"
     check "$tag start: the rules of ${n}b are libvirt's default cgroup_device_acl plus c 136:* rw" \
         test "$(admin list "$pcgb" | sort)" = "$(expected_acl | sort -u)"
     check "$tag log: the library's messages reach libvirt's log (util.cgroup)" \

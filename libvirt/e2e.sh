@@ -449,17 +449,17 @@ progs() {
 prog_ids() { progs "$1" | awk '{ print $1 }' | tr '\n' ' ' | sed 's/ $//'; }
 # Every program id seen on a VM's cgroup goes into $ST/progids (from
 # subshells too): none of them may be left at the end.
-note_progs() { prog_ids "$1" | tr ' ' '\n' >>"$ST/progids"; }
+note_progs() { progs "$1" | awk '{ print $1 }' >>"$ST/progids"; }
 
 # The probe in the VM's own cgroup: one result per access.
 probe() { local cg=$1; shift; ns "$PROBE" "$cg" "$@"; }
 
+# A new 1 MiB loop device in LOOP (not in a subshell: cleanup detaches LOOPS).
 new_loop() {
-    local img=$ST/img.${#LOOPS[@]} dev
+    local img=$ST/img.${#LOOPS[@]}
     truncate -s 1M "$img"
-    dev=$(losetup -f --show "$img") || fail "losetup failed"
-    LOOPS+=("$dev")
-    echo "$dev"
+    LOOP=$(losetup -f --show "$img") || fail "losetup failed"
+    LOOPS+=("$LOOP")
 }
 rule_of() { # the rule libvirt grants for a disk on node $1
     printf 'b %d:%d rw\n' "0x$(stat -c %t "$1")" "0x$(stat -c %T "$1")"
@@ -548,6 +548,7 @@ vm_tests() {
     # there is left from a killed run.
     rm -rf "$ST"
     trap cleanup EXIT
+    trap 'exit 143' TERM INT HUP
     mkdir -p "$ST/etc/libvirt" "$ST/run" "$ST/lib" "$ST/cache" "$ST/log"
     if [ ! -d "$PFX" ]; then mkdir -p "$PFX"; made_pfx=1; fi
     cat >"$ST/etc/libvirt/qemu.conf" <<CONF
@@ -594,8 +595,8 @@ CONF
         wait_for 20 grep -q "virCgroupV2DetectControllers.*Controller 'devices' present=yes" "$ST/virtqemud.log"
     check "$tag upgrade: VM ${n}a (stock libvirt's program) keeps its rules under the patched daemon" \
         test "$(admin list "$pcga")" = "$stock_rules"
-    local loop
-    loop=$(new_loop)
+    new_loop
+    local loop=$LOOP
     hotplug "${n}a" "$loop" "$tag upgrade"
     note_progs "$pcga"
     pass "$tag upgrade: hot-plug and unplug of $loop on VM ${n}a work at once"
@@ -661,7 +662,10 @@ CONF
     start_daemon patched
     base_fds=$(fds)
     local i loops=() pids=() bad=0
-    for i in $(seq 0 9); do loops+=("$(new_loop)"); done
+    for i in $(seq 0 9); do
+        new_loop
+        loops+=("$LOOP")
+    done
     t=$(now)
     for i in $(seq 0 9); do
         ( vm_start "${n}c$i" && hotplug "${n}c$i" "${loops[$i]}" "$tag concurrency ${n}c$i" &&

@@ -50,12 +50,15 @@ apt_install() {
     done
     [ ${#missing[@]} -gt 0 ] || return 0
     echo "== installing: ${missing[*]}"
+    local t
+    t=$(now)
     if [ -z "${apt_updated:-}" ]; then
         apt-get update -qq
         apt_updated=1
     fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         "${missing[@]}" >/dev/null
+    echo "== installed in $(since "$t") s"
 }
 
 common_deps=(meson ninja-build pkg-config gcc ccache xz-utils patch git

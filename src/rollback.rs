@@ -41,6 +41,8 @@ pub fn libvirt_capacity(rules: usize) -> u32 {
 pub fn libvirt_entries(entries: &[(u64, u32)]) -> Result<Vec<(u64, u32)>> {
     let mut out = Vec::with_capacity(entries.len());
     for &(key, value) in entries {
+        // One rule, or a `b` and a `c` rule (merged into one `a` rule or
+        // not, depending on how the library lists them).
         match rules::entry_rules(key, value).as_slice() {
             [rule] => {
                 let ty = match rule.ty {
@@ -49,6 +51,9 @@ pub fn libvirt_entries(entries: &[(u64, u32)]) -> Result<Vec<(u64, u32)>> {
                     DevType::Char => b'c',
                 };
                 out.push((key, rules::get_perms(rule.perms, ty)));
+            }
+            [one, other] if one.perms == other.perms => {
+                out.push((key, rules::get_perms(one.perms, b'a')));
             }
             found => {
                 let names: Vec<String> = found.iter().map(|r| format!("'{r}'")).collect();

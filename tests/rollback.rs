@@ -57,7 +57,8 @@ fn the_rules_move_into_libvirts_encoding_and_stock_libvirt_can_add_more() {
         "c 1:3 rw",
         "c 136:* rw",
         "b 7:* r",
-        "a 8:0 rwm",
+        "c 8:0 rwm",
+        "b 8:0 rwm",
     ]);
     let before = ok(&["list", cg.p()]);
     let ours = cg.attached();

@@ -15,6 +15,8 @@
 #   meson:   the library built and installed as distros do, the symbol
 #            audit, SONAME, pkg-config, and the C harness (TAP)
 #   valgrind: the C harness again under valgrind
+#   libvirt: libvirt 9.0.0 and 11.3.0 built with the library, their own
+#            tests and real QEMU guests (libvirt/e2e.sh, docs/libvirt.md)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -51,7 +53,7 @@ stage "rust tests" cargo test --locked --features testing
 old_kernel() {
     VCG2_EMULATE_KERNEL=$1 cargo test --locked --features testing \
         --test kernel --test capi --test cli --test failclosed --test oracle \
-        --test daemon --test upgrade --test memlock --test v1
+        --test daemon --test upgrade --test memlock --test v1 --test rollback
 }
 stage "rust tests, Linux 5.4 feature set" old_kernel 5.4
 stage "rust tests, Linux 4.15 feature set" old_kernel 4.15
@@ -76,3 +78,6 @@ meson_tests() {
 stage "meson build and C tests" meson_tests
 stage "C tests under valgrind" \
     meson test -C "$build" --setup valgrind --print-errorlogs --no-rebuild
+
+stage "libvirt e2e: patched libvirt 9.0.0 and 11.3.0 with real QEMU guests (libvirt/e2e.sh)" \
+    libvirt/e2e.sh 9.0.0 11.3.0

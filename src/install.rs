@@ -124,7 +124,7 @@ pub(crate) fn install(
 /// a check runs both and passes only what both allow, so nothing is
 /// allowed that neither the old nor the new policy allows, and nothing
 /// both allow is denied.
-fn attach(
+pub(crate) fn attach(
     cg: &Cgroup,
     prog: BorrowedFd<'_>,
     flags: u32,

@@ -17,6 +17,7 @@
 //! - `inspect`: check / list / inspect, read only.
 //! - `devices`: all the calls above in one place.
 //! - `registry`, `held`, `process`: the state per cgroup, fork safety.
+//! - `rollback`: a cgroup converted back to libvirt's own program and map.
 //! - `capi`, `logging`: every `extern "C"` export, errno, last error, the
 //!   log callback.
 
@@ -52,6 +53,8 @@ pub mod program;
 mod recognise;
 /// cbindgen:ignore
 mod registry;
+/// cbindgen:ignore
+pub mod rollback;
 /// cbindgen:ignore
 pub mod rules;
 #[cfg(feature = "testing")]

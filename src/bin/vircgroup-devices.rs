@@ -19,6 +19,7 @@ use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use vircgroup_v2_devices::cgroup::cgroup2_mount;
 use vircgroup_v2_devices::devices::{self, Inspection, Program};
+use vircgroup_v2_devices::rollback;
 use vircgroup_v2_devices::rules::{self, Rule};
 
 const NAME: &str = "vircgroup-devices";
@@ -35,6 +36,8 @@ Commands:
   deny CGROUP RULE...   deny devices ('deny CGROUP a' denies every device)
   check CGROUP RULE     print allowed or denied (exit status 0 or 1)
   detach CGROUP         detach the device program: every device is allowed
+  to-libvirt CGROUP     replace this library's program by libvirt's own, with
+                        the same rules (before going back to stock libvirt)
   run [--allow RULE]... [--qemu-defaults] -- COMMAND...
                         run COMMAND in a scratch cgroup that denies every
                         device but those allowed, then remove the cgroup
@@ -115,6 +118,19 @@ Usage: vircgroup-devices detach CGROUP
 Detaches the device program of this library or of libvirt's C code from
 CGROUP: every device is allowed again. A program it does not recognise is
 left alone (an error names it).
+";
+
+const TO_LIBVIRT_HELP: &str = "\
+Usage: vircgroup-devices to-libvirt CGROUP
+
+Converts CGROUP from this library's device program to the program and map
+of libvirt's own C code, with the same rules, in one step: run it on each
+running VM's cgroup after stopping the patched daemon and before starting
+stock libvirt (whose hot-plug would otherwise be denied: it writes its own
+encoding into the first map it finds). The map is sized as libvirt sizes
+it. Refused, changing nothing, when a 'b' and a 'c' rule on the same numbers
+have different permissions (libvirt keeps one value per numbers; the error
+names the rules), or when CGROUP has no program of this library.
 ";
 
 const RUN_HELP: &str = "\
@@ -254,6 +270,7 @@ fn dispatch(args: &[OsString]) -> Res<u8> {
         ("demo", []) => demo(),
         ("list", [cg]) => list(&cgroup_path(cg)?),
         ("detach", [cg]) => detach(&cgroup_path(cg)?),
+        ("to-libvirt", [cg]) => to_libvirt(&cgroup_path(cg)?),
         ("check", [cg, rule]) => {
             let rule = parse_rule(rule)?;
             check(&cgroup_path(cg)?, &rule)
@@ -267,7 +284,7 @@ fn dispatch(args: &[OsString]) -> Res<u8> {
             change(&cgroup_path(cg)?, cg, &changes)
         }
         ("demo", _) => Err(usage("takes no argument")),
-        ("list" | "detach", _) => Err(usage("expected CGROUP")),
+        ("list" | "detach" | "to-libvirt", _) => Err(usage("expected CGROUP")),
         ("check", _) => Err(usage("expected CGROUP and one RULE")),
         _ => Err(usage("expected CGROUP and at least one RULE")),
     }
@@ -280,6 +297,7 @@ fn help_of(cmd: &str) -> Option<&'static str> {
         "deny" => DENY_HELP,
         "check" => CHECK_HELP,
         "detach" => DETACH_HELP,
+        "to-libvirt" => TO_LIBVIRT_HELP,
         "run" => RUN_HELP,
         "demo" => DEMO_HELP,
         _ => return None,
@@ -502,6 +520,15 @@ fn change(cg: &str, arg: &str, changes: &[Change]) -> Res<u8> {
             Change::DenyAll => devices::deny_all(cg)?,
         }
     }
+    Ok(0)
+}
+
+fn to_libvirt(cg: &str) -> Res<u8> {
+    let done = rollback::to_libvirt(cg)?;
+    println!(
+        "'{cg}' now has libvirt's device program (id {}): {} rules, map of {}",
+        done.prog_id, done.rules, done.max
+    );
     Ok(0)
 }
 

@@ -11,7 +11,7 @@ cargo=$1
 cd "${MESON_DIST_ROOT:?run by meson dist}"
 mkdir -p .cargo
 # cargo vendor prints the source replacement to put in the config.
-"$cargo" vendor --locked --versioned-dirs --quiet vendor >.cargo/config.toml.new
+"$cargo" vendor --locked --versioned-dirs vendor 2>/dev/null >.cargo/config.toml.new
 {
     echo '# Written by scripts/dist-vendor.sh: build from vendor/, never the network.'
     cat .cargo/config.toml.new

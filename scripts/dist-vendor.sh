@@ -11,7 +11,11 @@ cargo=$1
 cd "${MESON_DIST_ROOT:?run by meson dist}"
 mkdir -p .cargo
 # cargo vendor prints the source replacement to put in the config.
-"$cargo" vendor --locked --versioned-dirs vendor 2>/dev/null >.cargo/config.toml.new
+if ! "$cargo" vendor --locked --versioned-dirs vendor >.cargo/config.toml.new 2>.cargo/vendor.log; then
+    cat .cargo/vendor.log >&2
+    exit 1
+fi
+rm .cargo/vendor.log
 {
     echo '# Written by scripts/dist-vendor.sh: build from vendor/, never the network.'
     cat .cargo/config.toml.new

@@ -94,7 +94,9 @@ def main():
     env = dict(os.environ)
     env.pop('CARGO_BUILD_TARGET', None)
     print('+', ' '.join(cmd), flush=True)
-    rc = subprocess.run(cmd, env=env).returncode
+    # From the source directory, whatever Meson's build directory: cargo reads
+    # .cargo/config.toml (the release tarball's vendored sources) from there.
+    rc = subprocess.run(cmd, env=env, cwd=source_dir).returncode
     if rc != 0:
         return rc
 

@@ -76,7 +76,7 @@ fi
 
 changes=$(echo "$dir"/vircgroup-v2-devices_*.changes)
 log "lintian $(basename "$changes")"
-lintian --fail-on error,warning --no-tag-display-limit "$changes" || fail "lintian found errors or warnings"
+lintian --fail-on error,warning --tag-display-limit 0 "$changes" || fail "lintian found errors or warnings"
 
 # Install, use, remove -------------------------------------------------------
 packages="libvircgroup-v2-devices0 libvircgroup-v2-devices-dev vircgroup-devices"

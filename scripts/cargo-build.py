@@ -16,8 +16,9 @@ It then copies the library to the versioned name Meson installs, makes the
 the crate's sources, plus Cargo.toml and Cargo.lock) so that Ninja reruns it
 exactly when a Rust source changes.
 
-With --bin NAME it runs `cargo build --bin NAME` instead and copies the
-executable to --output, with the same depfile.
+With --bin NAME it runs `cargo rustc --bin NAME` instead (debug info for
+the binary's own crate, for the -dbgsym package) and copies the executable
+to --output, with the same depfile.
 """
 
 import argparse
@@ -80,15 +81,14 @@ def main():
     target_dir = os.path.abspath(args.target_dir)
     manifest = os.path.join(source_dir, 'Cargo.toml')
     if args.bin:
-        cmd = [args.cargo, 'build', '--locked', '--bin', args.bin]
+        cmd = [args.cargo, 'rustc', '--locked', '--bin', args.bin]
     else:
         cmd = [args.cargo, 'rustc', '--locked', '--lib', '--crate-type', 'cdylib']
     cmd += ['--manifest-path', manifest, '--target-dir', target_dir]
     if args.profile == 'release':
         cmd.append('--release')
-    if not args.bin:
-        # cargo's release profile strips debug info unless told otherwise.
-        cmd += ['--', '-C', 'debuginfo=2', '-C', 'strip=none']
+    # cargo's release profile strips debug info unless told otherwise.
+    cmd += ['--', '-C', 'debuginfo=2', '-C', 'strip=none']
     # RUSTFLAGS from the environment would silently change what is built;
     # CARGO_BUILD_TARGET would move the output.
     env = dict(os.environ)

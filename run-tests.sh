@@ -15,6 +15,8 @@
 #   meson:   the library built and installed as distros do, the symbol
 #            audit, SONAME, pkg-config, and the C harness (TAP)
 #   valgrind: the C harness again under valgrind
+#   packaging: the release tarball built offline, MSRV, the Debian packages
+#            (scripts/packaging-tests.sh)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -29,11 +31,13 @@ stage() {
 
 need=()
 for tool in meson:meson ninja:ninja-build pkg-config:pkg-config valgrind:valgrind \
-            bpftool:bpftool nm:binutils readelf:binutils cc:gcc strace:strace; do
+            bpftool:bpftool nm:binutils readelf:binutils cc:gcc strace:strace \
+            abidiff:abigail-tools help2man:help2man lintian:lintian dh:debhelper \
+            dpkg-buildpackage:dpkg-dev; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
-    echo "== installing: ${need[*]}"
+    echo "== installing on this host with apt-get (README: what a test run installs): ${need[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
@@ -76,3 +80,4 @@ meson_tests() {
 stage "meson build and C tests" meson_tests
 stage "C tests under valgrind" \
     meson test -C "$build" --setup valgrind --print-errorlogs --no-rebuild
+stage "packaging: release tarball offline, MSRV, Debian packages" scripts/packaging-tests.sh

@@ -5,7 +5,7 @@
 # (scripts/build-deb.sh) builds and tests the library and the tool with the
 # same toolchain. A dependency update that needs a newer Rust fails here.
 #
-# Usage: scripts/check-msrv.sh   (from the source tree; target/msrv/)
+# Usage: scripts/check-msrv.sh
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -19,6 +19,7 @@ case $got in
     ;;
 esac
 echo "check-msrv: rust-version $want, building with Debian's rustc $got"
-export CARGO_TARGET_DIR=target/msrv
+# Its own target directory, kept between runs: a rerun checks only this crate.
+export CARGO_TARGET_DIR=${VCG2_CACHE:-/var/cache/vircgroup-v2-devices}/msrv/target
 scripts/debian-rust.sh cargo check --locked --quiet --all-targets
 echo "check-msrv: every target checks with Rust $got"

@@ -1,0 +1,28 @@
+#!/bin/sh
+# The packaging stage of ./run-tests.sh, each step timed:
+#   tarball  the release tarball, crates vendored (scripts/release-tarball.sh)
+#   offline  it builds and passes its tests with no network (check-offline.sh)
+#   msrv     every target checks with Rust 1.85, the rust-version (check-msrv.sh)
+#   deb      the Debian packages: built offline, lintian, installed, used by a
+#            C consumer, removed (build-deb.sh)
+# The tarball, the Debian build and the 1.85 toolchain are cached under
+# /var/cache/vircgroup-v2-devices/ (see each script).
+#
+# Usage: scripts/packaging-tests.sh   (as root)
+set -eu
+cd "$(dirname "$0")/.."
+
+step() {
+    name=$1
+    shift
+    start=$(date +%s)
+    "$@"
+    echo "== packaging: $name: $(($(date +%s) - start))s"
+}
+
+tarball=
+make_tarball() { tarball=$(scripts/release-tarball.sh); echo "tarball: $tarball"; }
+step tarball make_tarball
+step offline scripts/check-offline.sh "$tarball"
+step msrv scripts/check-msrv.sh
+step deb scripts/build-deb.sh

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! Link settings of the C ABI library, on every build path: a plain
 //! `cargo build` (as Fedora's %cargo_build runs it), Meson
 //! (scripts/cargo-build.py) and the Debian package all give the same `.so`.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # Sourced by scripts/check-abi.sh and scripts/update-abi.sh.
 # abi_soname LIB: the SONAME of LIB. abi_dump LIB OUT: the baseline format,
 # libabigail's abidw output without paths of this machine and without the

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # Builds the Debian packages as a buildd would, checks them with lintian,
 # installs them on this machine, builds a C program against them with
 # pkg-config alone, and removes them again.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # The library's ABI equals its committed baseline, abi/SONAME.abi (abidw
 # output): libabigail's abidiff compares the exported functions, their
 # symbol versions and the types they reach. ABI.md says what a change needs:

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # The crate builds with its rust-version, for real: Debian's rustc and cargo
 # 1.85 (scripts/debian-rust.sh) check every target from Cargo.lock (the
 # tests and the benchmark, so the dev-dependencies too); the Debian package

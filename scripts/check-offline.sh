@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # Builds and tests the release tarball as a distribution's build machine
 # does: no network at all (a new network namespace, `unshare -n`), an empty
 # CARGO_HOME (no registry cache to fall back on), CARGO_NET_OFFLINE=true.

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """The licences of the crates this project ships, from `cargo metadata`.
 
 check (default): the crates linked into the library and the tool (normal

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # Debian's own Rust 1.85 for bookworm (rustc-web and cargo-web, the toolchain
 # Debian builds Firefox with), downloaded through a private apt configuration
 # and unpacked under /var/cache/vircgroup-v2-devices/rust-1.85/ with

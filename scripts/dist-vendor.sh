@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # Meson dist script (`meson dist -C build`): puts every crate of Cargo.lock
 # into the release tarball, under vendor/, with a .cargo/config.toml that
 # points cargo there, so that the tarball builds with no network at all (a

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # The packaging stage of ./run-tests.sh, each step timed:
 #   tarball  the release tarball, crates vendored (scripts/release-tarball.sh)
 #   offline  it builds and passes its tests with no network (check-offline.sh)

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # The release tarball of HEAD, made by `meson dist` (every crate vendored,
 # scripts/dist-vendor.sh), cached under
 # /var/cache/vircgroup-v2-devices/deb/TREE/ by the git tree hash, so a rerun

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # Records the ABI of a built library as its baseline abi/SONAME.abi, after
 # a deliberate change (ABI.md). Under the same SONAME it takes added
 # functions; any other change needs abi/soversion bumped first (then the

@@ -81,20 +81,30 @@ lintian --fail-on error,warning --tag-display-limit 0 "$changes" || fail "lintia
 
 # Install, use, remove -------------------------------------------------------
 packages="libvircgroup-v2-devices0 libvircgroup-v2-devices-dev vircgroup-devices"
+# Set while this script has them installed: a run that was killed leaves it,
+# and the next run removes what that one installed.
+mine=${VCG2_CACHE:-/var/cache/vircgroup-v2-devices}/deb/.installed-by-build-deb
+installed() {
+    dpkg-query -W -f '${Status}\n' "$@" 2>/dev/null | grep -q 'ok installed'
+}
+# shellcheck disable=SC2086 # one word per package
+if [ -e "$mine" ] && installed $packages; then
+    log "removing the packages a killed run left installed"
+    dpkg --purge $packages >/dev/null
+fi
 for p in $packages; do
-    if dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'ok installed'; then
-        fail "$p is already installed on this host: not touching it"
-    fi
+    ! installed "$p" || fail "$p is installed on this host, not by this script: not touching it"
 done
 work=$(mktemp -d "${TMPDIR:-/tmp}/vcg2-deb.XXXXXX")
 cleanup() {
     # shellcheck disable=SC2086 # one word per package
     dpkg --purge $packages >/dev/null 2>&1 || true
-    rm -rf "$work"
+    rm -rf "$work" "$mine"
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 log "installing $packages"
+touch "$mine"
 dpkg -i "$dir"/libvircgroup-v2-devices0_*.deb "$dir"/libvircgroup-v2-devices-dev_*.deb \
     "$dir"/vircgroup-devices_*.deb >/dev/null
 
@@ -119,7 +129,6 @@ man -w vircgroup-devices >/dev/null || fail "no manual page for vircgroup-device
 cleanup
 trap - EXIT
 for p in $packages; do
-    ! dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||
-        fail "$p is still installed"
+    ! installed "$p" || fail "$p is still installed"
 done
 log "the packages are removed again; $(ls "$dir"/*.deb | wc -l) .debs in $dir"

@@ -44,7 +44,8 @@ if [ ! -f "$dir/.complete" ]; then
     cp "$tarball" "$dir/vircgroup-v2-devices_$version.orig.tar.gz"
     tar -xzf "$tarball" -C "$dir"
     tree=$dir/vircgroup-v2-devices-$version
-    cp -r packaging/debian "$tree/debian"
+    # debian/ from the tarball too: the package is of HEAD, all of it.
+    cp -r "$tree/packaging/debian" "$tree/debian"
     (cd "$tree" && CARGO_NET_OFFLINE=true python3 scripts/crate-licenses.py --debian-copyright) \
         >>"$tree/debian/copyright"
 

@@ -18,6 +18,7 @@ if ! "$cargo" vendor --locked --versioned-dirs vendor >.cargo/config.toml.new 2>
 fi
 rm .cargo/vendor.log
 {
+    echo '# SPDX-License-Identifier: LGPL-2.1-or-later'
     echo '# Written by scripts/dist-vendor.sh: build from vendor/, never the network.'
     cat .cargo/config.toml.new
     printf '\n[net]\noffline = true\n'

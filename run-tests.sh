@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # The one command that runs every test: ./run-tests.sh (as root, so the
 # kernel tests run; with CI=true a privileged test that cannot run fails).
 # Installs what a fresh Debian machine lacks (strace: the benchmark counts

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # The one command that runs every test: ./run-tests.sh (as root, so the
 # kernel tests run; with CI=true a privileged test that cannot run fails).
 # Installs what a fresh Debian machine lacks (strace: the benchmark counts
@@ -15,6 +16,8 @@
 #   meson:   the library built and installed as distros do, the symbol
 #            audit, SONAME, pkg-config, and the C harness (TAP)
 #   valgrind: the C harness again under valgrind
+#   packaging: the release tarball built offline, MSRV, the Debian packages
+#            (scripts/packaging-tests.sh)
 #   libvirt: libvirt 9.0.0 and 11.3.0 built with the library, their own
 #            tests and real QEMU guests (libvirt/e2e.sh, docs/libvirt.md)
 set -euo pipefail
@@ -31,11 +34,13 @@ stage() {
 
 need=()
 for tool in meson:meson ninja:ninja-build pkg-config:pkg-config valgrind:valgrind \
-            bpftool:bpftool nm:binutils readelf:binutils cc:gcc strace:strace; do
+            bpftool:bpftool nm:binutils readelf:binutils cc:gcc strace:strace \
+            abidiff:abigail-tools help2man:help2man lintian:lintian dh:debhelper \
+            dpkg-buildpackage:dpkg-dev; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
-    echo "== installing: ${need[*]}"
+    echo "== installing on this host with apt-get (README: what a test run installs): ${need[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
@@ -78,6 +83,8 @@ meson_tests() {
 stage "meson build and C tests" meson_tests
 stage "C tests under valgrind" \
     meson test -C "$build" --setup valgrind --print-errorlogs --no-rebuild
+
+stage "packaging: release tarball offline, MSRV, Debian packages" scripts/packaging-tests.sh
 
 stage "libvirt e2e: patched libvirt 9.0.0 and 11.3.0 with real QEMU guests (libvirt/e2e.sh)" \
     libvirt/e2e.sh 9.0.0 11.3.0

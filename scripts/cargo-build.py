@@ -3,17 +3,22 @@
 """Builds the Rust cdylib, or one of the package's binaries, for Meson.
 
 Meson cannot drive cargo itself, so this wrapper runs
-`cargo rustc --lib --crate-type cdylib` with the SONAME passed to the final
-link only (no RUSTFLAGS: those would change every dependency's fingerprint),
-in a target directory of its own inside the Meson build directory (so it never
-fights over the lock or the cache of plain `cargo` runs in <source>/target).
+`cargo rustc --lib --crate-type cdylib` (build.rs sets the SONAME, the linker
+and the symbol versions, as for a plain `cargo build`), with full debug info
+for this crate only, as distributions build (dh_strip or `meson install
+--strip` removes it; the ABI check reads its types), in a target directory of
+its own inside the Meson build directory (so it never fights over the lock or
+the cache of plain `cargo` runs in <source>/target). No RUSTFLAGS: those
+would change every dependency's fingerprint. No --features either: a release
+build has the default features only, never the test hooks.
 It then copies the library to the versioned name Meson installs, makes the
 .so.N and .so symlinks next to it, and writes a depfile (cargo's own list of
 the crate's sources, plus Cargo.toml and Cargo.lock) so that Ninja reruns it
 exactly when a Rust source changes.
 
-With --bin NAME it runs `cargo build --bin NAME` instead and copies the
-executable to --output, with the same depfile.
+With --bin NAME it runs `cargo rustc --bin NAME` instead (debug info for
+the binary's own crate, for the -dbgsym package) and copies the executable
+to --output, with the same depfile.
 """
 
 import argparse
@@ -64,33 +69,34 @@ def main():
     ap.add_argument('--target-dir', required=True)
     ap.add_argument('--profile', choices=['release', 'debug'], default='release')
     ap.add_argument('--crate-name', help='library: e.g. vircgroup_v2_devices')
-    ap.add_argument('--soname', help='library: e.g. libvircgroup_v2_devices.so.0')
     ap.add_argument('--bin', help='build this binary of the package instead of the library')
     ap.add_argument('--output', required=True, help='versioned output file')
     ap.add_argument('--links', nargs='*', default=[], help='symlinks to make to --output')
     ap.add_argument('--depfile', required=True)
     args = ap.parse_args()
-    if not args.bin and not (args.crate_name and args.soname):
-        ap.error('--crate-name and --soname are needed to build the library')
+    if not args.bin and not args.crate_name:
+        ap.error('--crate-name is needed to build the library')
 
     source_dir = os.path.abspath(args.source_dir)
     target_dir = os.path.abspath(args.target_dir)
     manifest = os.path.join(source_dir, 'Cargo.toml')
     if args.bin:
-        cmd = [args.cargo, 'build', '--locked', '--bin', args.bin]
+        cmd = [args.cargo, 'rustc', '--locked', '--bin', args.bin]
     else:
         cmd = [args.cargo, 'rustc', '--locked', '--lib', '--crate-type', 'cdylib']
     cmd += ['--manifest-path', manifest, '--target-dir', target_dir]
     if args.profile == 'release':
         cmd.append('--release')
-    if not args.bin:
-        cmd += ['--', '-C', f'link-arg=-Wl,-soname,{args.soname}']
+    # cargo's release profile strips debug info unless told otherwise.
+    cmd += ['--', '-C', 'debuginfo=2', '-C', 'strip=none']
     # RUSTFLAGS from the environment would silently change what is built;
     # CARGO_BUILD_TARGET would move the output.
     env = dict(os.environ)
     env.pop('CARGO_BUILD_TARGET', None)
     print('+', ' '.join(cmd), flush=True)
-    rc = subprocess.run(cmd, env=env).returncode
+    # From the source directory, whatever Meson's build directory: cargo reads
+    # .cargo/config.toml (the release tarball's vendored sources) from there.
+    rc = subprocess.run(cmd, env=env, cwd=source_dir).returncode
     if rc != 0:
         return rc
 

@@ -4,13 +4,16 @@
 # libvirt developer takes: the files and symlinks are where a distribution
 # expects them, and a C program builds and links with nothing but
 # `pkg-config --cflags --libs vircgroup-v2-devices`, then runs against the
-# installed library (not the build tree's); the admin tool is in bindir.
+# installed library (not the build tree's); the admin tool is in sbindir.
 #
-# Usage: scripts/check-install.sh BUILD_DIR path/to/pkgconfig-consumer.c
+# Usage: scripts/check-install.sh BUILD_DIR path/to/pkgconfig-consumer.c \
+#            LIB_FILE SONAME   (libvircgroup_v2_devices.so.0.1.0 .so.0)
 set -eu
 
 builddir=$1
 consumer=$2
+lib_file=$3
+soname=$4
 cc=${CC:-cc}
 destdir=$(mktemp -d "${TMPDIR:-/tmp}/vcg2-install.XXXXXX")
 trap 'rm -rf "$destdir"' EXIT INT TERM
@@ -43,20 +46,19 @@ echo "pkg-config: version $version, cflags '$(pkg-config --cflags vircgroup-v2-d
 
 fail() { echo "$*" >&2; exit 1; }
 [ -f "$includedir/vircgroup_v2_devices.h" ] || fail "header not in $includedir"
-real=$libdir/libvircgroup_v2_devices.so.$version
-soname=libvircgroup_v2_devices.so.${version%%.*}
+real=$libdir/$lib_file
 [ -f "$real" ] && [ ! -L "$real" ] || fail "$real is not a regular file"
-[ "$(readlink "$libdir/$soname")" = "libvircgroup_v2_devices.so.$version" ] ||
-    fail "$libdir/$soname does not point to libvircgroup_v2_devices.so.$version"
+[ "$(readlink "$libdir/$soname")" = "$lib_file" ] ||
+    fail "$libdir/$soname does not point to $lib_file"
 [ "$(readlink "$libdir/libvircgroup_v2_devices.so")" = "$soname" ] ||
     fail "$libdir/libvircgroup_v2_devices.so does not point to $soname"
 
-# The admin tool: installed in a bin directory, runs alone (the library is
-# linked into it statically).
+# The admin tool: installed in sbin (it needs root), runs alone (the library
+# is linked into it statically).
 tool=$(find "$destdir" -name vircgroup-devices -type f)
 case $tool in
-*/bin/vircgroup-devices) [ -x "$tool" ] || fail "$tool is not executable" ;;
-*) fail "vircgroup-devices not installed in a bin directory ('$tool')" ;;
+*/sbin/vircgroup-devices) [ -x "$tool" ] || fail "$tool is not executable" ;;
+*) fail "vircgroup-devices not installed in an sbin directory ('$tool')" ;;
 esac
 echo "installed: ${tool#"$destdir"} ($("$tool" --version))"
 

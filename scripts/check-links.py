@@ -17,7 +17,8 @@ import os
 import re
 import sys
 
-SKIP_DIRS = {".git", "target", "subprojects", "node_modules"}
+# vendor: the crates the release tarball vendors (scripts/dist-vendor.sh).
+SKIP_DIRS = {".git", "target", "subprojects", "node_modules", "vendor"}
 INLINE = re.compile(r"!?\[(?:[^\]\\]|\\.)*\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")
 REFERENCE = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+.*)?$")
 EXTERNAL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")

@@ -2,7 +2,9 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Audits the dynamic symbols of the shared library: every function of the C
 # ABI contract is exported, and nothing else but vircgroup_v2_* is (no Rust
-# internals, no std, no dependencies).
+# internals, no std, no dependencies); each is versioned, at the default
+# version (@@), with the one version node the library defines, named after
+# its SONAME (build.rs: GNU ld's --default-symver).
 #
 # Usage: scripts/check-symbols.sh [path/to/libvircgroup_v2_devices.so]
 # (default: target/release/libvircgroup_v2_devices.so)
@@ -32,8 +34,30 @@ vircgroup_v2_devices_remove_prog
 vircgroup_v2_last_error
 vircgroup_v2_set_log_func'
 
-defined=$(nm -D --defined-only "$lib" | awk 'NF >= 3 { print $2 " " $3 }')
 status=0
+soname=$(readelf -d "$lib" | sed -n 's/.*(SONAME).*\[\(.*\)\]$/\1/p')
+if [ -z "$soname" ]; then
+    echo "$lib has no SONAME" >&2
+    exit 1
+fi
+# The version definitions but the base one (the file's own name).
+nodes=$(readelf -V "$lib" | sed -n 's/.*Flags: none .*Name: \(.*\)$/\1/p')
+if [ "$nodes" != "$soname" ]; then
+    echo "version nodes: '$(echo $nodes)', expected exactly '$soname'" >&2
+    status=1
+fi
+
+# "TYPE NAME@@VERSION" per defined dynamic symbol; the version node itself is
+# an absolute (A) symbol named after the node.
+all=$(nm -D --defined-only --with-symbol-versions "$lib" | awk 'NF >= 3 { print $2 " " $3 }')
+defined=$(printf '%s\n' "$all" | grep -vxF "A $soname" || true)
+unversioned=$(printf '%s\n' "$defined" | grep -v "@@$soname\$" || true)
+if [ -n "$unversioned" ]; then
+    echo "symbols without the default version $soname:" >&2
+    printf '  %s\n' "$unversioned" >&2
+    status=1
+fi
+defined=$(printf '%s\n' "$defined" | sed 's/@.*//')
 
 # Functions of the contract: present, as code (T).
 for sym in $expected; do
@@ -70,5 +94,5 @@ if [ -n "$seams" ]; then
     status=1
 fi
 
-[ $status -eq 0 ] && echo "check-symbols: $(printf '%s\n' "$expected" | wc -l) functions, nothing else exported"
+[ $status -eq 0 ] && echo "check-symbols: $(printf '%s\n' "$expected" | wc -l) functions at version $soname, nothing else exported"
 exit $status

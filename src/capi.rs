@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The C ABI: every `extern "C"` export, in one module.
 //!
 //! # API conventions

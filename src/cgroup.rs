@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! A cgroup v2 directory: validation, identity, and the device programs
 //! attached to it.
 #![forbid(unsafe_code)]

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The library's calls, as Rust functions (the C API in `capi` wraps each
 //! of them), gathered from the files that hold them:
 //!

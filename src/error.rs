@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The one error type: an errno for C and a message that names what failed.
 #![forbid(unsafe_code)]
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The maps of format 5, the program of kernels without mmapable arrays
 //! (before Linux 5.5): a hash map of rules and an array index
 //! (`program::hash`), changed with one `BPF_MAP_UPDATE_ELEM` or

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! What the library holds for a cgroup whose program it attached or
 //! adopted: the program and its maps, in one of the two current formats.
 #![forbid(unsafe_code)]

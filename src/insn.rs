@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The 8-byte BPF instruction and constructors named after the kernel's
 //! `include/linux/filter.h` macros (the seed's `VIR_BPF_*`).
 #![forbid(unsafe_code)]

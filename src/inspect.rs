@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The read-only calls: `check`, `list` and the admin tool's `inspect`.
 //! They never attach, replace or detach a program and never write a map: a
 //! cgroup set up by libvirt's C code, or by an earlier release of this

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! Where maps are built and a program installed: the format this kernel
 //! gets (the table from Linux 5.5, else format 5), and the one-step
 //! replacement of whatever program of this library's or libvirt's a cgroup

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! libvirt's cgroup v2 device control, in Rust, behind a C ABI.
 //!
 //! Where things live:

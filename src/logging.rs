@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The log callback of the C API (`vircgroup_v2_set_log_func`).
 //!
 //! The callback runs with no lock of the library held, so it may call the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The calls that change a cgroup's policy: detect / create / prepare /
 //! attach / allow / deny / deny-all / remove / detach. Safe code only.
 //!

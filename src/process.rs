@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! What the library knows of the process it runs in: its pid without a
 //! system call per use, whether it is a child forked since the library's
 //! state was made, and whether another process is alive.

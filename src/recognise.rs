@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! Where a program attached to a cgroup is recognised: this library's
 //! current formats (adopted as they are), its earlier releases' and
 //! libvirt's (their rules read and converted, for the caller to replace the

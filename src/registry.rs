@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The process-wide state: one entry per cgroup, keyed by the cgroup's
 //! identity (device and inode of its directory), so that the same cgroup
 //! reached through two paths (a symlink, a bind mount of the cgroup2

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! Device rules: validation, the map encoding, libvirt's encoding, and
 //! cgroup v1 `devices.list` text.
 //!

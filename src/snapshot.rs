@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! What the kernel runs for a cgroup, for the oracle tests (`testing`
 //! feature only): the exact instructions the library loaded (checked
 //! against the kernel's tag of the attached program) and the maps they

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The C boundary from Rust: every bad input of docs/API.md fails with -1 and
 //! EINVAL (or the failing call's errno), a message naming what was wrong,
 //! and no change to the rules.

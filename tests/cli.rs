@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The admin tool, run for real: every subcommand against scratch cgroups,
 //! its exit statuses and error lines, and the kernel's answer behind them.
 //! Runs as root; under CI=true a test that cannot run fails.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The committed header equals a fresh cbindgen run (cbindgen is pinned in
 //! Cargo.toml). `UPDATE_HEADER=1 cargo test --test header` rewrites it.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The library against the real kernel: scratch cgroups, a probe process
 //! inside them, EPERM for a denial. Runs as root; under CI=true a test that
 //! cannot run fails.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! Locked memory (issue 12): before Linux 5.11 BPF maps and programs are
 //! charged to RLIMIT_MEMLOCK, whose default was 64 KiB. A daemon started
 //! with that limit must still hold 100 VMs' cgroups: the library raises

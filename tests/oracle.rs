@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The policy proved three ways, on seeded random rule sequences:
 //!
 //! - a reference model written from the semantics in docs/API.md (rules to a

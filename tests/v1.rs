@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The library against the kernel's own cgroup v1 devices controller, on
 //! seeded random call sequences.
 //!

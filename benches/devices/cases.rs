@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The rule sets and the cases: filler rules, the probed rule and node
 //! of each case, the rule counts, libvirt's default ACL for QEMU.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! What the benchmark makes and must remove: scratch cgroups (their
 //! programs detached on drop), device nodes, the stats fd, and Ctrl-C
 //! turned into a clean stop.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The child process, re-executed from the benchmark, that opens a node
 //! in a loop in each program's cgroup and reports the kernel's ns per run.
 

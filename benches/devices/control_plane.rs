@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The control plane, timed: 10,000 allows, and a QEMU start against
 //! libvirt's C sequence, with their bpf(2) calls (counted by `sys::hook`).
 

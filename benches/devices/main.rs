@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The benchmark of issues 7 and 15: what one device check costs the
 //! kernel, and what the control plane costs, side by side with the
 //! alternatives, in one run, with a verdict on each of issue 15's targets.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The command line: `--quick`, `--rounds`, `--opens`, `--reuse`, `--cp-rounds`,
 //! `--raw`.
 

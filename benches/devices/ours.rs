@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The library, called as libvirt calls it: through the C ABI of
 //! `docs/API.md`, nothing else. Whatever it builds (maps, program)
 //! is found afterwards with `BPF_PROG_QUERY`; the benchmark assumes

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! Per-check cost: every program set up on its own cgroup each round, each
 //! case measured by one child that goes from one program's cgroup to the
 //! next, chunk by chunk.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The programs compared: ours (through the library's public API), the
 //! seed (libvirt's program on its map), runc-style, and the floor.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The markdown report: the run, the tables and the targets.
 
 use crate::cases::*;

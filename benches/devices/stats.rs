@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! Medians, quantiles, and the confidence intervals the verdicts rest on.
 
 pub(crate) fn median(v: &[f64]) -> f64 {

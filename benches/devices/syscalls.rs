@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! Steady state, every system call counted: what one allow or deny costs
 //! in syscalls of any kind (bpf(2), the `stat` of the path that keeps the
 //! state fresh, anything else), not only bpf(2).

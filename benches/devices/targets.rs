@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! Issue 15's targets, each checked on this run's numbers with a verdict.
 //!
 //! A timed comparison is MET when its whole 95% confidence interval is on

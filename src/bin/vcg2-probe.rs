@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! Test helper: moves itself into a cgroup, then tries each access and
 //! prints one line per access: `ok` or the errno name (`EPERM`, `ENXIO`...).
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! `vircgroup-devices`: see and change the device policy (the BPF device
 //! program) of any cgroup v2, run a command under a device policy, and the
 //! README's demo. `vircgroup-devices --help` is the manual.

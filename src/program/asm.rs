@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! A minimal assembler for programs written with labels instead of jump
 //! offsets, and the disassembly (in the kernel's verifier-log syntax) that
 //! the golden listings of the programs are checked against.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The library's device program on kernels without mmapable array maps
 //! (before Linux 5.5): a hash map of rules and an array, the wildcard
 //! index, looked up with `bpf_map_lookup_elem`. Format [`FORMAT`], name

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! A userspace interpreter for the opcodes the device programs use, with
 //! maps held in memory, so that the exact instructions the library loads
 //! can be run without the kernel (unit tests, and the three-way oracle in

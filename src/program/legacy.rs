@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The programs of this library's earlier releases, so that a cgroup one of
 //! them set up is recognised after a package upgrade (by the kernel's tag
 //! of these exact instructions) and its map converted to the current

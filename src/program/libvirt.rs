@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! libvirt's own device program (the seed), kept so that a cgroup set up by
 //! libvirt's C code is recognised (by the kernel's tag of these exact
 //! instructions), its map converted and its program replaced, and so that

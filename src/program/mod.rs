@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The device programs, hand-encoded, with the C source they are
 //! equivalent to above them:
 //!

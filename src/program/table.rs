@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The library's device program on kernels that have `BPF_F_MMAPABLE`
 //! (Linux 5.5) and `BPF_LD_MAP_VALUE` (5.2): every lookup is a plain load
 //! from the rule table (see `table`), with no helper call and no hashing in

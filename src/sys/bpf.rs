@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 use crate::insn::Insn;
 use crate::{Error, Result};
 use std::ffi::CString;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! Kernel features newer than Linux 4.15 that the library uses, each with
 //! a fallback that keeps the same policy and guarantees. Each is probed by
 //! trying it once (the first `EINVAL` says the kernel lacks it) and the

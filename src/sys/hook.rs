@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! Per-thread accounting of bpf(2) calls and fault injection, for tests and
 //! benchmarks: every call the library makes goes through `bpf()`, so counting
 //! there counts them all, and a fault injected there reaches every step

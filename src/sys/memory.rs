@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The memory of a `BPF_F_MMAPABLE` array map, mapped into this process.
 //!
 //! The kernel and every process that maps the same map share these pages:

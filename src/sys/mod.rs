@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The only place system calls are made: one function per bpf(2) command,
 //! each filling only the `bpf_attr` fields it uses (`bpf.rs`), the memory
 //! of mmapable maps (`memory.rs`), the process-level calls (`process.rs`)

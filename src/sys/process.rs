@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The few process-level system calls the library makes: `getpid`,
 //! `kill(pid, 0)`, `pthread_atfork`, `getrandom`, `setrlimit`.
 use crate::{Error, Result};

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! Where everything is in the table map's value: offsets, the slot and
 //! mask encodings, and the hash. Shared by the program (`program::table`)
 //! and the code that writes the table, so the two cannot disagree.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! The rule table of format 6 (Linux 5.5 and later): one array map with one
 //! value (`BPF_F_MMAPABLE`), mapped into every process that uses it, read
 //! by the program (`program::table`) with plain loads. The kernel's memory

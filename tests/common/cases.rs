@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! What the seeded differential tests share (tests/oracle.rs against a
 //! model and the interpreter, tests/v1.rs against cgroup v1): rules as the
 //! C API takes them, a reproducible RNG, device numbers without a driver,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! Shared pieces of the privileged tests: the cgroup2 mount, scratch
 //! cgroups that clean up after themselves, device nodes, and the probe.
 #![allow(dead_code)]

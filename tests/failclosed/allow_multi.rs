@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! Scenario 7: foreign ALLOW_MULTI programs (as systemd attaches them)
 //! stay, and the policy is the intersection.
 

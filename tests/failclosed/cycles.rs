@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! Scenario 9: many create/remove cycles keep fds, heap and RSS flat.
 
 use crate::common::*;

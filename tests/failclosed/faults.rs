@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! Scenario 4: a fault at every bpf(2) call of every operation changes nothing.
 
 use crate::common::*;

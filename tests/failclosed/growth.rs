@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! Scenario 3: growth from 64 to 8192 rules under probing fails closed.
 
 use crate::common::*;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! What the scenarios share: the fd/RSS lock, the per-thread heap
 //! counter (the global allocator), the C ABI called as C does, the kernel's
 //! view of a cgroup read without the library's state, the probed device

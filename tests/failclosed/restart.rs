@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! Scenario 2: a restart after SIGKILL in the middle of a batch of allows.
 
 use crate::common::*;

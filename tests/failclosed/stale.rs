@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! Scenario 6: stale state, a cgroup made again at its path or a program
 //! swapped in by someone else, is noticed.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! Scenario 5: threads on many cgroups agree with a model of their calls.
 
 use crate::common::*;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! Scenario 8: unprivileged callers get EPERM naming the missing privilege.
 
 use crate::common::*;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! Scenario 1: an upgrade from libvirt's C code under a probe loop.
 
 use crate::common::*;

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # libvirt/e2e.sh [VERSION...]: this library inside real libvirt (default:
 # 9.0.0 and 11.3.0, Debian 12's and Debian 13's), with real QEMU guests.
 #
@@ -193,13 +194,17 @@ lib_key() {
 build_library() {
     local key t
     key=$(lib_key)
-    LIB=$CACHE/lib/$key
-    if [ -f "$LIB/.complete" ]; then
+    # One prefix whatever the key: libvirt's configured build trees keep
+    # the include and library paths pkg-config gave them, so the prefix
+    # never moves; a new key replaces what is there.
+    LIB=$CACHE/lib/current
+    if [ -f "$LIB/.complete" ] && [ "$(cat "$LIB/.key" 2>/dev/null)" = "$key" ]; then
         echo "== library: cached ($LIB)"
         return
     fi
     t=$(now)
     rm -rf "$LIB" "$CACHE/lib-build"
+    find "$CACHE/lib" -mindepth 1 -maxdepth 1 ! -name current -exec rm -rf {} + 2>/dev/null || true
     meson setup "$CACHE/lib-build" "$repo" --prefix="$LIB" --libdir=lib >/dev/null
     meson compile -C "$CACHE/lib-build" >/dev/null
     meson install -C "$CACHE/lib-build" >/dev/null
@@ -208,7 +213,7 @@ build_library() {
         --target-dir "$CACHE/lib-build/cargo-target" --bin vcg2-probe
     install -m755 "$CACHE/lib-build/cargo-target/release/vcg2-probe" "$LIB/bin/"
     rm -rf "$CACHE/lib-build"
-    find "$CACHE/lib" -mindepth 1 -maxdepth 1 ! -name "$key" -exec rm -rf {} +
+    echo "$key" >"$LIB/.key"
     touch "$LIB/.complete"
     echo "== library: built in $(since "$t") s ($LIB)"
 }
@@ -249,12 +254,14 @@ build_libvirt() {
         git -C "$src" am -q "$here/$v"/*.patch
     fi
     t=$(now)
-    if [ "$(cat "$build/e2e-options" 2>/dev/null)" != "$(meson_opts "$v")" ]; then
+    # The tree remembers the library's paths pkg-config gave it: a new
+    # prefix is a new configuration.
+    if [ "$(cat "$build/e2e-options" 2>/dev/null)" != "$(meson_opts "$v"; echo "$LIB")" ]; then
         rm -rf "$build"
         # shellcheck disable=SC2046
         meson setup "$build" "$src" $(meson_opts "$v") >"$c/setup.log" 2>&1 ||
             { tail -30 "$c/setup.log"; die "libvirt $v: meson setup failed"; }
-        meson_opts "$v" >"$build/e2e-options"
+        { meson_opts "$v"; echo "$LIB"; } >"$build/e2e-options"
     fi
     ninja -C "$build" -j "$JOBS" >"$c/build-$kind.log" 2>&1 ||
         { grep -B2 -A20 -m3 'error' "$c/build-$kind.log" | head -60

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! Rollback to libvirt's own C code: converts a cgroup's device program of
 //! this library into libvirt's program and map, with the same rules.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
 //! `vircgroup-devices to-libvirt` against the real kernel: a cgroup of this
 //! library handed back to libvirt's own program and map (src/rollback.rs),
 //! and what stock libvirt then does with it. Runs as root; under CI=true a

@@ -15,6 +15,8 @@
 #   meson:   the library built and installed as distros do, the symbol
 #            audit, SONAME, pkg-config, and the C harness (TAP)
 #   valgrind: the C harness again under valgrind
+#   kernels: the privileged tests on Debian's 5.10, 6.1 and 6.12 under QEMU
+#            and on this kernel (scripts/kernel-matrix.sh)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -76,3 +78,5 @@ meson_tests() {
 stage "meson build and C tests" meson_tests
 stage "C tests under valgrind" \
     meson test -C "$build" --setup valgrind --print-errorlogs --no-rebuild
+stage "kernel matrix: Debian's 5.10, 6.1 and 6.12 under QEMU, and this kernel" \
+    env KMATRIX_MESON_BUILD="$build" scripts/kernel-matrix.sh

@@ -35,7 +35,8 @@
 # they are missing: the kernels (from a private apt configuration, never
 # the host's sources, unpacked and never installed) and busybox live in the
 # cache, keyed by package version, so a rerun downloads nothing.
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "kernel-matrix: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
 
 case $0 in */*) repo=${0%/*}/.. ;; *) repo=.. ;; esac
 repo=$(cd "$repo" && pwd) # no dirname: the guest runs this before its PATH is set
@@ -160,15 +161,16 @@ debian_mirror() {
         echo "$KMATRIX_MIRROR"
         return
     fi
-    local codename
+    local codename f
     codename=$(sed -n 's/^VERSION_CODENAME=//p' /etc/os-release)
-    cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null |
-        awk -v c="$codename" '
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+        [ ! -f "$f" ] || { cat "$f"; echo; }
+    done | awk -v c="$codename" '
             /^deb / { sub(/\[[^]]*\] */, ""); if ($3 == c) { print $2; exit } }
             /^URIs:/ { uri = $2 }
             /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == c) found = 1 }
             /^[ \t]*$/ { if (found && uri) { print uri; exit } uri = ""; found = 0 }
-            END { if (found && uri) print uri }' | head -n1
+            END { if (found && uri) print uri }' | head -n1 || true
 }
 
 # Sets apt_opts to a private configuration of SUITE: its own sources file,
@@ -488,6 +490,7 @@ report_failures() {
 
 t_all=$EPOCHREALTIME
 build
+echo "== kernel-matrix: tests built in $(secs "$t_all") s"
 logs=$cache/logs
 guests=()
 pkgs=()
@@ -498,6 +501,7 @@ for row in "${rows[@]}"; do
     if [ "$row" = host ]; then host_row=1; else guests+=("$row"); fi
 done
 if [ ${#guests[@]} -gt 0 ]; then
+    t0=$EPOCHREALTIME
     fetch_busybox
     make_initramfs
     # All guests at once: each runs mostly one test at a time, so two
@@ -508,7 +512,7 @@ if [ ${#guests[@]} -gt 0 ]; then
         cp "$guest_list" "$logs/$row/tests.list"
         start_guest "$logs/$row"
     done
-    echo "== kernel-matrix: booted ${guests[*]} (logs in $logs)"
+    echo "== kernel-matrix: kernels and initramfs ready in $(secs "$t0") s; booted ${guests[*]} (logs in $logs)"
 fi
 # shellcheck disable=SC2059
 header=$(printf "$row_format" row kernel package memlock_k boot_s wall_s test_s run passed failed ignored filtered)
@@ -540,4 +544,4 @@ if [ ${#failures[@]} -gt 0 ]; then
 fi
 echo "kernel-matrix: $(secs "$t_all") s in all"
 echo "kernel-matrix: $total_passed passed, $total_failed failed"
-[ "$total_failed" = 0 ]
+[ "$total_failed" = 0 ] || exit 1

@@ -93,13 +93,17 @@ ship() {
 }
 ship_test() { ship "/kmatrix/$1.log" "/kmatrix/$1.rc"; }
 guest() {
-    export PATH=/bin HOME=/ TMPDIR=/tmp
+    export PATH=/bin:/usr/bin HOME=/ TMPDIR=/tmp
     trap 'poweroff -f' EXIT
     /bin/busybox --install -s /bin
     mount -t proc proc /proc
     mount -t sysfs sysfs /sys
     mount -t devtmpfs devtmpfs /dev
-    mount -t cgroup2 cgroup2 /sys/fs/cgroup
+    # As on a hybrid host: cgroup2 beside cgroup v1's devices controller.
+    mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup
+    mkdir /sys/fs/cgroup/unified /sys/fs/cgroup/devices
+    mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
+    mount -t cgroup -o devices devices /sys/fs/cgroup/devices
     mount -t bpf bpf /sys/fs/bpf
     mount -t tmpfs -o mode=1777 tmpfs /tmp
     mkdir -p /dev/pts /dev/shm
@@ -260,6 +264,7 @@ fetch_busybox() {
 tests_list=
 guest_list=
 elves=()
+old_builds=
 build() {
     local features=() json meson_build=${KMATRIX_MESON_BUILD:-} work=$repo/target/kernel-matrix
     mkdir -p "$work"
@@ -277,6 +282,14 @@ build() {
         meson compile -C "$meson_build" >>"$work/meson.log" 2>&1 || { cat "$work/meson.log"; exit 1; }
     fi
     meson_build=$(cd "$meson_build" && pwd)
+    # tests/upgrade.rs asks scripts/old-builds.sh for the earlier formats'
+    # libraries, which it builds with git and cargo: here, so that the
+    # guests get its answer and the libraries (make_initramfs).
+    old_builds=
+    if [ -x "$repo/scripts/old-builds.sh" ]; then
+        echo "== kernel-matrix: scripts/old-builds.sh"
+        old_builds=$("$repo/scripts/old-builds.sh" "$repo")
+    fi
     tests_list=$work/tests.list
     guest_list=$work/guest.list
     # Every integration test binary but header.rs (a source check, no
@@ -315,6 +328,9 @@ with open(out, "w") as host, open(guest_out, "w") as guest:
 print("\n".join(sorted(elves)))
 EOF
     mapfile -t elves <"$work/elves"
+    # Programs the tests run from PATH that busybox lacks.
+    elves+=("$(command -v flock)")
+    [ -z "$old_builds" ] || mapfile -t -O ${#elves[@]} elves < <(echo "$old_builds" | cut -d' ' -f2-)
 }
 
 # The initramfs (uncompressed cpio): busybox, bash, this script as /init's
@@ -349,6 +365,11 @@ make_initramfs() {
         mkdir -p "$root$(dirname "$lib")"
         cp -L "$lib" "$root$lib"
     done
+    if [ -n "$old_builds" ]; then
+        printf '#!/bin/sh\n# old-builds.sh as the host answered\ncat <<"EOF"\n%s\nEOF\n' "$old_builds" \
+            >"$root$repo/scripts/old-builds.sh"
+        chmod +x "$root$repo/scripts/old-builds.sh"
+    fi
     cp "$guest_list" "$root/kmatrix/tests.list"
     echo "export ORACLE_CASES=$guest_oracle_cases" >"$root/kmatrix/env"
     local v

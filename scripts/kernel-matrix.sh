@@ -42,12 +42,13 @@ case $0 in */*) repo=${0%/*}/.. ;; *) repo=.. ;; esac
 repo=$(cd "$repo" && pwd) # no dirname: the guest runs this before its PATH is set
 self=$repo/scripts/kernel-matrix.sh
 cache=${KMATRIX_CACHE:-/var/cache/vircgroup-v2-devices/kernels}
-passed_env=(ORACLE_CASES ORACLE_SEED RUST_BACKTRACE)
+passed_env=(ORACLE_CASES ORACLE_SEED V1_CASES V1_SEED RUST_BACKTRACE)
 # Under TCG a test runs 15 to 90 times slower than on the host. The
-# guests run the oracle on its first 200 cases (ORACLE_CASES overrides;
-# the host's row runs its default 1,000) and skip what has no kernel in
-# it (each TEST::NAME here runs in the host's row).
-guest_oracle_cases=200
+# guests run the oracle and tests/v1.rs on their first 200 cases
+# (ORACLE_CASES, V1_CASES override; the host's row runs their default
+# 1,000) and skip what has no kernel in it (each TEST::NAME here runs in
+# the host's row).
+guest_cases=200
 guest_skip=(
     oracle::model_and_interpreter_agree_without_the_kernel # 2,000 cases, userspace only
 )
@@ -371,12 +372,12 @@ make_initramfs() {
         chmod +x "$root$repo/scripts/old-builds.sh"
     fi
     cp "$guest_list" "$root/kmatrix/tests.list"
-    echo "export ORACLE_CASES=$guest_oracle_cases" >"$root/kmatrix/env"
+    echo "export ORACLE_CASES=$guest_cases V1_CASES=$guest_cases" >"$root/kmatrix/env"
     local v
     for v in "${passed_env[@]}"; do
         [ -z "${!v:-}" ] || printf 'export %s=%q\n' "$v" "${!v}" >>"$root/kmatrix/env"
     done
-    guest_note="In the guests: ORACLE_CASES=${ORACLE_CASES:-$guest_oracle_cases}; not run (they run in the host's row): ${guest_skip[*]}"
+    guest_note="In the guests: ORACLE_CASES=${ORACLE_CASES:-$guest_cases} V1_CASES=${V1_CASES:-$guest_cases}; not run (they run in the host's row): ${guest_skip[*]}"
     (cd "$root" && find . | "$busybox" cpio -o -H newc 2>/dev/null) >"$initramfs"
 }
 

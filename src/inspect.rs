@@ -7,9 +7,9 @@
 #![forbid(unsafe_code)]
 
 use crate::cgroup::Cgroup;
-use crate::held::{Held, Maps};
+use crate::held::Maps;
 use crate::recognise::{recognise, Found, Program};
-use crate::registry::with_cgroup;
+use crate::registry::{with_cgroup, Slot};
 use crate::rules::{self, Rule};
 use crate::{Error, Result};
 use std::collections::HashMap;
@@ -29,16 +29,16 @@ enum View<'a> {
 /// recognised (a current program of this library's is held from then on,
 /// which changes nothing in the kernel). An error when only programs this
 /// library does not know are attached.
-fn view<'a>(cg: &Cgroup, held: &'a mut Option<Held>) -> Result<View<'a>> {
+fn view<'a>(cg: &Cgroup, held: &'a mut Slot<'_>) -> Result<View<'a>> {
     let attached = cg.attached()?;
-    if let Some(h) = held.as_ref() {
+    if let Some(h) = held.get() {
         if !attached.ids.contains(&h.prog_id) {
-            *held = None;
+            held.clear();
         }
     }
-    if held.is_none() {
+    if held.is_empty() {
         match recognise(cg, &attached)?.0 {
-            Some(Found::Ours(h)) => *held = Some(h),
+            Some(Found::Ours(h)) => held.set(h),
             Some(Found::Convert(f)) => return Ok(View::Rules(f.rules)),
             None if attached.ids.is_empty() => return Ok(View::Unrestricted),
             None => {
@@ -54,7 +54,7 @@ fn view<'a>(cg: &Cgroup, held: &'a mut Option<Held>) -> Result<View<'a>> {
             }
         }
     }
-    let h = held.as_mut().expect("held or returned");
+    let h = held.get_mut().expect("held or returned");
     Ok(match &mut h.maps {
         Maps::Table(t) => View::Table(t),
         Maps::Hash(m) => {

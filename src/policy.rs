@@ -23,7 +23,7 @@ use crate::hashmaps::HashMaps;
 use crate::held::{Held, Maps, State};
 use crate::install::{build, install, table_supported};
 use crate::recognise::{recognise, Found};
-use crate::registry::{self, with_cgroup};
+use crate::registry::{self, with_cgroup, Slot};
 use crate::rules::{self, Rule};
 use crate::sys::{self, BPF_MAP_TYPE_HASH};
 use crate::table::{Table, Writer};
@@ -227,14 +227,16 @@ fn capacity(max: u32, count: usize) -> Result<u32> {
 /// Makes `change` on the cgroup's rules: in place on the held program when
 /// it can, else with new maps and program replacing what is attached in
 /// one step. `room` extra rules must fit in new maps.
-fn modify(cg: &Cgroup, held: &mut Option<Held>, change: &dyn Change, room: usize) -> Result<()> {
+fn modify(cg: &Cgroup, held: &mut Slot<'_>, change: &dyn Change, room: usize) -> Result<()> {
     cg.check_not_root()?;
-    // Two rounds: a held program found replaced is detected again once.
-    for _ in 0..3 {
-        if let Some(h) = held.as_mut() {
+    // A held program found replaced (another process grew or rebuilt the
+    // table) is detected again; a bounded number of times, so that a
+    // program replaced without end fails the call instead of spinning.
+    for _ in 0..100 {
+        if let Some(h) = held.get_mut() {
             let rebuilt = {
                 let Some(mut c) = lock_current(cg, h)? else {
-                    *held = None;
+                    held.clear();
                     continue;
                 };
                 if change.in_place(&mut c)? {
@@ -264,7 +266,7 @@ fn modify(cg: &Cgroup, held: &mut Option<Held>, change: &dyn Change, room: usize
                     None,
                 )?
             };
-            *held = Some(rebuilt);
+            held.set(rebuilt);
             return Ok(());
         }
         let _lock = cg.lock()?;
@@ -277,7 +279,7 @@ fn modify(cg: &Cgroup, held: &mut Option<Held>, change: &dyn Change, room: usize
                     h.maps.name(),
                     cg.path().display()
                 );
-                *held = Some(h);
+                held.set(h);
             }
             Some(Found::Convert(f)) => {
                 let what = f.what();
@@ -285,7 +287,7 @@ fn modify(cg: &Cgroup, held: &mut Option<Held>, change: &dyn Change, room: usize
                 change.apply(&mut rules);
                 let count = rules.len();
                 let max = capacity(f.max.max(INITIAL_MAX), count + room)?;
-                *held = Some(install(
+                held.set(install(
                     cg,
                     build(max, rules)?,
                     Some((f.prog.as_fd(), f.program.id)),
@@ -303,7 +305,7 @@ fn modify(cg: &Cgroup, held: &mut Option<Held>, change: &dyn Change, room: usize
                 let mut rules = HashMap::new();
                 change.apply(&mut rules);
                 let max = capacity(INITIAL_MAX, rules.len() + room)?;
-                *held = Some(install(cg, build(max, rules)?, None, Some(&attached))?);
+                held.set(install(cg, build(max, rules)?, None, Some(&attached))?);
                 return Ok(());
             }
         }
@@ -320,12 +322,12 @@ fn modify(cg: &Cgroup, held: &mut Option<Held>, change: &dyn Change, room: usize
 /// Adopts what is attached when nothing is held (ours as it is; an earlier
 /// release's or libvirt's replaced by ours with its rules); leaves a
 /// program it does not know alone.
-pub(crate) fn detect_in(cg: &Cgroup, held: &mut Option<Held>) -> Result<()> {
-    if let Some(h) = held.as_mut() {
+pub(crate) fn detect_in(cg: &Cgroup, held: &mut Slot<'_>) -> Result<()> {
+    if let Some(h) = held.get_mut() {
         if lock_current(cg, h)?.is_some() {
             return Ok(());
         }
-        *held = None;
+        held.clear();
     }
     let _lock = cg.lock()?;
     let attached = cg.attached()?;
@@ -337,14 +339,14 @@ pub(crate) fn detect_in(cg: &Cgroup, held: &mut Option<Held>) -> Result<()> {
                 h.maps.name(),
                 cg.path().display()
             );
-            *held = Some(h);
+            held.set(h);
         }
         Some(Found::Convert(f)) => {
             cg.check_not_root()?;
             let what = f.what();
             let count = f.rules.len();
             let max = capacity(f.max.max(INITIAL_MAX), count)?;
-            *held = Some(install(
+            held.set(install(
                 cg,
                 build(max, f.rules)?,
                 Some((f.prog.as_fd(), f.program.id)),
@@ -373,7 +375,7 @@ pub fn detect_prog(path: &str) -> Result<()> {
 pub fn create_prog(path: &str) -> Result<()> {
     with_cgroup(path, |cg, held| {
         detect_in(cg, held)?;
-        if held.is_none() {
+        if held.is_empty() {
             modify(cg, held, &Room, 0)?;
         }
         Ok(())
@@ -398,7 +400,7 @@ pub fn remove_prog(path: &str) -> Result<()> {
 pub fn detach_prog(path: &str) -> Result<()> {
     with_cgroup(path, |cg, held| {
         detect_in(cg, held)?;
-        if let Some(h) = held.as_ref() {
+        if let Some(h) = held.get() {
             let _lock = cg.lock()?;
             // Forgotten only once detached: a failed detach leaves the
             // program enforced, and the library still holds it.
@@ -408,7 +410,7 @@ pub fn detach_prog(path: &str) -> Result<()> {
                 h.prog_id,
                 cg.path().display()
             );
-            *held = None;
+            held.clear();
         }
         Ok(())
     })
@@ -418,16 +420,16 @@ pub fn detach_prog(path: &str) -> Result<()> {
 /// no longer attached is forgotten (nothing is detected).
 pub fn state(path: &str) -> Result<State> {
     with_cgroup(path, |cg, held| {
-        if let Some(h) = held.as_mut() {
+        if let Some(h) = held.get_mut() {
             if !cg.attached()?.ids.contains(&h.prog_id) {
-                *held = None;
+                held.clear();
             } else if let Maps::Hash(m) = &mut h.maps {
                 // Another process may have changed the count.
                 let _lock = cg.lock()?;
                 m.refresh()?;
             }
         }
-        held.as_ref().map_or(Ok(State::EMPTY), Held::state)
+        held.get().map_or(Ok(State::EMPTY), Held::state)
     })
 }
 
@@ -441,7 +443,7 @@ pub fn deny(path: &str, rule: &Rule) -> Result<()> {
     with_cgroup(path, |cg, held| deny_in(cg, held, rule))
 }
 
-fn allow_in(cg: &Cgroup, held: &mut Option<Held>, rule: &Rule) -> Result<()> {
+fn allow_in(cg: &Cgroup, held: &mut Slot<'_>, rule: &Rule) -> Result<()> {
     let value = rule.value();
     modify(
         cg,
@@ -456,7 +458,7 @@ fn allow_in(cg: &Cgroup, held: &mut Option<Held>, rule: &Rule) -> Result<()> {
     Ok(())
 }
 
-fn deny_in(cg: &Cgroup, held: &mut Option<Held>, rule: &Rule) -> Result<()> {
+fn deny_in(cg: &Cgroup, held: &mut Slot<'_>, rule: &Rule) -> Result<()> {
     let r = *rule;
     modify(
         cg,
@@ -483,7 +485,7 @@ pub fn deny_path(path: &str, dev_path: &str, perms: i32) -> Result<bool> {
     on_device_path(path, dev_path, perms, deny_in)
 }
 
-type RuleOp = fn(&Cgroup, &mut Option<Held>, &Rule) -> Result<()>;
+type RuleOp = fn(&Cgroup, &mut Slot<'_>, &Rule) -> Result<()>;
 
 fn on_device_path(path: &str, dev_path: &str, perms: i32, op: RuleOp) -> Result<bool> {
     // The cgroup is checked first: a bad group path fails even when
@@ -530,22 +532,22 @@ pub fn attach_prog(path: &str, map: OwnedFd, max: usize) -> Result<()> {
             let _lock = cg.lock()?;
             // Other processes' writers wait until the held table is
             // replaced, then find it replaced.
-            let _writer = match held.as_ref().map(|h| &h.maps) {
+            let _writer = match held.get().map(|h| &h.maps) {
                 Some(Maps::Table(t)) => Some(t.lock()?),
                 _ => None,
             };
-            let found = match held {
+            let found = match held.get() {
                 Some(_) => None,
                 None => recognise(cg, &cg.attached()?)?.0,
             };
-            let replacing = match (held.as_ref(), &found) {
+            let replacing = match (held.get(), &found) {
                 (Some(h), _) | (None, Some(Found::Ours(h))) => Some((h.prog.as_fd(), h.prog_id)),
                 (None, Some(Found::Convert(f))) => Some((f.prog.as_fd(), f.program.id)),
                 (None, None) => None,
             };
             install(cg, maps, replacing, None)?
         };
-        *held = Some(new);
+        held.set(new);
         Ok(())
     })
 }

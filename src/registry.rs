@@ -6,9 +6,10 @@
 //! cgroup are serialized, calls on different cgroups run in parallel.
 //!
 //! Locks: the registry's own lock is held only to find, add or remove an
-//! entry, never while waiting for an entry's lock (an entry is only
-//! `try_lock`ed under it), so a slow call on one cgroup never holds up a
-//! call on another. No lock of the library is held while the log function
+//! entry and to record the fds entries own, never while waiting for an
+//! entry's lock (an entry is only `try_lock`ed under it; a call takes it
+//! after its entry's), so a slow call on one cgroup never holds up a call
+//! on another. No lock of the library is held while the log function
 //! runs (`logging`).
 //!
 //! Fork: a child forked while another thread held an entry's lock must
@@ -44,6 +45,8 @@ struct Tables {
     /// directory is gone can still be released by path (`remove_prog`).
     names: HashMap<String, Id>,
     /// Every fd an entry owns: a caller must never hand one of them over.
+    /// An fd leaves the set before it is closed (`Slot`), so a number in it
+    /// is never one another thread has just got back from the kernel.
     fds: HashSet<RawFd>,
 }
 
@@ -96,12 +99,47 @@ pub(crate) fn owns_fd(fd: RawFd) -> Result<bool> {
     Ok(lock(&registry()?.tables).fds.contains(&fd))
 }
 
+/// The program held for a cgroup, as a call on it changes it: a program
+/// the call lets go of (replaced, or forgotten) keeps its fds open until
+/// the call is over and the registry no longer lists them.
+pub(crate) struct Slot<'a> {
+    held: &'a mut Option<Held>,
+    retired: Vec<Held>,
+}
+
+impl Slot<'_> {
+    /// What is held.
+    pub fn get(&self) -> Option<&Held> {
+        self.held.as_ref()
+    }
+
+    /// What is held, to change in place (its fds stay the same).
+    pub fn get_mut(&mut self) -> Option<&mut Held> {
+        self.held.as_mut()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_none()
+    }
+
+    /// Holds `held` instead of what was held.
+    pub fn set(&mut self, held: Held) {
+        self.retired.extend(self.held.replace(held));
+    }
+
+    /// Holds nothing.
+    pub fn clear(&mut self) {
+        self.retired.extend(self.held.take());
+    }
+}
+
 /// Runs `f` on the cgroup at `path` and its state, with the cgroup's lock
 /// held. The path is looked up with one `stat`: a cgroup seen before is
 /// its entry, whatever path reached it.
 pub(crate) fn with_cgroup<R>(
     path: &str,
-    f: impl FnOnce(&Cgroup, &mut Option<Held>) -> Result<R>,
+    f: impl FnOnce(&Cgroup, &mut Slot<'_>) -> Result<R>,
 ) -> Result<R> {
     let reg = registry()?;
     let meta = std::fs::metadata(path);
@@ -125,31 +163,39 @@ pub(crate) fn with_cgroup<R>(
     let mut e = lock(&entry);
     let before = entry_fds(&e);
     let Entry { cg, held } = &mut *e;
+    let mut slot = Slot {
+        held,
+        retired: Vec::new(),
+    };
     // A call that fails leaves no state it did not start with: a program
     // it adopted on the way (after a restart) is found again by the next
     // call. That forgets nothing the kernel holds.
-    let started_empty = held.is_none();
-    let result = f(cg, held);
+    let started_empty = slot.is_empty();
+    let result = f(cg, &mut slot);
     if result.is_err() && started_empty {
-        *held = None;
+        slot.clear();
     }
+    let retired = slot.retired;
     let after = entry_fds(&e);
     let keep = e.held.is_some();
     let id = e.cg.id();
-    drop(e);
-    let mut t = lock(&reg.tables);
-    for fd in &before {
-        t.fds.remove(fd);
-    }
-    if keep {
+    {
+        let mut t = lock(&reg.tables);
+        for fd in &before {
+            t.fds.remove(fd);
+        }
         t.fds.extend(after);
-        if t.names.get(path) != Some(&id) {
+        if keep && t.names.get(path) != Some(&id) {
             if let Some(old) = t.names.insert(path.to_string(), id) {
                 forget_if_gone(&mut t, old);
             }
         }
-    } else {
-        forget(&mut t, id, &entry);
+    }
+    // Closed now that no number of theirs is in the set.
+    drop(retired);
+    drop(e);
+    if !keep {
+        forget(&mut lock(&reg.tables), id, &entry);
     }
     result
 }
@@ -215,13 +261,17 @@ pub(crate) fn release(path: &str) -> Result<bool> {
         return Ok(false);
     };
     let mut e = lock(&entry);
-    let fds = entry_fds(&e);
-    let had = e.held.take().is_some();
-    drop(e);
-    let mut t = lock(&reg.tables);
-    for fd in fds {
-        t.fds.remove(&fd);
+    let released = e.held.take();
+    if let Some(h) = &released {
+        let mut t = lock(&reg.tables);
+        for fd in h.fds() {
+            t.fds.remove(&fd);
+        }
     }
-    forget(&mut t, id, &entry);
+    // Closed once out of the set.
+    let had = released.is_some();
+    drop(released);
+    drop(e);
+    forget(&mut lock(&reg.tables), id, &entry);
     Ok(had)
 }

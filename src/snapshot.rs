@@ -21,7 +21,7 @@ use std::os::fd::{AsFd, AsRawFd};
 pub fn snapshot(path: &str) -> Result<Option<(Vec<Insn>, interp::Maps)>> {
     with_cgroup(path, |cg, held| {
         crate::policy::detect_in(cg, held)?;
-        let Some(h) = held.as_ref() else {
+        let Some(h) = held.get() else {
             return Ok(None);
         };
         let insns = h.maps.program();

@@ -427,6 +427,17 @@ fn a_slow_call_on_one_cgroup_never_holds_up_another() {
         assert_eq!(unsafe { vircgroup_v2_deny_all_devices(p.as_ptr()) }, 0);
         assert_eq!(allow(p, b'c', 1, 3, RW), 0);
     }
+    // The same calls with nothing else going on: what "not held up" is
+    // measured against on a slow machine (under QEMU's TCG a call alone
+    // takes milliseconds).
+    let mut alone = Duration::ZERO;
+    for minor in 100..120 {
+        let t = Instant::now();
+        assert_eq!(allow(&py, b'c', 2, minor, READ), 0, "{}", last_error());
+        list(&py);
+        alone = alone.max(t.elapsed());
+    }
+    let bound = Duration::from_millis(10).max(alone * 4);
     let slow = {
         let px = px.clone();
         std::thread::spawn(move || {
@@ -445,10 +456,10 @@ fn a_slow_call_on_one_cgroup_never_holds_up_another() {
     assert!(!slow.is_finished(), "the slow call was not slow");
     slow.join().unwrap();
     assert!(
-        worst < Duration::from_millis(10),
-        "a call on Y took {worst:?}"
+        worst < bound,
+        "a call on Y took {worst:?} (alone {alone:?}): held up by X"
     );
-    eprintln!("calls on Y while X was stuck: worst {worst:?}");
+    eprintln!("calls on Y while X was stuck: worst {worst:?} (alone {alone:?})");
 }
 
 // --------------------------------------------------------------- fork
@@ -619,7 +630,7 @@ fn mutating_calls_on_the_cgroup2_root_fail() {
 
 // --------------------------------------------------------------- two processes
 
-const STRESS_OPS: u32 = 400;
+const STRESS_OPS: u32 = 3000;
 
 /// Two processes change one cgroup at the same time: each its own rules
 /// (random allows and denies) and shared ones (allows only, which commute).
@@ -632,6 +643,9 @@ fn two_processes_changing_one_cgroup_lose_nothing() {
     let p = c(cg.p());
     // SAFETY: valid C string.
     assert_eq!(unsafe { vircgroup_v2_deny_all_devices(p.as_ptr()) }, 0);
+    // Both start at once: they wait for this file.
+    let go = Nodes::new();
+    let go_file = go.dir.join("go");
     let children: Vec<ChildGuard> = (0..2)
         .map(|id| {
             ChildGuard(
@@ -644,11 +658,14 @@ fn two_processes_changing_one_cgroup_lose_nothing() {
                     ])
                     .env("VCG2_STRESS_CGROUP", cg.p())
                     .env("VCG2_STRESS_ID", id.to_string())
+                    .env("VCG2_STRESS_GO", &go_file)
                     .spawn()
                     .unwrap(),
             )
         })
         .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&go_file, "").unwrap();
     let started = Instant::now();
     for mut child in children {
         loop {
@@ -744,6 +761,16 @@ fn scenario_stress_writer() {
     let path = std::env::var("VCG2_STRESS_CGROUP").unwrap();
     let id: u32 = std::env::var("VCG2_STRESS_ID").unwrap().parse().unwrap();
     let p = c(&path);
+    let go = std::env::var("VCG2_STRESS_GO").unwrap();
+    let waiting = Instant::now();
+    while !Path::new(&go).exists() {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(30),
+            "no start signal"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let started = Instant::now();
     let mut shared = shared_ops(id).into_iter();
     for (i, (minor, perms, is_allow)) in stress_ops(id).into_iter().enumerate() {
         let ret = if is_allow {
@@ -763,6 +790,11 @@ fn scenario_stress_writer() {
             }
         }
     }
+    eprintln!(
+        "writer {id}: {} operations in {:?}",
+        STRESS_OPS + STRESS_OPS / 4,
+        started.elapsed()
+    );
 }
 
 /// A writer that died holding the table's lock (killed in the middle of a
@@ -824,4 +856,31 @@ fn a_writer_that_died_holding_the_lock_is_taken_over() {
         assert_eq!(allow(&p, b'c', 1, 7, READ), 0, "{}", last_error());
     }
     assert_eq!(list(&p), "c 1:3 rw\nc 1:5 r\nc 1:7 r\n");
+}
+
+/// Two threads replacing the programs of two cgroups over and over with
+/// attach_prog: the fds the library closes for one are reused by the
+/// kernel for the other thread's new maps, and the library must never take
+/// one of those for an fd it still holds.
+#[test]
+fn fds_the_library_closed_are_never_taken_for_its_own() {
+    let Some(mount) = privileged() else { return };
+    let cgs = [Scratch::new(&mount), Scratch::new(&mount)];
+    std::thread::scope(|s| {
+        for cg in &cgs {
+            s.spawn(move || {
+                let p = c(cg.p());
+                for round in 0..300 {
+                    let map = sys::map_create(sys::BPF_MAP_TYPE_HASH, 8, 4, 16, "t").unwrap();
+                    let fd = std::os::fd::IntoRawFd::into_raw_fd(map);
+                    // SAFETY: valid C string; the fd is handed over.
+                    let ret = unsafe { vircgroup_v2_devices_attach_prog(p.as_ptr(), fd, 16) };
+                    assert_eq!(ret, 0, "round {round}: {}", last_error());
+                }
+            });
+        }
+    });
+    for cg in &cgs {
+        assert_eq!(cg.attached().len(), 1);
+    }
 }

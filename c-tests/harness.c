@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
@@ -178,6 +179,12 @@ static void on_signal(int sig)
 void tap_init(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    /* The tests make BPF maps of their own (as libvirt's C code would):
+     * before Linux 5.11 those count against RLIMIT_MEMLOCK, 64 KiB by
+     * default there. The library raises it for its own maps; the harness
+     * does for its, as a daemon that creates maps must. */
+    struct rlimit unlimited = { RLIM_INFINITY, RLIM_INFINITY };
+    (void)setrlimit(RLIMIT_MEMLOCK, &unlimited);
     owner_pid = getpid();
     atexit(cleanup);
     struct sigaction sa = { .sa_handler = on_signal };

@@ -211,7 +211,7 @@ build_library() {
     # The probe that joins a cgroup and opens devices (src/bin/vcg2-probe.rs).
     cargo build --quiet --release --locked --manifest-path "$repo/Cargo.toml" \
         --target-dir "$CACHE/lib-build/cargo-target" --bin vcg2-probe
-    install -m755 "$CACHE/lib-build/cargo-target/release/vcg2-probe" "$LIB/bin/"
+    install -D -m755 "$CACHE/lib-build/cargo-target/release/vcg2-probe" "$LIB/bin/vcg2-probe"
     rm -rf "$CACHE/lib-build"
     echo "$key" >"$LIB/.key"
     touch "$LIB/.complete"
@@ -564,7 +564,7 @@ vm_tests() {
     PFX=$(prefix_of "$V")
     ST=$(state_of "$V")
     URI="qemu+unix:///system?socket=$ST/run/libvirt/virtqemud-sock"
-    ADMIN=$LIB/bin/vircgroup-devices
+    ADMIN=$LIB/sbin/vircgroup-devices
     PROBE=$LIB/bin/vcg2-probe
     local tag="libvirt $V" n=vcg$$ t
     # The lock (main) makes this run the only user of $ST and $PFX: what is

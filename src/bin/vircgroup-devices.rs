@@ -739,7 +739,8 @@ impl Scratch {
         })
     }
 
-    /// Kills what is left in the cgroup (cgroup.kill) and removes it.
+    /// Kills what is left in the cgroup (cgroup.kill, or before Linux 5.14
+    /// SIGKILL to each process in cgroup.procs) and removes it.
     fn remove(&mut self) -> Res<()> {
         self.removed = true;
         let _ = devices::remove_prog(&self.path);
@@ -751,6 +752,18 @@ impl Scratch {
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                     if !killed {
                         killed = std::fs::write(format!("{}/cgroup.kill", self.path), "1").is_ok();
+                    }
+                    if !killed {
+                        // No cgroup.kill: each process, again until none
+                        // is left (a fork in between is caught next time).
+                        let procs = std::fs::read_to_string(format!("{}/cgroup.procs", self.path))
+                            .unwrap_or_default();
+                        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
+                        }
                     }
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }

@@ -119,7 +119,8 @@ fn hint(command: i32, errno: i32) -> Option<&'static str> {
              (ulimit -l) is too low"
         }
         (cmd::PROG_QUERY, libc::EPERM) => {
-            "querying a cgroup's device programs needs CAP_NET_ADMIN or CAP_SYS_ADMIN"
+            "querying a cgroup's device programs needs CAP_NET_ADMIN, and CAP_SYS_ADMIN \
+             on kernels that keep the query to it (such as Debian's 5.10)"
         }
         (cmd::PROG_GET_FD_BY_ID | cmd::MAP_GET_FD_BY_ID, libc::EPERM) => {
             "opening a BPF program or map by id needs CAP_SYS_ADMIN"

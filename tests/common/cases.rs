@@ -247,9 +247,28 @@ pub const KINDS: [(&str, u8); 5] = [("r", R), ("w", W), ("rw", R | W), ("f", 0),
 /// both): a device numbered 0:0 has `i_rdev == 0`, which
 /// `devcgroup_inode_permission` lets through (opening a char node,
 /// access(F_OK) on either type; opening a block node is checked again by
-/// `bdev_permission`), and a char 0:0 mknod is a whiteout.
+/// `bdev_permission` on kernels that have it, such as 6.1, not on 5.10:
+/// [`block_zero_checked`] asks this kernel), and a char 0:0 mknod is a
+/// whiteout.
 pub fn kernel_checks(ty: Ty, ma: u32, mi: u32, kind: &str) -> bool {
-    (ma, mi) != (0, 0) || (ty == Ty::Block && kind != "f")
+    (ma, mi) != (0, 0)
+        || (ty == Ty::Block && (kind == "m" || (kind != "f" && block_zero_checked())))
+}
+
+/// Whether this kernel checks opening a block node numbered 0:0 against
+/// the cgroup: asked once, by opening one in a cgroup that denies every
+/// device.
+pub fn block_zero_checked() -> bool {
+    static CHECKED: OnceLock<bool> = OnceLock::new();
+    *CHECKED.get_or_init(|| {
+        let mount = vircgroup_v2_devices::cgroup::cgroup2_mount().expect("a cgroup2 mount");
+        let cg = super::Scratch::new(&mount);
+        vircgroup_v2_devices::devices::deny_all(cg.p()).expect("deny_all");
+        let nodes = Nodes::new();
+        let node = nodes.node("b0_0", 'b', 0, 0);
+        let got = cg.probe(&[format!("r:{node}")]);
+        got.first().map(String::as_str) == Some("EPERM")
+    })
 }
 
 /// What a probe's result says: Some(false) for the cgroup's denial

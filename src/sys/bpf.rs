@@ -119,8 +119,9 @@ fn hint(command: i32, errno: i32) -> Option<&'static str> {
              (ulimit -l) is too low"
         }
         (cmd::PROG_QUERY, libc::EPERM) => {
-            "querying a cgroup's device programs needs CAP_NET_ADMIN, and CAP_SYS_ADMIN \
-             on kernels that keep the query to it (such as Debian's 5.10)"
+            "querying a cgroup's device programs needs CAP_NET_ADMIN, and CAP_BPF or \
+             CAP_SYS_ADMIN on kernels that keep all of bpf(2) to those while \
+             kernel.unprivileged_bpf_disabled is set (such as Debian's 5.10)"
         }
         (cmd::PROG_GET_FD_BY_ID | cmd::MAP_GET_FD_BY_ID, libc::EPERM) => {
             "opening a BPF program or map by id needs CAP_SYS_ADMIN"
@@ -877,25 +878,57 @@ pub fn enable_stats() -> Result<OwnedFd> {
 }
 
 /// Runs a map creation or program load; when it fails with `EPERM` or
-/// `ENOMEM` the first time in the process, raises `RLIMIT_MEMLOCK` and runs
-/// it once more. Before Linux 5.11 maps and programs are charged to that
-/// limit, which used to default to 64 KiB; like libbpf, the library lifts
-/// the soft limit to the hard one, and both to unlimited when the process
-/// may (`CAP_SYS_RESOURCE`). Kernels since 5.11 charge the memory cgroup
-/// instead, and never get here for the limit.
+/// `ENOMEM`, raises `RLIMIT_MEMLOCK` (once per process) and, if the limit
+/// was raised, runs it once more. Before Linux 5.11 maps and programs are
+/// charged to that limit, which used to default to 64 KiB; like libbpf,
+/// the library lifts the soft limit to the hard one, and both to unlimited
+/// when the process may (`CAP_SYS_RESOURCE`). Kernels since 5.11 charge the
+/// memory cgroup instead, and never get here for the limit.
+///
+/// Threads that fail while another raises the limit wait for it (bounded,
+/// without a lock, so that a child forked meanwhile cannot hang) and then
+/// retry too: each of them may have been refused by the old limit.
 fn memlock_retry(
     attempt: impl Fn() -> std::result::Result<OwnedFd, i32>,
 ) -> std::result::Result<OwnedFd, i32> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static RAISED: AtomicBool = AtomicBool::new(false);
-    match attempt() {
-        Err(e @ (libc::EPERM | libc::ENOMEM)) => {
-            if RAISED.swap(true, Ordering::AcqRel) || !super::raise_memlock() {
-                return Err(e);
-            }
-            attempt()
+    use std::sync::atomic::{AtomicU8, Ordering};
+    const UNTRIED: u8 = 0;
+    const RAISING: u8 = 1;
+    const RAISED: u8 = 2;
+    const NOT_RAISED: u8 = 3;
+    static STATE: AtomicU8 = AtomicU8::new(UNTRIED);
+    let e = match attempt() {
+        Err(e @ (libc::EPERM | libc::ENOMEM)) => e,
+        other => return other,
+    };
+    let state = match STATE.compare_exchange(UNTRIED, RAISING, Ordering::AcqRel, Ordering::Acquire)
+    {
+        Ok(_) => {
+            let state = if super::raise_memlock() {
+                RAISED
+            } else {
+                NOT_RAISED
+            };
+            STATE.store(state, Ordering::Release);
+            state
         }
-        other => other,
+        Err(mut state) => {
+            // setrlimit takes microseconds; 100 ms bounds a raise that
+            // never ends (a thread of the parent, in a forked child).
+            for _ in 0..100 {
+                if state != RAISING {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                state = STATE.load(Ordering::Acquire);
+            }
+            state
+        }
+    };
+    if state == RAISED {
+        attempt()
+    } else {
+        Err(e)
     }
 }
 

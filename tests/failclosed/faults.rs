@@ -356,9 +356,10 @@ fn a_fault_at_any_bpf_call_changes_nothing() {
                 };
                 // The steps that get past a single failure by design: a
                 // refused PROG_LOAD is retried with the verifier log on, so
-                // that the log can be in the error; and the first EPERM or
-                // ENOMEM of a map creation or load in a process raises
-                // RLIMIT_MEMLOCK and retries (before 5.11 that limit is why).
+                // that the log can be in the error; and an EPERM or ENOMEM
+                // of a map creation or load raises RLIMIT_MEMLOCK (once per
+                // process) and is retried if the process could raise it
+                // (before 5.11 that limit is why).
                 // A lasting failure must still fail the call and change
                 // nothing.
                 let memlock =

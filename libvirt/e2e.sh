@@ -24,7 +24,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
-CACHE=${E2E_CACHE:-/var/cache/vircgroup-v2-devices/libvirt}
+CACHE=${E2E_CACHE:-${VCG2_CACHE:-/var/cache/vircgroup-v2-devices}/libvirt}
 JOBS=${E2E_JOBS:-2}
 # Bumped when a build step below changes in a way the keys do not see.
 RECIPE=3

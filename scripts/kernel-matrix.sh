@@ -22,7 +22,8 @@
 #        (no argument: all four)
 # Environment:
 #   KMATRIX_CACHE        kernels, apt lists, busybox, logs
-#                        (/var/cache/vircgroup-v2-devices/kernels)
+#                        ($VCG2_CACHE/kernels; VCG2_CACHE is
+#                        /var/cache/vircgroup-v2-devices unless set)
 #   KMATRIX_MESON_BUILD  a compiled Meson build directory whose C harness
 #                        runs (else one is set up in target/kernel-matrix)
 #   KMATRIX_MIRROR       the Debian archive (else the host's, from its apt
@@ -41,7 +42,7 @@ trap 'echo "kernel-matrix: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
 case $0 in */*) repo=${0%/*}/.. ;; *) repo=.. ;; esac
 repo=$(cd "$repo" && pwd) # no dirname: the guest runs this before its PATH is set
 self=$repo/scripts/kernel-matrix.sh
-cache=${KMATRIX_CACHE:-/var/cache/vircgroup-v2-devices/kernels}
+cache=${KMATRIX_CACHE:-${VCG2_CACHE:-/var/cache/vircgroup-v2-devices}/kernels}
 passed_env=(ORACLE_CASES ORACLE_SEED V1_CASES V1_SEED RUST_BACKTRACE)
 # Under TCG a test runs 15 to 90 times slower than on the host. The
 # guests run the oracle and tests/v1.rs on their first 200 cases

@@ -9,21 +9,24 @@
 //!
 //! Every word the program reads is written by userspace with one aligned
 //! store of its natural size (an `AtomicU64` for the header and slots, an
-//! `AtomicU8` for a major's byte), and read by the program with one load of
-//! the same size: on the 64-bit architectures the kernel JITs BPF for, an
-//! aligned access is single-copy atomic, so the program sees the word
-//! before or after a store, never a mix. A change of a rule is one slot
-//! store (or one store of the `*:*` word): a check sees the old rule or
-//! the new one. The other words a change writes only widen what the
-//! program looks at: a major's byte and `ANY_MINOR` gain their bit before
-//! the slot is written (so a check that sees the slot also looks for it;
-//! one that sees the bit before the slot finds nothing, as before the
-//! change) and lose it only when the table is rebuilt. Slots never move
-//! while the program may read them: an insert takes a free slot of one of
-//! the key's two buckets, a delete empties its slot, and a rule that finds
-//! no free slot makes the caller build a new table (`install`), which
-//! replaces the program in one step. So at every instant each check
-//! answers as the old policy or the new one.
+//! `AtomicU32` for a major's word), and read by the program with one load
+//! of the same size: on the 64-bit architectures the kernel JITs BPF for,
+//! an aligned access is single-copy atomic, so the program sees the word
+//! before or after a store, never a mix. A check reads each word it needs
+//! once: its major's word (the `M:*` and `*:*` masks), then at most one
+//! slot per probe. So a change of an exact or `*:m` rule is one slot
+//! store, of `M:*` one store of its major's word (its slot is the
+//! library's record), and of `*:*` one store per major's word: every check
+//! sees the old rule or the new one for its device. The other bits a change
+//! writes only widen what the program looks at: a major's `HAS_EXACT` and
+//! `ANY_MINOR` are set before the slot is written (so a check that sees
+//! the slot also looks for it; one that sees the bit before the slot finds
+//! nothing, as before the change) and cleared only when the table is
+//! rebuilt. Slots never move while the program may read them: an insert
+//! takes a free slot of one of the key's two buckets, a delete empties its
+//! slot, and a rule that finds no free slot makes the caller build a new
+//! table (`install`), which replaces the program in one step. So at every
+//! instant each check answers as the old policy or the new one.
 //!
 //! # Writers and readers in other processes
 //!

@@ -25,14 +25,27 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# Runs "$@" as stage $1, printing how long it took.
+# Runs "$@" as stage $1, printing how long it took; at the end (also on
+# a failure) every stage's time again, and the total.
+times=() current=
 stage() {
     local name=$1 start=$SECONDS
     shift
+    current=$name
     echo "== $name"
     "$@"
     echo "== $name: $((SECONDS - start)) s"
+    times+=("$(printf '%6d s  %s' $((SECONDS - start)) "$name")")
+    current=
 }
+summary() {
+    local rc=$? t
+    echo "== stage times"
+    for t in "${times[@]}"; do echo "$t"; done
+    [ -z "$current" ] || echo "  (failed) $current"
+    printf '%6d s  in all (%d min), exit %d\n' "$SECONDS" $((SECONDS / 60)) "$rc"
+}
+trap summary EXIT
 
 need=()
 for tool in meson:meson ninja:ninja-build pkg-config:pkg-config valgrind:valgrind \

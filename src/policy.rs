@@ -272,15 +272,7 @@ fn modify(cg: &Cgroup, held: &mut Slot<'_>, change: &dyn Change, room: usize) ->
         let _lock = cg.lock()?;
         let attached = cg.attached()?;
         match recognise(cg, &attached)?.0 {
-            Some(Found::Ours(h)) => {
-                log::info!(
-                    "adopted program {} ({}) on '{}'",
-                    h.prog_id,
-                    h.maps.name(),
-                    cg.path().display()
-                );
-                held.set(h);
-            }
+            Some(Found::Ours(h)) => adopt(cg, held, h),
             Some(Found::Convert(f)) => {
                 let what = f.what();
                 let mut rules = f.rules;
@@ -319,6 +311,17 @@ fn modify(cg: &Cgroup, held: &mut Slot<'_>, change: &dyn Change, room: usize) ->
     ))
 }
 
+/// Holds our own program found attached, as it is.
+fn adopt(cg: &Cgroup, held: &mut Slot<'_>, h: Held) {
+    log::info!(
+        "adopted program {} ({}) on '{}'",
+        h.prog_id,
+        h.maps.name(),
+        cg.path().display()
+    );
+    held.set(h);
+}
+
 /// Adopts what is attached when nothing is held (ours as it is; an earlier
 /// release's or libvirt's replaced by ours with its rules); leaves a
 /// program it does not know alone.
@@ -332,15 +335,7 @@ pub(crate) fn detect_in(cg: &Cgroup, held: &mut Slot<'_>) -> Result<()> {
     let _lock = cg.lock()?;
     let attached = cg.attached()?;
     match recognise(cg, &attached)?.0 {
-        Some(Found::Ours(h)) => {
-            log::info!(
-                "adopted program {} ({}) on '{}'",
-                h.prog_id,
-                h.maps.name(),
-                cg.path().display()
-            );
-            held.set(h);
-        }
+        Some(Found::Ours(h)) => adopt(cg, held, h),
         Some(Found::Convert(f)) => {
             cg.check_not_root()?;
             let what = f.what();

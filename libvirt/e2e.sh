@@ -459,9 +459,12 @@ time_starts() {
 
 # Whether exactly one device program is attached to $1: the library's.
 only_ours() {
-    local out
-    out=$(progs "$1")
-    [ "$(grep -c . <<<"$out")" = 1 ] && grep -q vircgroup_v2dev <<<"$out"
+    [ "$(progs "$1" | grep -c .)" = 1 ] && [ "$(ours_count "$1")" = 1 ]
+}
+# How many of cgroup $1's device programs are the library's: vcg2dev_fN
+# (format 5 on), vircgroup_v2dev (the earlier releases).
+ours_count() {
+    progs "$1" | awk '$2 ~ /^(vcg2dev_f[0-9]+|vircgroup_v2dev)$/ { n++ } END { print n + 0 }'
 }
 
 # Device programs attached to cgroup $1: "ID NAME" lines.
@@ -675,7 +678,7 @@ CONF
         admin to-libvirt "$pcg" >/dev/null || fail "$tag rollback: to-libvirt $pcg failed"
         note_progs "$pcg"
         check "$tag rollback: to-libvirt gives $vm libvirt's program (not the library's) with the same rules" \
-            test "$(admin list "$pcg")" = "$before" -a "$(progs "$pcg" | grep -c vircgroup_v2dev)" = 0
+            test "$(admin list "$pcg")" = "$before" -a "$(ours_count "$pcg")" = 0
     done
     start_daemon stock
     hotplug "${n}b" "$loop" "$tag rollback"

@@ -22,10 +22,10 @@ use crate::cgroup::{self, Cgroup};
 use crate::hashmaps::HashMaps;
 use crate::held::{Held, Maps, State};
 use crate::install::{build, install, table_supported};
-use crate::recognise::{recognise, Found};
+use crate::recognise::{recognise, Foreign, Found};
 use crate::registry::{self, with_cgroup, Slot};
 use crate::rules::{self, Rule};
-use crate::sys::{self, BPF_MAP_TYPE_HASH};
+use crate::sys::{self, Attached, BPF_MAP_TYPE_HASH};
 use crate::table::{Table, Writer};
 use crate::{Error, Result};
 use std::collections::HashMap;
@@ -273,25 +273,10 @@ fn modify(cg: &Cgroup, held: &mut Slot<'_>, change: &dyn Change, room: usize) ->
         let attached = cg.attached()?;
         match recognise(cg, &attached)?.0 {
             Some(Found::Ours(h)) => adopt(cg, held, h),
-            Some(Found::Convert(f)) => {
-                let what = f.what();
-                let mut rules = f.rules;
+            Some(Found::Convert(mut f)) => {
+                let mut rules = std::mem::take(&mut f.rules);
                 change.apply(&mut rules);
-                let count = rules.len();
-                let max = capacity(f.max.max(INITIAL_MAX), count + room)?;
-                held.set(install(
-                    cg,
-                    build(max, rules)?,
-                    Some((f.prog.as_fd(), f.program.id)),
-                    Some(&attached),
-                )?);
-                log::info!(
-                    "replaced {} (id {}) on '{}', {count} rules converted",
-                    what,
-                    f.program.id,
-                    cg.path().display()
-                );
-                return Ok(());
+                return replace_converted(cg, held, f, rules, room, &attached);
             }
             None => {
                 let mut rules = HashMap::new();
@@ -322,6 +307,34 @@ fn adopt(cg: &Cgroup, held: &mut Slot<'_>, h: Held) {
     held.set(h);
 }
 
+/// Replaces an earlier release's or libvirt's program `f` by ours holding
+/// `rules` (its rules, converted, with any change applied) and `room` more,
+/// in one step.
+fn replace_converted(
+    cg: &Cgroup,
+    held: &mut Slot<'_>,
+    f: Foreign,
+    rules: HashMap<u64, u32>,
+    room: usize,
+    attached: &Attached,
+) -> Result<()> {
+    let count = rules.len();
+    let max = capacity(f.max.max(INITIAL_MAX), count + room)?;
+    held.set(install(
+        cg,
+        build(max, rules)?,
+        Some((f.prog.as_fd(), f.program.id)),
+        Some(attached),
+    )?);
+    log::info!(
+        "replaced {} (id {}) on '{}', {count} rules converted",
+        f.what(),
+        f.program.id,
+        cg.path().display()
+    );
+    Ok(())
+}
+
 /// Adopts what is attached when nothing is held (ours as it is; an earlier
 /// release's or libvirt's replaced by ours with its rules); leaves a
 /// program it does not know alone.
@@ -336,23 +349,10 @@ pub(crate) fn detect_in(cg: &Cgroup, held: &mut Slot<'_>) -> Result<()> {
     let attached = cg.attached()?;
     match recognise(cg, &attached)?.0 {
         Some(Found::Ours(h)) => adopt(cg, held, h),
-        Some(Found::Convert(f)) => {
+        Some(Found::Convert(mut f)) => {
             cg.check_not_root()?;
-            let what = f.what();
-            let count = f.rules.len();
-            let max = capacity(f.max.max(INITIAL_MAX), count)?;
-            held.set(install(
-                cg,
-                build(max, f.rules)?,
-                Some((f.prog.as_fd(), f.program.id)),
-                Some(&attached),
-            )?);
-            log::info!(
-                "replaced {} (id {}) on '{}', {count} rules converted",
-                what,
-                f.program.id,
-                cg.path().display()
-            );
+            let rules = std::mem::take(&mut f.rules);
+            replace_converted(cg, held, f, rules, 0, &attached)?;
         }
         None => {}
     }

@@ -71,18 +71,6 @@ fn list(p: &CStr) -> String {
     }
 }
 
-fn tool(args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vircgroup-devices"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "vircgroup-devices {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Runs the ignored test `scenario` of this binary in a child process, with
 /// `env`, and fails unless it passes within `deadline` (killed then).
 fn isolated(scenario: &str, env: &[(&str, &str)], deadline: Duration) {

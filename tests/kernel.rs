@@ -664,17 +664,8 @@ fn create_prog_after_a_restart_keeps_the_running_vms_rules() {
     let Some(mount) = privileged() else { return };
     let cg = Scratch::new(&mount);
     let d = Devs::new();
-    for args in [vec!["deny", cg.p(), "a"], vec!["allow", cg.p(), "c 1:3 rw"]] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vircgroup-devices"))
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    tool(&["deny", cg.p(), "a"]);
+    tool(&["allow", cg.p(), "c 1:3 rw"]);
     let before = cg.attached();
     devices::create_prog(cg.p()).unwrap();
     assert_eq!(cg.attached(), before, "adopted, not replaced");

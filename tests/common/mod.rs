@@ -122,6 +122,20 @@ impl Drop for Scratch {
     }
 }
 
+/// Runs the admin tool with `args` in another process; fails the test
+/// unless it succeeds.
+pub fn tool(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vircgroup-devices"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "vircgroup-devices {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Removes a cgroup directory (of either version) that a test made,
 /// retrying for up to a second while the kernel still counts an exited
 /// process in it; a failure is printed, not a panic (this runs in drops).

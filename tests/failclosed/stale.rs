@@ -153,20 +153,8 @@ fn a_program_swapped_in_by_someone_else_is_noticed() {
     let p = c(cg.p());
     assert_eq!(allow_c(&p, b'c', 1, 3, RW), 0, "{}", last_error());
     let ours = cg.attached();
-    for args in [
-        vec!["deny", cg.p(), "a"],
-        vec!["allow", cg.p(), "c 136:* rw"],
-    ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vircgroup-devices"))
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    tool(&["deny", cg.p(), "a"]);
+    tool(&["allow", cg.p(), "c 136:* rw"]);
     // With the table the other process wrote into the same table; with
     // format 5 its deny-all replaced the program. Either way the next call
     // works on what the kernel holds.

@@ -105,6 +105,9 @@ pub(crate) const CASES: [Case; 6] = [
 /// and for the runc-style program, whose cost grows with the rules.
 pub(crate) const SIZES: [usize; 5] = [10, 30, 200, 1000, 10_000];
 pub(crate) const RUNC_SIZES: [usize; 3] = [10, 30, 200];
+/// Flat: ours at `FLAT_TO` rules against ours at `FLAT_FROM`.
+pub(crate) const FLAT_FROM: usize = 10;
+pub(crate) const FLAT_TO: usize = 10_000;
 
 /// The `n` rules of a case: fillers, then the case's rule (last, so that
 /// the runc-style program runs every other block before it).

@@ -104,6 +104,21 @@ impl Cg {
         Ok(())
     }
 
+    /// Attaches `prog` (a new fd on it) with `BPF_F_ALLOW_MULTI`, after the
+    /// programs attached before: every open runs them all, in that order.
+    pub(crate) fn attach_multi(&mut self, prog: &OwnedFd) -> Res<()> {
+        let prog = prog.try_clone()?;
+        sys::prog_attach(
+            self.dir.as_fd(),
+            prog.as_fd(),
+            BPF_CGROUP_DEVICE,
+            sys::BPF_F_ALLOW_MULTI,
+            None,
+        )?;
+        self.attached.push(prog);
+        Ok(())
+    }
+
     /// The one program attached to the cgroup (a new fd on it).
     pub(crate) fn program(&self) -> Res<OwnedFd> {
         let attached = sys::prog_query(self.dir.as_fd(), BPF_CGROUP_DEVICE)?;

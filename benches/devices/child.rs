@@ -22,14 +22,15 @@ pub(crate) const CHILD: &str = "__open-loop";
 /// preempted inside the program (that time counts as run time) is left out.
 pub(crate) const CHUNKS: u32 = 20;
 
-/// `__open-loop NODE K (CGROUP PROG_ID allow|deny)...`: opens NODE
+/// `__open-loop NODE K (CGROUP PROG_IDS allow|deny)...`: opens NODE
 /// read-only K times in each CGROUP, in [`CHUNKS`] chunks per cgroup, the
 /// cgroups taking turns chunk by chunk (the order shifts every chunk), and
-/// prints one line per chunk: the cgroup's index and the ns per run of
-/// program PROG_ID over the chunk. Fails unless each chunk ran the program
-/// once per open and every answer is the expected one (deny: EPERM; allow:
-/// anything else, as a node without a driver gives ENXIO or EIO once the
-/// cgroup let it through).
+/// prints one line per chunk: the cgroup's index and, for each program of
+/// PROG_IDS (comma-separated: the programs attached there, all of which
+/// run on every open), the ns per run over the chunk. Fails unless each
+/// chunk ran each program once per open and every answer is the expected
+/// one (deny: EPERM; allow: anything else, as a node without a driver
+/// gives ENXIO or EIO once the cgroup let it through).
 pub(crate) fn child(args: &[String]) -> ExitCode {
     match open_loop(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -43,12 +44,13 @@ pub(crate) fn child(args: &[String]) -> ExitCode {
 /// A cgroup the child opens the node in.
 struct Member {
     cgroup: String,
-    prog: OwnedFd,
+    /// The programs' ids and fds.
+    progs: Vec<(u32, OwnedFd)>,
     allow: bool,
 }
 
 fn open_loop(args: &[String]) -> Res<()> {
-    let usage = "expected NODE K (CGROUP PROG_ID allow|deny)...";
+    let usage = "expected NODE K (CGROUP PROG_ID[,PROG_ID...] allow|deny)...";
     let [node, count, members @ ..] = args else {
         return Err(usage.into());
     };
@@ -61,7 +63,13 @@ fn open_loop(args: &[String]) -> Res<()> {
         .map(|m| -> Res<Member> {
             Ok(Member {
                 cgroup: m[0].clone(),
-                prog: sys::prog_get_fd_by_id(m[1].parse()?)?,
+                progs: m[1]
+                    .split(',')
+                    .map(|id| {
+                        let id = id.parse()?;
+                        Ok((id, sys::prog_get_fd_by_id(id)?))
+                    })
+                    .collect::<Res<_>>()?,
                 allow: match m[2].as_str() {
                     "allow" => true,
                     "deny" => false,
@@ -82,7 +90,7 @@ fn open_loop(args: &[String]) -> Res<()> {
             let m = &members[i];
             std::fs::write(format!("{}/cgroup.procs", m.cgroup), "0")
                 .map_err(|e| format!("cannot join {}: {e}", m.cgroup))?;
-            let before = sys::prog_info(m.prog.as_fd())?;
+            let before = stats(&m.progs)?;
             let (mut eperm, mut other) = (0, None);
             for _ in 0..n {
                 match open.open(node) {
@@ -91,7 +99,7 @@ fn open_loop(args: &[String]) -> Res<()> {
                     Err(e) => other = Some(e),
                 }
             }
-            let after = sys::prog_info(m.prog.as_fd())?;
+            let after = stats(&m.progs)?;
             if (m.allow && eperm > 0) || (!m.allow && eperm != n) {
                 return Err(format!(
                     "{node} in {}: expected {}, got EPERM for {eperm} of {n} opens \
@@ -101,16 +109,30 @@ fn open_loop(args: &[String]) -> Res<()> {
                 )
                 .into());
             }
-            let runs = after.run_cnt - before.run_cnt;
-            if runs != n {
-                return Err(
-                    format!("{}: the program ran {runs} times for {n} opens", m.cgroup).into(),
-                );
+            let _ = write!(out, "{i}");
+            for ((before, after), (id, _)) in before.iter().zip(&after).zip(&m.progs) {
+                let runs = after.run_cnt - before.run_cnt;
+                if runs != n {
+                    return Err(format!(
+                        "{}: program {id} ran {runs} times for {n} opens",
+                        m.cgroup
+                    )
+                    .into());
+                }
+                let ns = (after.run_time_ns - before.run_time_ns) as f64 / n.max(1) as f64;
+                let _ = write!(out, " {ns}");
             }
-            let ns = (after.run_time_ns - before.run_time_ns) as f64 / n.max(1) as f64;
-            let _ = writeln!(out, "{i} {ns}");
+            out.push('\n');
         }
     }
     print!("{out}");
     Ok(())
+}
+
+/// The run-time stats of each program, read one after the other.
+fn stats(progs: &[(u32, OwnedFd)]) -> Res<Vec<sys::ProgInfo>> {
+    Ok(progs
+        .iter()
+        .map(|(_, p)| sys::prog_info(p.as_fd()))
+        .collect::<Result<_, _>>()?)
 }

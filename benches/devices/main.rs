@@ -48,6 +48,15 @@
 //! per-round ratios, with its 95% confidence interval (`stats::paired`),
 //! and a verdict is read off that interval (`targets.rs`).
 //!
+//! **On the same opens.** Where a target rests on a difference of a few ns
+//! (flatness; ours against runc-style at 10 rules), chunks measured apart
+//! are too noisy: so each round also attaches both programs of such a pair
+//! to one cgroup (`BPF_F_ALLOW_MULTI`, in both orders), where every open
+//! runs both and the kernel times each, and takes a − b on the same opens
+//! (`per_check::PAIRS`, one child per pair). A control pair, ours at 10
+//! rules against the same rules set up again, shows what the method
+//! reads for two equal programs.
+//!
 //! **Control plane.** Every syscall of an allow and a deny in steady state,
 //! counted by strace in a child (`syscalls.rs`); QEMU's start (deny-all and
 //! libvirt's default ACL through the library) against a replay of libvirt's

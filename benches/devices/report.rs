@@ -91,7 +91,7 @@ fn ns(v: Option<f64>) -> String {
 
 pub(crate) fn report(
     o: &Options,
-    samples: &Samples,
+    samples: &(Samples, PairSamples),
     steady: &Counts,
     g: &Growth,
     s: &Starts,
@@ -99,7 +99,10 @@ pub(crate) fn report(
 ) -> String {
     let mut out = String::new();
     let w = &mut out;
-    let net = Net(samples);
+    let net = Net {
+        solo: &samples.0,
+        pairs: &samples.1,
+    };
     let _ = writeln!(w, "### Run\n");
     let mut command = "cargo bench --features testing --bench devices".to_string();
     if !o.given.is_empty() {
@@ -121,7 +124,9 @@ pub(crate) fn report(
          in the cgroup of each of the case's programs (the floor, the seed and ours at every \
          size, runc-style at {}), moving between them every {} opens; ns per check = \
          Δrun_time_ns / Δrun_cnt (`BPF_ENABLE_STATS`), the median of the program's {CHUNKS} \
-         chunks; net = gross − the floor measured by the same child; ns: medians over rounds",
+         chunks; net = gross − the floor measured by the same child; ns: medians over rounds; \
+         then the pairs on the same opens: both programs on one cgroup, in each order, \
+         measured by one more child",
         o.rounds,
         if o.reuse { " (not: --reuse)" } else { "" },
         o.opens,
@@ -167,7 +172,8 @@ pub(crate) fn report(
         );
     }
 
-    let floors: Vec<f64> = samples
+    let floors: Vec<f64> = net
+        .solo
         .iter()
         .filter(|(slot, _)| slot.kind == Kind::Floor)
         .map(|(_, g)| median(g))
@@ -175,8 +181,9 @@ pub(crate) fn report(
     let _ = writeln!(
         w,
         "\n### Per-check cost (net ns: gross − floor)\n\n\
-         The floor (`r0 = 1; exit`) costs {:.1}–{:.1} ns gross per check (medians by case). \
-         \"ours vs 10\": ours at that size against ours at 10 rules.\n",
+         Each program alone on its cgroup. The floor (`r0 = 1; exit`) costs {:.1}–{:.1} ns \
+         gross per check (medians by case). \"ours vs 10\": ours at that size against ours \
+         at 10 rules.\n",
         floors.iter().copied().fold(f64::INFINITY, f64::min),
         floors.iter().copied().fold(f64::NEG_INFINITY, f64::max)
     );
@@ -214,6 +221,43 @@ pub(crate) fn report(
                 },
             );
         }
+    }
+
+    let _ = writeln!(
+        w,
+        "\n### On the same opens\n\n\
+         Both programs of a pair attached to one cgroup (`BPF_F_ALLOW_MULTI`, once in each \
+         order), so every open runs both and the kernel times each: a − b is the median over \
+         chunks of each chunk's difference of gross ns, averaged over the two orders, and \
+         its median over rounds [95% CI]; a/b = 1 + (a − b)/b, with b the median net cost \
+         alone (above). The targets on a difference of a few ns (flat, ours against \
+         runc-style at 10 rules) take these; the ratios alone, above, are for scale. The \
+         control: ours at 10 rules against the same rules set up again on another cgroup, \
+         which must come out at 0.\n\n\
+         | case | ours at {to} − ours at {from}: ns | ours at {to} vs {from} | ours − runc-style \
+         at 10: ns | ours/runc-style at 10 | control: ns | control |\n\
+         | --- | --: | --: | --: | --: | --: | --: |",
+        to = thousands(FLAT_TO),
+        from = thousands(FLAT_FROM),
+    );
+    let diff_ci = |pair: usize, c: usize| {
+        net.pairs.get(&(pair, c)).map_or("–".into(), |d| {
+            let (lo, hi) = median_ci(d);
+            format!("{:+.2} [{lo:+.2}…{hi:+.2}]", median(d))
+        })
+    };
+    for (c, case) in CASES.iter().enumerate() {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            case.name,
+            diff_ci(FLAT_PAIR, c),
+            or_dash(net.same_opens(FLAT_PAIR, c, 1.0), percent_ci),
+            diff_ci(RUNC_PAIR, c),
+            or_dash(net.same_opens(RUNC_PAIR, c, 1.0), ratio_ci),
+            diff_ci(CONTROL_PAIR, c),
+            or_dash(net.same_opens(CONTROL_PAIR, c, 1.0), percent_ci),
+        );
     }
 
     let _ = writeln!(

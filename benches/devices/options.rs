@@ -9,7 +9,7 @@ usage: cargo bench --features testing --bench devices -- [OPTIONS]   (as root)
 
   --quick          a smoke run in a few seconds (3 rounds, 1000 opens,
                    3 control-plane rounds, --reuse, unless given); rough
-  --rounds N       per-check rounds (default 61; medians over rounds, each
+  --rounds N       per-check rounds (default 151; medians over rounds, each
                    round a new set-up: a new draw of every map)
   --opens K        opens per program and round (default 5000), in 20
                    chunks
@@ -17,7 +17,8 @@ usage: cargo bench --features testing --bench devices -- [OPTIONS]   (as root)
                    hash seed is then one draw for the whole run)
   --cp-rounds N    control-plane rounds (default 15)
   --raw FILE       also write every chunk's ns per check to FILE (TSV:
-                   round, case, program, rules, chunk, ns)
+                   round, case, program, rules, chunk, ns; a pair's
+                   program is pairP.O:KIND and COPY, O its cgroup's order)
   --help           this text";
 
 pub(crate) struct Options {
@@ -39,7 +40,7 @@ pub(crate) struct Options {
 pub(crate) fn options(args: &[String]) -> Result<Option<Options>, String> {
     let quick = args.iter().any(|a| a == "--quick");
     let mut o = Options {
-        rounds: if quick { 3 } else { 61 },
+        rounds: if quick { 3 } else { 151 },
         opens: if quick { 1000 } else { 5000 },
         cp_rounds: if quick { 3 } else { 15 },
         starts: if quick { 4 } else { 10 },

@@ -196,9 +196,9 @@ fn measure_pairs(
     exe: &Path,
     parent: &Path,
     targets: &[Target],
-    case: usize,
-    round: usize,
+    (case, round): (usize, usize),
     opens: u32,
+    raw: &mut Option<Raw>,
 ) -> Res<Vec<f64>> {
     let find = |(kind, size, copy): (Kind, usize, u8)| {
         let slot = Slot {
@@ -235,6 +235,14 @@ fn measure_pairs(
             })
             .collect();
         let chunks = measure(exe, &members, opens)?;
+        if let Some(raw) = raw {
+            for ((o, order), chunks) in orders.iter().enumerate().zip(&chunks) {
+                for (t, chunks) in order.iter().zip(chunks) {
+                    let program = format!("pair{p}.{o}:{:?}{}", t.slot.kind, t.slot.copy);
+                    raw.write(round, case, &program, t.slot.size, chunks)?;
+                }
+            }
+        }
         // a − b: in the first cgroup a is first, in the second it is second.
         let diff = |m: &[Vec<f64>], a: usize| {
             let d: Vec<f64> = m[a].iter().zip(&m[1 - a]).map(|(a, b)| a - b).collect();
@@ -291,6 +299,32 @@ impl XorShift {
         for i in (1..v.len()).rev() {
             v.swap(i, (self.next() % (i as u64 + 1)) as usize);
         }
+    }
+}
+
+/// The `--raw` file: every chunk's ns per check, a line each.
+struct Raw(std::io::BufWriter<std::fs::File>);
+
+impl Raw {
+    fn create(path: &Path) -> Res<Raw> {
+        let mut f =
+            std::fs::File::create(path).map_err(|e| format!("--raw {}: {e}", path.display()))?;
+        writeln!(f, "round\tcase\tprogram\trules\tchunk\tns")?;
+        Ok(Raw(std::io::BufWriter::new(f)))
+    }
+
+    fn write(
+        &mut self,
+        round: usize,
+        case: usize,
+        program: &str,
+        rules: usize,
+        chunks: &[f64],
+    ) -> Res<()> {
+        for (i, ns) in chunks.iter().enumerate() {
+            writeln!(self.0, "{round}\t{case}\t{program}\t{rules}\t{i}\t{ns}")?;
+        }
+        Ok(())
     }
 }
 
@@ -371,15 +405,7 @@ pub(crate) fn run_checks(
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let mut order: Vec<usize> = (0..CASES.len()).collect();
     let (mut targets, mut fixed) = (Vec::new(), HashMap::new());
-    let mut raw = match &o.raw {
-        Some(path) => {
-            let mut f = std::fs::File::create(path)
-                .map_err(|e| format!("--raw {}: {e}", path.display()))?;
-            writeln!(f, "round\tcase\tprogram\trules\tchunk\tns")?;
-            Some(std::io::BufWriter::new(f))
-        }
-        None => None,
-    };
+    let mut raw = o.raw.as_deref().map(Raw::create).transpose()?;
     for round in 0..o.rounds {
         let start = Instant::now();
         if round == 0 || !o.reuse {
@@ -404,14 +430,12 @@ pub(crate) fn run_checks(
             for (m, mut chunks) in group.iter().zip(measure(exe, &group, o.opens)?) {
                 let (t, chunks) = (m.progs[0], chunks.remove(0));
                 if let Some(raw) = &mut raw {
-                    let s = t.slot;
-                    for (i, ns) in chunks.iter().enumerate() {
-                        writeln!(raw, "{round}\t{case}\t{:?}\t{}\t{i}\t{ns}", s.kind, s.size)?;
-                    }
+                    let program = format!("{:?}", t.slot.kind);
+                    raw.write(round, case, &program, t.slot.size, &chunks)?;
                 }
                 samples.entry(t.slot).or_default().push(median(&chunks));
             }
-            let diffs = measure_pairs(exe, parent, &targets, case, round, o.opens)?;
+            let diffs = measure_pairs(exe, parent, &targets, (case, round), o.opens, &mut raw)?;
             for (p, d) in diffs.into_iter().enumerate() {
                 pairs.entry((p, case)).or_default().push(d);
             }
@@ -425,8 +449,8 @@ pub(crate) fn run_checks(
             (start.elapsed() - set_up).as_secs_f64()
         );
     }
-    if let Some(mut raw) = raw {
-        raw.flush()?;
+    if let Some(raw) = raw {
+        raw.0.into_inner().map_err(|e| e.into_error())?;
     }
     Ok((samples, pairs))
 }

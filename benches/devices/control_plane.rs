@@ -8,12 +8,15 @@ use crate::options::*;
 use crate::ours;
 use crate::programs::*;
 use crate::Res;
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::time::Instant;
+use vircgroup_v2_devices::devices::INITIAL_MAX;
 use vircgroup_v2_devices::program::libvirt_program;
 use vircgroup_v2_devices::sys::{self, hook, BPF_CGROUP_DEVICE};
+use vircgroup_v2_devices::table::Table;
 
 /// bpf(2) calls made by this thread during `f`: the total and per command.
 fn count_calls<R>(f: impl FnOnce() -> R) -> (R, Calls) {
@@ -145,46 +148,77 @@ pub(crate) fn growth(parent: &Path, o: &Options) -> Res<Growth> {
 /// (`virCgroupV2DevicesCreateProg` and `AttachProg`, then
 /// `virCgroupV2AllowDevice` per rule): a 64-entry map, the seed's program
 /// loaded and attached, then a lookup and an update per allow. (libvirt's
-/// detect query on the fresh cgroup is left out.)
-fn libvirt_start(cg: &mut Cg) -> Res<()> {
+/// detect query on the fresh cgroup is left out.) Returns when the first
+/// part (map, program, attach) ended.
+fn libvirt_start(cg: &mut Cg) -> Res<Instant> {
     let map = sys::map_create(sys::BPF_MAP_TYPE_HASH, 8, 4, 64, "")?;
     let prog = load(&libvirt_program(map.as_raw_fd()), "")?;
     let dir = File::open(&cg.path)?;
     sys::prog_attach(dir.as_fd(), prog.as_fd(), BPF_CGROUP_DEVICE, 0, None)?;
     cg.attached.push(prog);
+    let first = Instant::now();
     for r in &QEMU_ACL {
         let (key, value) = r.libvirt();
         let _ = sys::map_lookup(map.as_fd(), key)?;
         sys::map_update(map.as_fd(), key, value)?;
     }
     cg.keep.push(map);
-    Ok(())
+    Ok(first)
 }
 
 /// QEMU's start through the library: deny all, then the default ACL.
-fn our_start(cg: &mut Cg) -> Res<()> {
+/// Returns when the first part (`deny_all`) ended.
+fn our_start(cg: &mut Cg) -> Res<Instant> {
     let path = cg.library()?;
     ours::deny_all(&path)?;
+    let first = Instant::now();
     for r in &QEMU_ACL {
         ours::allow(&path, r)?;
     }
-    Ok(())
+    Ok(first)
+}
+
+/// One program load alone (the verifier and the JIT), for a new map:
+/// libvirt's program, or the one the library loads for a new empty table
+/// (`program::table`, so this needs Linux 5.5 as the table does).
+fn load_alone(ours: bool) -> Res<f64> {
+    let (insns, _keep) = if ours {
+        let table = Table::create(INITIAL_MAX, &HashMap::new())?;
+        (table.program(), table.into_map())
+    } else {
+        let map = sys::map_create(sys::BPF_MAP_TYPE_HASH, 8, 4, 64, "")?;
+        (libvirt_program(map.as_raw_fd()), map)
+    };
+    let start = Instant::now();
+    let prog = load(&insns, "")?;
+    let t = start.elapsed().as_secs_f64();
+    drop(prog);
+    Ok(t)
+}
+
+/// One side's QEMU starts: the time (s) of each, of its first part, and
+/// of a program load alone made next to it.
+#[derive(Default)]
+pub(crate) struct Side {
+    pub(crate) total: Vec<f64>,
+    pub(crate) first: Vec<f64>,
+    pub(crate) load: Vec<f64>,
 }
 
 /// Times (s) of each QEMU start, `starts` per side and round, each on a
 /// fresh cgroup made before the clock starts, the sides taking turns (the
 /// i-th of each side form a pair); the calls of one start.
 pub(crate) struct Starts {
-    pub(crate) ours: Vec<f64>,
-    pub(crate) libvirt: Vec<f64>,
+    pub(crate) ours: Side,
+    pub(crate) libvirt: Side,
     pub(crate) ours_calls: Calls,
     pub(crate) libvirt_calls: Calls,
 }
 
 pub(crate) fn starts(parent: &Path, o: &Options) -> Res<Starts> {
     let mut s = Starts {
-        ours: Vec::new(),
-        libvirt: Vec::new(),
+        ours: Side::default(),
+        libvirt: Side::default(),
         ours_calls: Calls([0; hook::COMMANDS]),
         libvirt_calls: Calls([0; hook::COMMANDS]),
     };
@@ -206,14 +240,16 @@ pub(crate) fn starts(parent: &Path, o: &Options) -> Res<Starts> {
                     count_calls(|| libvirt_start(b))
                 };
                 let t = start.elapsed().as_secs_f64();
-                r?;
-                if side == 0 {
-                    s.ours.push(t);
-                    s.ours_calls = calls;
+                let first = (r? - start).as_secs_f64();
+                let (times, total_calls) = if side == 0 {
+                    (&mut s.ours, &mut s.ours_calls)
                 } else {
-                    s.libvirt.push(t);
-                    s.libvirt_calls = calls;
-                }
+                    (&mut s.libvirt, &mut s.libvirt_calls)
+                };
+                times.total.push(t);
+                times.first.push(first);
+                times.load.push(load_alone(side == 0)?);
+                *total_calls = calls;
             }
         }
         eprintln!(

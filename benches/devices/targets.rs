@@ -189,7 +189,7 @@ pub(crate) fn targets(net: &Net, s: &Starts, steady: &Counts) -> Vec<Target> {
         });
     }
 
-    let time = paired(&s.ours, &s.libvirt, 1.0);
+    let time = paired(&s.ours.total, &s.libvirt.total, 1.0);
     let (ours_calls, libvirt_calls) = (s.ours_calls.total(), s.libvirt_calls.total());
     let qemu = Target {
         name: "QEMU start (deny-all, libvirt's default ACL, `c 136:*`): ≤ 1.0× libvirt's C \

@@ -11,11 +11,14 @@ set -eu
 repo=${1:-$(cd "$(dirname "$0")/.." && pwd)}
 cache=${VCG2_CACHE:-/var/cache/vircgroup-v2-devices}/old-builds
 mkdir -p "$cache"
-# format commit: the first commit of each earlier format (src/program/legacy.rs)
+# format commit: the first commit of each earlier format (src/program/legacy.rs),
+# and the last build of today's format 6 whose tables had one bucket per
+# rule (now two: src/table/mod.rs, bits_for), which must be read as they are
 formats='1 a93ba94
 2 d757e85
 3 c229e5f
-4 ab618f1'
+4 ab618f1
+6 923c679'
 echo "$formats" | while read -r format commit; do
     full=$(git -C "$repo" rev-parse --verify -q "$commit^{commit}") || {
         echo "old-builds: commit $commit (format $format) is not in $repo" >&2

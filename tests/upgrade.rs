@@ -8,7 +8,7 @@
 //! probe loops in the cgroup all along) and a change works at once.
 mod common;
 
-use ::vircgroup_v2_devices::devices;
+use ::vircgroup_v2_devices::{devices, program, sys};
 use common::*;
 use std::ffi::{c_char, c_int, CString};
 use std::path::PathBuf;
@@ -34,7 +34,7 @@ fn old_builds() -> Vec<(u32, PathBuf)> {
             (f.parse().unwrap(), PathBuf::from(p))
         })
         .collect();
-    assert_eq!(builds.len(), 4, "formats 1 to 4");
+    assert_eq!(builds.len(), 5, "formats 1 to 4, and 6 as it was laid out");
     builds
 }
 
@@ -58,6 +58,13 @@ fn every_earlier_format_is_adopted_without_a_gap() {
     let sda = nodes.node("sda", 'b', 8, 0);
     let c241 = nodes.node("c241", 'c', 241, 1);
     for (format, so) in old_builds() {
+        // Today's format is a table (Linux 5.5): a kernel emulated as older
+        // would never hold one.
+        let current = format == program::table::FORMAT;
+        if current && sys::hook::emulated().is_some() {
+            eprintln!("format {format}: skipped: the emulated kernel has no table");
+            continue;
+        }
         let cg = Scratch::new(&mount);
         let status = Command::new(std::env::current_exe().unwrap())
             .args(["scenario_old_client", "--exact", "--ignored", "--nocapture"])
@@ -102,7 +109,12 @@ fn every_earlier_format_is_adopted_without_a_gap() {
             "format {format}: adopted as {}",
             new.format
         );
-        assert_ne!(new.program.id, old.program.id, "the program was replaced");
+        if current {
+            // Its table is read as it is laid out, and kept.
+            assert_eq!(new.program.id, old.program.id, "adopted in place");
+        } else {
+            assert_ne!(new.program.id, old.program.id, "the program was replaced");
+        }
         assert_eq!(new.rules, old.rules, "format {format}: every rule kept");
         assert_eq!(cg.attached(), vec![new.program.id], "in one step, alone");
         // A change works at once.

@@ -284,15 +284,16 @@ mod tests {
         }
     }
 
-    /// A full table of 8 slots: keys sit in their second bucket too, and
-    /// the program finds every one of them there.
+    /// A full table of 16 slots (the smallest: 4 buckets): keys sit in
+    /// their second bucket too, and the program finds every one of them
+    /// there.
     #[test]
     fn keys_in_their_second_bucket_are_found() {
         use crate::table::layout::{bucket, BUCKETS_OFF};
         use crate::table::slot_key;
         let mut in_second = 0;
         for round in 0..50 {
-            let list: Vec<Rule> = (0..7)
+            let list: Vec<Rule> = (0..15)
                 .map(|i| rule(b'c', 10 + round, i, rules::READ))
                 .collect();
             let map = map_of(&list);

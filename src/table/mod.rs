@@ -126,10 +126,17 @@ fn rule_key(slot: u64) -> Option<u64> {
     })
 }
 
-/// Bucket bits of a table holding up to `max` rules: a bucket (4 slots)
-/// per rule, so that a full table has a quarter of its slots used and a new
-/// key almost always finds a free slot in one of its two buckets (when it
-/// does not, the caller builds a new table with new multipliers).
+/// Bucket bits of a table holding up to `max` rules: two buckets (8
+/// slots) per rule, so that a full table has an eighth of its slots used
+/// and a new key almost always finds a free slot in one of its two
+/// buckets (when it does not, the caller builds a new table with new
+/// multipliers). At 10,000 rules (a table of 16,384) a new key is then the
+/// first slot its probe reads about three times in four; with one bucket
+/// per rule it was about every other time, and an exact hit cost 5-11%
+/// more than at 10 rules (`BENCHMARKS.md`). The largest table keeps one bucket
+/// per rule: 2^17 buckets would make a value larger than the kernel's
+/// largest (`KMALLOC_MAX_SIZE`, 4 MiB). Tables made with one bucket per
+/// rule by earlier builds are read as they are: the bits are in the header.
 fn bits_for(max: u32) -> Result<u32> {
     let buckets = max.max(2).checked_next_power_of_two().unwrap_or(u32::MAX);
     let bits = buckets.trailing_zeros();
@@ -142,7 +149,7 @@ fn bits_for(max: u32) -> Result<u32> {
             ),
         ));
     }
-    Ok(bits)
+    Ok((bits + 1).min(MAX_BUCKET_BITS))
 }
 
 /// A table map, mapped into this process.

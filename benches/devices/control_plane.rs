@@ -182,7 +182,8 @@ fn our_start(cg: &mut Cg) -> Res<Instant> {
 /// libvirt's program, or the one the library loads for a new empty table
 /// (`program::table`, so this needs Linux 5.5 as the table does).
 fn load_alone(ours: bool) -> Res<f64> {
-    let (insns, _keep) = if ours {
+    // The map stays open until the load is done.
+    let (insns, _map) = if ours {
         let table = Table::create(INITIAL_MAX, &HashMap::new())?;
         (table.program(), table.into_map())
     } else {
@@ -241,7 +242,7 @@ pub(crate) fn starts(parent: &Path, o: &Options) -> Res<Starts> {
                 };
                 let t = start.elapsed().as_secs_f64();
                 let first = (r? - start).as_secs_f64();
-                let (times, total_calls) = if side == 0 {
+                let (times, last_calls) = if side == 0 {
                     (&mut s.ours, &mut s.ours_calls)
                 } else {
                     (&mut s.libvirt, &mut s.libvirt_calls)
@@ -249,7 +250,7 @@ pub(crate) fn starts(parent: &Path, o: &Options) -> Res<Starts> {
                 times.total.push(t);
                 times.first.push(first);
                 times.load.push(load_alone(side == 0)?);
-                *total_calls = calls;
+                *last_calls = calls;
             }
         }
         eprintln!(

@@ -127,24 +127,28 @@ fn missing(place: String) -> Check {
     }
 }
 
+/// The check "a ≤ k·b" of a measured ratio (None: not measured).
+fn at_most(p: Option<Paired>, k: f64, place: String) -> Check {
+    match p {
+        Some(p) => Check {
+            place,
+            measured: ratio_ci(&p),
+            verdict: Verdict::at_most(&p, k),
+            badness: p.ratio / k,
+        },
+        None => missing(place),
+    }
+}
+
 /// The sizes of the target "ours ≤ 0.5× the seed".
 pub(crate) const SEED_SIZES: [usize; 4] = [10, 200, 1000, 10_000];
 pub(crate) const FLAT_TOLERANCE: f64 = 0.10;
 pub(crate) const MAX_SYSCALLS: f64 = 2.0;
 
 pub(crate) fn targets(net: &Net, s: &Starts, steady: &Counts) -> Vec<Target> {
-    let ratio_check =
-        |case: usize, a: (Kind, usize), b: (Kind, usize), k: f64, place: String| match net
-            .paired(case, a, b, k)
-        {
-            Some(p) => Check {
-                place,
-                measured: ratio_ci(&p),
-                verdict: Verdict::at_most(&p, k),
-                badness: p.ratio / k,
-            },
-            None => missing(place),
-        };
+    let ratio_check = |case: usize, a: (Kind, usize), b: (Kind, usize), k: f64, place: String| {
+        at_most(net.paired(case, a, b, k), k, place)
+    };
     let mut runc = Target {
         name: "at 10 rules: ours ≤ 1.0× runc-style (net, on the same opens), every case",
         checks: Vec::new(),
@@ -160,15 +164,11 @@ pub(crate) fn targets(net: &Net, s: &Starts, steady: &Counts) -> Vec<Target> {
     };
     for (c, case) in CASES.iter().enumerate() {
         let place = case.name.to_string();
-        runc.checks.push(match net.same_opens(RUNC_PAIR, c, 1.0) {
-            Some(p) => Check {
-                place: place.clone(),
-                measured: ratio_ci(&p),
-                verdict: Verdict::at_most(&p, 1.0),
-                badness: p.ratio,
-            },
-            None => missing(place.clone()),
-        });
+        runc.checks.push(at_most(
+            net.same_opens(RUNC_PAIR, c, 1.0),
+            1.0,
+            place.clone(),
+        ));
         for n in SEED_SIZES {
             seed.checks.push(ratio_check(
                 c,

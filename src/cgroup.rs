@@ -77,17 +77,40 @@ pub struct Cgroup {
     fd: OwnedFd,
     id: (u64, u64),
     root: bool,
+    /// The locked file while this object holds the writers' lock, and how
+    /// many guards of it are alive: a call that holds the lock may take it
+    /// again (a second `flock` of the file, opened anew, would wait for the
+    /// first).
+    lock_file: std::cell::RefCell<Option<OwnedFd>>,
+    lock_depth: std::cell::Cell<u32>,
 }
 
-/// A cgroup's lock, held by this process until dropped.
+/// A cgroup's writers' lock, held by this process until the last guard of
+/// it is dropped: an exclusive `flock` on a file that only root can open
+/// (see [`Cgroup::lock`]). The kernel releases it when the holder dies,
+/// however it dies, so no liveness check is needed.
 #[derive(Debug)]
 pub struct Locked<'a>(&'a Cgroup);
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        sys::unlock(self.0.fd.as_fd());
+        let cg = self.0;
+        let depth = cg.lock_depth.get() - 1;
+        cg.lock_depth.set(depth);
+        if depth == 0 {
+            if let Some(file) = cg.lock_file.borrow_mut().take() {
+                // Unlocked explicitly: a child forked meanwhile may still
+                // share the open file (until its exec closes it), which
+                // would keep the lock.
+                sys::unlock(file.as_fd());
+            }
+        }
     }
 }
+
+/// Where the writers' lock files are on kernels without `cgroup.kill`
+/// (before Linux 5.14): a directory only root can enter.
+const LOCK_DIR: &str = "/run/vircgroup-v2-devices";
 
 impl Cgroup {
     /// Opens `path`, which must be an absolute path to a directory on a
@@ -148,6 +171,8 @@ impl Cgroup {
             fd,
             id,
             root,
+            lock_file: Default::default(),
+            lock_depth: Default::default(),
         })
     }
 
@@ -182,22 +207,33 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Takes the cgroup's lock (`flock` on its directory), which every
-    /// process of this library takes to adopt, build or replace the
-    /// cgroup's program and to change a format 5 map. Waits at most 10 s
-    /// for another process, then fails with `EAGAIN`.
+    /// Takes the cgroup's writers' lock, which every process of this
+    /// library holds to adopt, build or replace the cgroup's program and to
+    /// change its rules. Waits at most 10 s for another process, then fails
+    /// with `EAGAIN`.
+    ///
+    /// The lock is an exclusive `flock` on the cgroup's `cgroup.kill`,
+    /// opened write-only: the file is mode 0200 and owned by root, so no
+    /// unprivileged process can open it and hold the lock (a cgroup
+    /// directory, which anyone can open, would let any local user stall
+    /// every change). It is the cgroup's own kernfs file, so processes in
+    /// other mount, PID or cgroup namespaces of the host lock the same
+    /// file. The library never writes to it. Kernels before 5.14 have no
+    /// `cgroup.kill`: there the lock is a file named after the cgroup's
+    /// inode in a root-only directory under `/run` (the same file for
+    /// processes that share `/run`).
     pub fn lock(&self) -> Result<Locked<'_>> {
         let deadline = std::time::Instant::now() + LOCK_WAIT;
         loop {
-            if sys::try_lock_exclusive(self.fd.as_fd())? {
-                return Ok(Locked(self));
+            if let Some(locked) = self.try_lock()? {
+                return Ok(locked);
             }
             if std::time::Instant::now() > deadline {
                 return Err(Error::new(
                     libc::EAGAIN,
                     format!(
-                        "'{}' is locked by another process changing its device program \
-                         (flock), for more than {} s",
+                        "'{}' is locked by another process changing its device program, \
+                         for more than {} s",
                         self.path.display(),
                         LOCK_WAIT.as_secs()
                     ),
@@ -205,6 +241,65 @@ impl Cgroup {
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+    }
+
+    /// The writers' lock when no other process holds it, None when one does
+    /// (a reader's way to tell a writer at work from one that died).
+    pub fn try_lock(&self) -> Result<Option<Locked<'_>>> {
+        if self.lock_depth.get() == 0 {
+            let file = self.open_lock_file()?;
+            if !sys::try_lock_exclusive(file.as_fd())? {
+                return Ok(None);
+            }
+            *self.lock_file.borrow_mut() = Some(file);
+        }
+        self.lock_depth.set(self.lock_depth.get() + 1);
+        Ok(Some(Locked(self)))
+    }
+
+    /// The file whose `flock` is the writers' lock ([`Cgroup::lock`]).
+    fn open_lock_file(&self) -> Result<OwnedFd> {
+        if !no_cgroup_kill() {
+            let flags = libc::O_WRONLY | libc::O_NOCTTY | libc::O_NOFOLLOW;
+            let what = format_args!("'{}/cgroup.kill', O_WRONLY", self.path.display());
+            match sys::open_at(self.fd.as_fd(), c"cgroup.kill", flags, what) {
+                Ok(fd) => return Ok(fd),
+                Err(e) if e.errno() == libc::ENOENT => {}
+                Err(e) if matches!(e.errno(), libc::EACCES | libc::EPERM) => {
+                    return Err(Error::new(
+                        libc::EPERM,
+                        format!(
+                            "changing the device program of '{}' needs root (CAP_BPF, \
+                             CAP_NET_ADMIN and CAP_SYS_ADMIN, and the right to open its \
+                             cgroup.kill, the writers' lock): {e}",
+                            self.path.display()
+                        ),
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let name = format!(
+            "{}/cgroup-{}-{}.lock",
+            private_lock_dir()?,
+            self.id.0,
+            self.id.1
+        );
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&name)
+            .map(OwnedFd::from)
+            .map_err(|e| {
+                Error::sys(
+                    format_args!("open('{name}', O_CREAT)"),
+                    e.raw_os_error().unwrap_or(libc::EIO),
+                )
+            })
     }
 
     /// The resolved path.
@@ -223,6 +318,49 @@ impl Cgroup {
         sys::prog_query(self.fd.as_fd(), BPF_CGROUP_DEVICE)
             .map_err(|e| e.context(format_args!("cgroup '{}'", self.path.display())))
     }
+}
+
+/// Whether to act as a kernel without `cgroup.kill` (tests emulating an
+/// older kernel).
+fn no_cgroup_kill() -> bool {
+    #[cfg(feature = "testing")]
+    {
+        crate::sys::hook::emulated().is_some_and(|k| k < crate::sys::Since(5, 14))
+    }
+    #[cfg(not(feature = "testing"))]
+    false
+}
+
+/// [`LOCK_DIR`], made when missing, and refused unless it is a directory
+/// that only its owner, root, can write to or enter.
+fn private_lock_dir() -> Result<&'static str> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(LOCK_DIR) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(Error::sys(
+                format_args!("mkdir('{LOCK_DIR}')"),
+                e.raw_os_error().unwrap_or(libc::EIO),
+            ))
+        }
+    }
+    let st = std::fs::symlink_metadata(LOCK_DIR).map_err(|e| {
+        Error::sys(
+            format_args!("lstat('{LOCK_DIR}')"),
+            e.raw_os_error().unwrap_or(libc::EIO),
+        )
+    })?;
+    if !st.is_dir() || st.uid() != 0 || st.permissions().mode() & 0o077 != 0 {
+        return Err(Error::new(
+            libc::EPERM,
+            format!(
+                "'{LOCK_DIR}' (the writers' lock directory on kernels without cgroup.kill) \
+                 is not a directory that only root can enter: refusing to lock in it"
+            ),
+        ));
+    }
+    Ok(LOCK_DIR)
 }
 
 impl AsFd for Cgroup {

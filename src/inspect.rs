@@ -71,7 +71,7 @@ fn view<'a>(cg: &Cgroup, held: &'a mut Slot<'_>) -> Result<View<'a>> {
 pub fn check(path: &str, rule: &Rule) -> Result<bool> {
     with_cgroup(path, |cg, held| match view(cg, held)? {
         View::Unrestricted => Ok(true),
-        View::Table(t) => t.read(|t| rules::grants(rule, |k| t.get(k))),
+        View::Table(t) => t.read(cg, |t| t.allows(rule)),
         View::Rules(r) => Ok(rules::grants(rule, |k| r.get(&k).copied())),
     })
 }
@@ -82,7 +82,7 @@ pub fn list(path: &str) -> Result<String> {
     with_cgroup(path, |cg, held| {
         let entries: Vec<(u64, u32)> = match view(cg, held)? {
             View::Unrestricted => return Ok(rules::UNRESTRICTED_LIST.to_string()),
-            View::Table(t) => t.read(|t| t.entries())?,
+            View::Table(t) => t.read(cg, |t| t.enforced())?,
             View::Rules(r) => r.into_iter().collect(),
         };
         Ok(rules::list_text(&entries))
@@ -113,7 +113,7 @@ pub fn inspect(path: &str) -> Result<Inspection> {
         None => (None, false),
         Some(Found::Ours(h)) => {
             let name = h.maps.name().to_string();
-            let rules = h.maps.rules()?.into_iter().collect();
+            let rules = h.maps.rules(&cg)?.into_iter().collect();
             (
                 Some((
                     Program {

@@ -39,6 +39,7 @@ enum Current<'a> {
     Table {
         held: &'a Held,
         writer: Writer<'a>,
+        _lock: cgroup::Locked<'a>,
     },
     Hash {
         held: &'a mut Held,
@@ -114,11 +115,16 @@ fn lock_current<'a>(cg: &'a Cgroup, held: &'a mut Held) -> Result<Option<Current
             let Maps::Table(t) = &held.maps else {
                 unreachable!()
             };
-            let writer = t.lock()?;
+            let lock = cg.lock()?;
+            let writer = t.lock(cg)?;
             if !still(held.prog_id)? {
                 None
             } else {
-                Some(Current::Table { held, writer })
+                Some(Current::Table {
+                    held,
+                    writer,
+                    _lock: lock,
+                })
             }
         }
         Maps::Hash(_) => {
@@ -246,12 +252,6 @@ fn modify(cg: &Cgroup, held: &mut Slot<'_>, change: &dyn Change, room: usize) ->
                 change.apply(&mut rules);
                 let max = capacity(c.held().maps.max(), rules.len() + room)?;
                 let h = c.held();
-                // The table is locked; new maps and program also need the
-                // cgroup's lock (format 5 holds it already).
-                let _lock = match c {
-                    Current::Table { .. } => Some(cg.lock()?),
-                    Current::Hash { .. } => None,
-                };
                 if max > h.maps.max() {
                     log::info!(
                         "growing the map of '{}' from {} to {max} entries",
@@ -424,7 +424,7 @@ pub fn state(path: &str) -> Result<State> {
                 m.refresh()?;
             }
         }
-        held.get().map_or(Ok(State::EMPTY), Held::state)
+        held.get().map_or(Ok(State::EMPTY), |h| h.state(cg))
     })
 }
 
@@ -528,7 +528,7 @@ pub fn attach_prog(path: &str, map: OwnedFd, max: usize) -> Result<()> {
             // Other processes' writers wait until the held table is
             // replaced, then find it replaced.
             let _writer = match held.get().map(|h| &h.maps) {
-                Some(Maps::Table(t)) => Some(t.lock()?),
+                Some(Maps::Table(t)) => Some(t.lock(cg)?),
                 _ => None,
             };
             let found = match held.get() {

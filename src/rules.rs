@@ -109,7 +109,7 @@ impl DevType {
     }
 
     /// The bit positions of this type's permissions in a value.
-    fn shifts(self) -> &'static [u32] {
+    pub fn shifts(self) -> &'static [u32] {
         match self {
             DevType::All => &[BLOCK_SHIFT, CHAR_SHIFT],
             DevType::Block => &[BLOCK_SHIFT],
@@ -382,7 +382,7 @@ pub fn key_of(major: Option<u32>, minor: Option<u32>) -> u64 {
     (u64::from(major.unwrap_or(WILDCARD)) << 32) | u64::from(minor.unwrap_or(WILDCARD))
 }
 
-fn split_key(key: u64) -> (Option<u32>, Option<u32>) {
+pub(crate) fn split_key(key: u64) -> (Option<u32>, Option<u32>) {
     let half = |h: u32| (h != WILDCARD).then_some(h);
     (half((key >> 32) as u32), half(key as u32))
 }

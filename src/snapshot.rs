@@ -97,7 +97,7 @@ pub fn kernel_view(path: &str) -> Result<Option<KernelView>> {
             hints_cover: true,
         }),
         Some(Found::Ours(h)) => {
-            let rules = h.maps.rules()?.into_iter().collect();
+            let rules = h.maps.rules(&cg)?.into_iter().collect();
             let program = Program {
                 id: h.prog_id,
                 name: h.maps.name().to_string(),

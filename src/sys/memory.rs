@@ -57,10 +57,28 @@ impl MapMemory {
                 errno,
             ));
         }
-        Ok(MapMemory {
+        let mem = MapMemory {
             ptr: NonNull::new(p.cast()).expect("mmap does not return NULL on success"),
             len,
-        })
+        };
+        // A forked child gets no copy of the mapping: a child that drops
+        // its privileges without exec() must not be able to write the
+        // rules through memory it inherited. The child's library never
+        // uses its parent's state (`registry`), so nothing there touches it.
+        // SAFETY: advice on the mapping just made, which `mem` owns.
+        if unsafe { libc::madvise(p, len, libc::MADV_DONTFORK) } != 0 {
+            let errno = std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO);
+            return Err(Error::sys(
+                format_args!(
+                    "madvise({len} bytes of map fd {}, MADV_DONTFORK)",
+                    map.as_raw_fd()
+                ),
+                errno,
+            ));
+        }
+        Ok(mem)
     }
 
     /// Bytes mapped.

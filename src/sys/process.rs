@@ -119,3 +119,26 @@ pub fn unlock(fd: std::os::fd::BorrowedFd<'_>) {
     // this process locked cannot fail but for a bad fd.
     unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_UN) };
 }
+
+/// `openat(dir, name, flags | O_CLOEXEC)`: an fd this process owns. The
+/// error names the file as `what`.
+pub fn open_at(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::CStr,
+    flags: i32,
+    what: impl std::fmt::Display,
+) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: `name` is a NUL-terminated string that outlives the call;
+    // no mode is passed, so O_CREAT must not be in `flags`.
+    debug_assert!(flags & libc::O_CREAT == 0);
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        let errno = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO);
+        return Err(Error::sys(format_args!("open({what})"), errno));
+    }
+    // SAFETY: a new fd that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}

@@ -30,18 +30,27 @@
 //!
 //! # Writers and readers in other processes
 //!
-//! Writers (this library in any process: the daemon, the admin tool) take
-//! the table's lock, a word in the table itself, by compare-and-swap: no
-//! system call. It holds the holder's pid and start time; a holder that
-//! died (a process
-//! killed mid-change) is recognised with `kill(pid, 0)` and its lock taken
-//! over, and the table's count is then recounted. A change also makes the
-//! sequence word odd while it is under way, so that a reader in another
-//! process (`check`, `list`) reads again instead of reporting a mix.
+//! Writers (this library in any process: the daemon, the admin tool) hold
+//! the cgroup's writers' lock (`Cgroup::lock`, a `flock` the kernel
+//! releases when its holder dies), then take the table's lock, a word in
+//! the table, by compare-and-swap. The lock word holds the writer's token,
+//! which the writer first stores in the owner word. A lock word equal to
+//! the owner word was taken under the `flock`: a writer that then gets the
+//! `flock` knows its holder died, and takes it over (the count is then
+//! recounted and the majors' words repaired); no pid is compared, so this
+//! holds across PID namespaces. A lock word that differs from the owner
+//! word was taken by an earlier release, which locks nothing else: its
+//! holder's liveness is its pid and start time (`process::holder_alive`).
+//! A change also makes the sequence word odd while it is under way, so
+//! that a reader in another process (`check`, `list`) reads again instead
+//! of reporting a mix; when the writer died half-way, the reader reads the
+//! table as the program does ([`Table::allows`], [`Table::enforced`]):
+//! that is what the kernel enforces until the next writer repairs it.
 #![forbid(unsafe_code)]
 
 pub mod layout;
 
+use crate::cgroup::{Cgroup, Locked};
 use crate::process;
 use crate::rules::{self, BLOCK_SHIFT, CHAR_SHIFT, PRESENT, WILDCARD};
 use crate::sys::{self, MapMemory, BPF_F_MMAPABLE, BPF_MAP_TYPE_ARRAY};
@@ -337,12 +346,17 @@ impl Table {
     /// retrying while a writer in another process is at work. When the
     /// writer died half-way the table is read as it is: that is what the
     /// kernel enforces.
-    pub fn read<R>(&self, f: impl Fn(&Table) -> R) -> Result<R> {
+    pub fn read<R>(&self, cg: &Cgroup, f: impl Fn(&Table) -> R) -> Result<R> {
         let seq = self.word(SEQ_OFF);
         let deadline = Instant::now() + LOCK_WAIT;
         loop {
             let before = seq.load(Ordering::Acquire);
-            if before % 2 == 0 || self.holder_died() {
+            if before % 2 == 1 {
+                if let Some(_writers_out) = self.holder_died(cg)? {
+                    // No writer can start while the lock is held here.
+                    return Ok(f(self));
+                }
+            } else {
                 let r = f(self);
                 fence(Ordering::Acquire);
                 if seq.load(Ordering::Relaxed) == before {
@@ -354,6 +368,18 @@ impl Table {
             }
             backoff();
         }
+    }
+
+    /// Whether the writer that left the sequence odd is gone. Some(guard)
+    /// when it is: a writer of this release if the cgroup's writers' lock
+    /// could be taken (the guard keeps others out while the caller reads),
+    /// or an earlier release's writer whose process no longer runs.
+    fn holder_died<'c>(&self, cg: &'c Cgroup) -> Result<Option<Option<Locked<'c>>>> {
+        let holder = self.header(LOCK_OFF);
+        if holder != 0 && holder == self.header(OWNER_OFF) {
+            return Ok(cg.try_lock()?.map(Some));
+        }
+        Ok((holder != 0 && !process::holder_alive(holder)).then_some(None))
     }
 
     /// The value of `key` (rule encoding), None when it has no rule. Read
@@ -389,6 +415,73 @@ impl Table {
         out
     }
 
+    /// Whether `rule`'s access to every device it names is granted as the
+    /// program decides it, from the words the program reads (the majors'
+    /// words, the slots its hints lead to), not from the library's records
+    /// of `M:*` and `*:*`: after a writer died between the stores of a
+    /// change, this is still what the kernel enforces. Read inside
+    /// [`Table::read`].
+    pub fn allows(&self, rule: &rules::Rule) -> bool {
+        let acc = rules::acc_bits(rule.perms) as u64;
+        rule.ty.shifts().iter().all(|&at| {
+            let bit = 1u64 << (at as u64 + acc);
+            let word = |m: u32| self.major_word(m as usize).load(Ordering::Acquire) as u64;
+            let exact = |m: u32, n: u32| {
+                word(m) & HAS_EXACT as u64 != 0
+                    && self.probe(rules::key_of(Some(m), Some(n))) & bit != 0
+            };
+            let minor = |n: u32| {
+                self.has_minor_code()
+                    && self.header(WILD_OFF) & ANY_MINOR != 0
+                    && self.probe(rules::key_of(None, Some(n))) & bit != 0
+            };
+            match (rule.major, rule.minor) {
+                (Some(m), Some(n)) => word(m) & bit != 0 || exact(m, n) || minor(n),
+                (Some(m), None) => word(m) & bit != 0,
+                (None, Some(n)) => {
+                    minor(n) || (0..=MAX_MAJOR).all(|m| word(m) & bit != 0 || exact(m, n))
+                }
+                (None, None) => (0..=MAX_MAJOR).all(|m| word(m) & bit != 0),
+            }
+        })
+    }
+
+    /// The masks of the first slot holding `key` in its two buckets, as
+    /// the program's probe finds it; 0 when none does.
+    fn probe(&self, key: u64) -> u64 {
+        let Some(k) = slot_key(key) else { return 0 };
+        self.candidates(k)
+            .map(|i| self.slot(i).load(Ordering::Acquire))
+            .find(|&s| s != 0 && s >> KEY_SHIFT == k >> KEY_SHIFT)
+            .map_or(0, |s| s & 0xffff)
+    }
+
+    /// The rules the program enforces (key, value in the rule encoding):
+    /// [`Table::entries`] while the majors' words agree with the records of
+    /// `M:*` and `*:*`; when a writer died between the stores of such a
+    /// change, the majors' part is made from the majors' words themselves,
+    /// which is what the program reads: a `*:*` rule for what every major
+    /// grants, an `M:*` rule for what one grants beyond it. Read inside
+    /// [`Table::read`].
+    pub fn enforced(&self) -> Vec<(u64, u32)> {
+        let mut out = self.entries();
+        let words: Vec<u64> = (0..=MAX_MAJOR)
+            .map(|m| (self.major_word(m as usize).load(Ordering::Acquire) & 0xffff) as u64)
+            .collect();
+        if (0..=MAX_MAJOR).all(|m| words[m as usize] == self.major_masks(m) as u64) {
+            return out;
+        }
+        out.retain(|&(k, _)| matches!(rules::split_key(k), (Some(_), Some(_)) | (None, Some(_))));
+        let common = words.iter().fold(0xffff, |a, w| a & w);
+        let all = rules::key_of(None, None);
+        out.extend(maximal_rules(common, 0).into_iter().map(|v| (all, v)));
+        for (m, &w) in words.iter().enumerate() {
+            let key = rules::key_of(Some(m as u32), None);
+            out.extend(maximal_rules(w, common).into_iter().map(|v| (key, v)));
+        }
+        out
+    }
+
     /// Whether what the program reads agrees with the rules: every major's
     /// masks are those of its `M:*` rule and of `*:*`, and the hints
     /// (`HAS_EXACT`, `ANY_MINOR`, the `*:m` probe) announce every rule.
@@ -413,41 +506,44 @@ impl Table {
             })
     }
 
-    /// Takes the writers' lock: another process's change finishes first; a
-    /// holder that died is taken over (and the count recounted).
-    pub fn lock(&self) -> Result<Writer<'_>> {
-        let lock = self.word(LOCK_OFF);
+    /// Takes the table's lock; the caller holds `cg`'s writers' lock
+    /// (`Cgroup::lock`). A holder that died is taken over (and the count
+    /// recounted, the majors' words repaired); an earlier release's writer
+    /// at work finishes first.
+    pub fn lock(&self, cg: &Cgroup) -> Result<Writer<'_>> {
+        let _ = cg;
+        let (lock, owner) = (self.word(LOCK_OFF), self.word(OWNER_OFF));
         let me = process::token();
         let deadline = Instant::now() + LOCK_WAIT;
         loop {
-            match lock.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Ok(Writer::new(self)),
-                Err(holder) if holder != me && !process::holder_alive(holder) => {
-                    if lock
-                        .compare_exchange(holder, me, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
-                    {
-                        log::warn!(
-                            "process {} died while changing the table of map fd {}: \
-                             taking its lock over",
-                            holder >> 32,
-                            self.map.as_raw_fd()
-                        );
-                        return Ok(Writer::taken_over(self));
+            let holder = lock.load(Ordering::Acquire);
+            // Under the cgroup's lock, a holder that took the lock under it
+            // (lock == owner) is gone; an earlier release's is gone when
+            // its process is.
+            let gone = holder != 0
+                && (holder == owner.load(Ordering::Acquire) || !process::holder_alive(holder));
+            if holder == 0 || gone {
+                owner.store(me, Ordering::Release);
+                if lock
+                    .compare_exchange(holder, me, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    if holder == 0 {
+                        return Ok(Writer::new(self));
                     }
+                    log::warn!(
+                        "a writer died while changing the table of map fd {}: taking its \
+                         lock over",
+                        self.map.as_raw_fd()
+                    );
+                    return Ok(Writer::taken_over(self));
                 }
-                Err(_) => {}
             }
             if Instant::now() > deadline {
                 return Err(self.busy());
             }
             backoff();
         }
-    }
-
-    fn holder_died(&self) -> bool {
-        let holder = self.header(LOCK_OFF);
-        holder != 0 && !process::holder_alive(holder)
     }
 
     fn busy(&self) -> Error {
@@ -462,6 +558,29 @@ impl Table {
             ),
         )
     }
+}
+
+/// The rules (values in the rule encoding, one type each) whose masks
+/// together are `masks`: for each type, one rule per largest access set
+/// the masks grant, left out where `covered` (other rules' masks) grants it
+/// already.
+fn maximal_rules(masks: u64, covered: u64) -> Vec<u32> {
+    let mut out = Vec::new();
+    for shift in [BLOCK_SHIFT, CHAR_SHIFT] {
+        let byte = (masks >> shift) & 0xff;
+        let cov = (covered >> shift) & 0xff;
+        for a in 1..8u32 {
+            let granted = |x: u32| byte & 1 << x != 0;
+            // The access set and all its subsets are granted (a rule's
+            // masks), and no larger set is.
+            let whole = (0..8u32).all(|x| x & !a != 0 || granted(x));
+            let largest = !(1..8u32).any(|b| b != a && b & a == a && granted(b));
+            if whole && largest && cov & 1 << a == 0 {
+                out.push((a | PRESENT) << shift);
+            }
+        }
+    }
+    out
 }
 
 fn backoff() {

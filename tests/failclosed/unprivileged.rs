@@ -169,15 +169,16 @@ fn an_unprivileged_caller_gets_eperm_naming_the_privilege() {
         }
     };
 
-    // nobody: querying the cgroup's programs, the first thing most calls
-    // do, is refused; deny_all, which makes its map first, cannot.
+    // nobody: the writers' lock (cgroup.kill, root's alone), which the
+    // calls that may change the program take first, cannot be opened;
+    // deny_all, which makes its map first, cannot make it.
     let fresh = Scratch::new(&mount);
     let calls = unprivileged_run("nobody", &fresh, &held);
     for name in ["detect_prog held", "allow held", "allow fresh"] {
         eperm(
             &calls,
             name,
-            &["BPF_PROG_QUERY", "CAP_NET_ADMIN", "CAP_SYS_ADMIN"],
+            &["cgroup.kill", "CAP_NET_ADMIN", "CAP_SYS_ADMIN"],
         );
     }
     eperm(&calls, "deny_all fresh", &["CAP_SYS_ADMIN"]);

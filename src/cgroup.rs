@@ -248,7 +248,7 @@ impl Cgroup {
     pub fn try_lock(&self) -> Result<Option<Locked<'_>>> {
         if self.lock_depth.get() == 0 {
             let file = self.open_lock_file()?;
-            if !sys::try_lock_exclusive(file.as_fd())? {
+            if !sys::try_lock_exclusive(file.as_fd())? || !self.still_named(&file) {
                 return Ok(None);
             }
             *self.lock_file.borrow_mut() = Some(file);
@@ -259,32 +259,68 @@ impl Cgroup {
 
     /// The file whose `flock` is the writers' lock ([`Cgroup::lock`]).
     fn open_lock_file(&self) -> Result<OwnedFd> {
-        if !no_cgroup_kill() {
+        let file = if no_cgroup_kill() {
+            self.open_private_lock_file()
+        } else {
             let flags = libc::O_WRONLY | libc::O_NOCTTY | libc::O_NOFOLLOW;
             let what = format_args!("'{}/cgroup.kill', O_WRONLY", self.path.display());
             match sys::open_at(self.fd.as_fd(), c"cgroup.kill", flags, what) {
-                Ok(fd) => return Ok(fd),
-                Err(e) if e.errno() == libc::ENOENT => {}
-                Err(e) if matches!(e.errno(), libc::EACCES | libc::EPERM) => {
-                    return Err(Error::new(
-                        libc::EPERM,
-                        format!(
-                            "changing the device program of '{}' needs root (CAP_BPF, \
-                             CAP_NET_ADMIN and CAP_SYS_ADMIN, and the right to open its \
-                             cgroup.kill, the writers' lock): {e}",
-                            self.path.display()
-                        ),
-                    ))
+                // No cgroup.kill in a live cgroup: a kernel before 5.14.
+                Err(e) if e.errno() == libc::ENOENT && self.exists() => {
+                    self.open_private_lock_file()
                 }
-                Err(e) => return Err(e),
+                other => other,
             }
+        };
+        file.map_err(|e| match e.errno() {
+            libc::EACCES | libc::EPERM => Error::new(
+                libc::EPERM,
+                format!(
+                    "changing the device program of '{}' needs root (CAP_BPF, CAP_NET_ADMIN \
+                     and CAP_SYS_ADMIN, and the right to open the writers' lock): {e}",
+                    self.path.display()
+                ),
+            ),
+            _ => e,
+        })
+    }
+
+    /// The name of the writers' lock file on kernels without `cgroup.kill`.
+    fn private_lock_name(&self) -> String {
+        format!("{LOCK_DIR}/cgroup-{}-{}.lock", self.id.0, self.id.1)
+    }
+
+    /// Whether the locked `file` is still the lock: a lock file is removed
+    /// (under its lock) when the cgroup's state is forgotten, and a process
+    /// that waited on the removed file must lock the new one instead.
+    fn still_named(&self, file: &OwnedFd) -> bool {
+        let Ok(st) = nix::sys::stat::fstat(file.as_raw_fd()) else {
+            return false;
+        };
+        // cgroup.kill, the cgroup's own file, is never removed.
+        st.st_dev == self.id.0
+            || std::fs::metadata(self.private_lock_name())
+                .is_ok_and(|m| (m.dev(), m.ino()) == (st.st_dev, st.st_ino))
+    }
+
+    /// Removes the writers' lock file of a kernel without `cgroup.kill`,
+    /// under the lock, when the library forgets the cgroup (libvirt
+    /// removes the VM's cgroup next): one file per cgroup ever changed
+    /// would otherwise stay in `/run` until the next boot.
+    pub fn remove_lock_file(&self) {
+        if std::fs::symlink_metadata(self.private_lock_name()).is_err() {
+            return;
         }
-        let name = format!(
-            "{}/cgroup-{}-{}.lock",
-            private_lock_dir()?,
-            self.id.0,
-            self.id.1
-        );
+        if let Ok(Some(_locked)) = self.try_lock() {
+            let _ = std::fs::remove_file(self.private_lock_name());
+        }
+    }
+
+    /// The writers' lock on kernels without `cgroup.kill`: a file named
+    /// after the cgroup in [`LOCK_DIR`].
+    fn open_private_lock_file(&self) -> Result<OwnedFd> {
+        private_lock_dir()?;
+        let name = self.private_lock_name();
         OpenOptions::new()
             .read(true)
             .write(true)

@@ -261,6 +261,7 @@ pub(crate) fn release(path: &str) -> Result<bool> {
         return Ok(false);
     };
     let mut e = lock(&entry);
+    e.cg.remove_lock_file();
     let released = e.held.take();
     if let Some(h) = &released {
         let mut t = lock(&reg.tables);

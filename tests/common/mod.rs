@@ -117,8 +117,17 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        let id = std::fs::metadata(&self.path).map(|m| (m.dev(), m.ino()));
         let _ = devices::remove_prog(self.p());
         remove_cgroup(&self.path);
+        // On a kernel without cgroup.kill (or emulating one), other
+        // processes (the tool, attackers) may have made the cgroup's lock
+        // file without forgetting it.
+        if let Ok((dev, ino)) = id {
+            let _ =
+                std::fs::remove_file(format!("/run/vircgroup-v2-devices/cgroup-{dev}-{ino}.lock"));
+        }
     }
 }
 

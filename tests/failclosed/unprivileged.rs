@@ -169,7 +169,8 @@ fn an_unprivileged_caller_gets_eperm_naming_the_privilege() {
         }
     };
 
-    // nobody: the writers' lock (cgroup.kill, root's alone), which the
+    // nobody: the writers' lock (cgroup.kill, or a file in a root-only
+    // directory before Linux 5.14), which the
     // calls that may change the program take first, cannot be opened;
     // deny_all, which makes its map first, cannot make it.
     let fresh = Scratch::new(&mount);
@@ -178,7 +179,7 @@ fn an_unprivileged_caller_gets_eperm_naming_the_privilege() {
         eperm(
             &calls,
             name,
-            &["cgroup.kill", "CAP_NET_ADMIN", "CAP_SYS_ADMIN"],
+            &["writers' lock", "CAP_NET_ADMIN", "CAP_SYS_ADMIN"],
         );
     }
     eperm(&calls, "deny_all fresh", &["CAP_SYS_ADMIN"]);

@@ -164,6 +164,52 @@ fn bad_rules_are_usage_errors_and_change_nothing() {
     assert_eq!(tool(&["list", cg.p()]).stdout, "");
 }
 
+/// `run` says, in its help and in the manual (help2man reads --help),
+/// that COMMAND is root and can leave the cgroup.
+#[test]
+fn run_says_it_is_not_a_sandbox() {
+    for args in [&["--help"][..], &["run", "--help"]] {
+        let out = tool(args);
+        let text = out
+            .ok()
+            .stdout
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        for needle in ["not a sandbox", "as root", "every capability", "out of"] {
+            assert!(text.contains(needle), "{needle:?} not in {args:?}: {text}");
+        }
+    }
+}
+
+/// `check` exits 1 for denied and for nothing else: every error is 2
+/// (usage) or 3, so a script never takes a failure for a denial.
+#[test]
+fn check_exits_1_only_when_denied() {
+    let help = tool(&["check", "--help"]);
+    assert!(help.ok().stdout.contains("never exits 1"), "{help:?}");
+    let usage = tool(&["--help"]);
+    assert!(usage.stdout.contains("never 1 on an error"), "{usage:?}");
+    let Some(mount) = privileged() else { return };
+    let cg = Scratch::new(&mount);
+    tool(&["deny", cg.p(), "a"]).ok();
+    tool(&["allow", cg.p(), "c 1:3 r"]).ok();
+    assert_eq!(tool(&["check", cg.p(), "c 1:3 r"]).ok().stdout, "allowed\n");
+    let denied = tool(&["check", cg.p(), "c 1:3 w"]);
+    assert_eq!((denied.code, denied.stdout.as_str()), (1, "denied\n"));
+    // Usage errors: 2.
+    tool(&["check", cg.p(), "c 1:3 x"]).fails(2, &["permission 'x'"]);
+    tool(&["check", cg.p()]).fails(2, &["one RULE"]);
+    // Every other error: 3.
+    let missing = format!("{}-missing", cg.p());
+    tool(&["check", &missing, "c 1:3 r"]).fails(3, &[&missing, "No such file"]);
+    let nodes = Nodes::new();
+    let node = nodes.fresh("missing");
+    tool(&["check", cg.p(), &format!("{node} r")]).fails(3, &[&node]);
+    let nodes_dir = nodes.dir.to_str().unwrap();
+    tool(&["check", nodes_dir, "c 1:3 r"]).fails(3, &["not on a cgroup v2 filesystem"]);
+}
+
 #[test]
 fn a_cgroup_that_does_not_exist() {
     let Some(mount) = privileged() else { return };
@@ -174,7 +220,7 @@ fn a_cgroup_that_does_not_exist() {
         tool(&["list", cg]).fails(1, &[abs, "No such file"]);
         tool(&["allow", cg, "c 1:3 rw"]).fails(1, &[abs, "No such file"]);
         tool(&["deny", cg, "a"]).fails(1, &[abs, "No such file"]);
-        tool(&["check", cg, "c 1:3 r"]).fails(1, &[abs, "No such file"]);
+        tool(&["check", cg, "c 1:3 r"]).fails(3, &[abs, "No such file"]);
         tool(&["detach", cg]).fails(1, &[abs, "No such file"]);
     }
     assert!(!Path::new(abs).exists());
@@ -324,7 +370,7 @@ fn a_program_it_does_not_recognise_is_named_and_left_alone() {
     let id = attach_foreign(&cg);
     let named = format!("device program {id} 'foreign'");
     tool(&["list", cg.p()]).fails(1, &[&named, "does not recognise", "cannot be read"]);
-    tool(&["check", cg.p(), "c 1:3 r"]).fails(1, &[&named, "cannot tell"]);
+    tool(&["check", cg.p(), "c 1:3 r"]).fails(3, &[&named, "cannot tell"]);
     tool(&["allow", cg.p(), "c 1:3 r"]).fails(1, &[&named]);
     tool(&["deny", cg.p(), "c 1:3 r"]).fails(1, &[&named]);
     tool(&["deny", cg.p(), "a"]).fails(1, &[&id.to_string(), "not replacing it"]);

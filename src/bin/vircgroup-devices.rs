@@ -35,13 +35,16 @@ Commands:
   list CGROUP           print the rules, in cgroup v1 devices.list format
   allow CGROUP RULE...  allow devices
   deny CGROUP RULE...   deny devices ('deny CGROUP a' denies every device)
-  check CGROUP RULE     print allowed or denied (exit status 0 or 1)
+  check CGROUP RULE     print allowed or denied (exit status 0 or 1; 2 or
+                        3 on an error)
   detach CGROUP         detach the device program: every device is allowed
   to-libvirt CGROUP     replace this library's program by libvirt's own, with
                         the same rules (before going back to stock libvirt)
   run [--allow RULE]... [--qemu-defaults] -- COMMAND...
                         run COMMAND in a scratch cgroup that denies every
-                        device but those allowed, then remove the cgroup
+                        device but those allowed, then remove the cgroup;
+                        not a sandbox: COMMAND runs as root with every
+                        capability and can move itself out of the cgroup
   demo                  a child denied /dev/zero and allowed /dev/null
 
 CGROUP is a path relative to the cgroup2 mount ('machine/vm1.scope'), an
@@ -58,8 +61,9 @@ devices.deny read it:
                             refused: write 'c 1:3 r' and 'b 1:3 r' instead
   'PATH PERMS'              the device node at PATH ('/dev/kvm rw')
 
-Exit status: 0 done (check: allowed), 1 failed (check: denied),
-2 usage error; run exits with the command's status.
+Exit status: 0 done, 1 failed, 2 usage error; run exits with the command's
+status. check exits 0 when allowed, 1 when denied, 2 on a usage error and 3
+on any other error: never 1 on an error.
 'vircgroup-devices COMMAND --help' describes each command.
 ";
 
@@ -111,6 +115,10 @@ Prints 'allowed' (exit status 0) when the rules of CGROUP's device program
 grant the access RULE describes on every device it names, as the kernel
 decides; else 'denied' (exit status 1). 'check CGROUP \"c 1:3 rw\"' asks
 whether /dev/null can be opened read-write. Reads only.
+
+Exit status: 0 allowed, 1 denied, 2 usage error (a bad RULE, a missing
+argument), 3 any other error (no such cgroup, a device program it cannot
+read): an error never exits 1, so a script can tell denied from failed.
 ";
 
 const DETACH_HELP: &str = "\
@@ -156,6 +164,14 @@ first. Only SIGKILL leaves the cgroup behind.
 
 Exit status 125 when COMMAND could not be started in the cgroup, 126 when
 it is not executable, 127 when it is not found.
+
+run is not a sandbox: COMMAND runs as root (as this tool does) with every
+capability, so it can move itself, or start processes, out of the scratch
+cgroup (writing to any cgroup.procs), change or detach the cgroup's device
+program, or create device nodes and open them from elsewhere. The device
+policy binds a COMMAND that does not try to leave it, such as a test of
+what a VM's QEMU may open; to confine an untrusted program, drop its
+privileges too (setpriv, a user namespace, a systemd unit's User=).
 ";
 
 const DEMO_HELP: &str = "\
@@ -210,7 +226,9 @@ fn main() -> ExitCode {
         }
         Err(Fail::Failed(msg)) => {
             eprintln!("{NAME}: {}", rules::printable(&msg));
-            ExitCode::from(1)
+            // check's 1 means denied: its errors are 3, never 1.
+            let check = args.first().and_then(|c| c.to_str()) == Some("check");
+            ExitCode::from(if check { 3 } else { 1 })
         }
     }
 }

@@ -24,7 +24,8 @@ pub use crate::recognise::Program;
 pub use crate::snapshot::{kernel_view, snapshot, KernelView};
 
 /// Whether a device program can be queried at `path`.
-pub fn available(path: &str) -> bool {
+pub fn available(path: impl AsRef<std::path::Path>) -> bool {
+    let path = path.as_ref();
     match crate::cgroup::Cgroup::open(path).and_then(|cg| cg.attached()) {
         Ok(_) => true,
         Err(e) => {

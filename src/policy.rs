@@ -361,13 +361,15 @@ pub(crate) fn detect_in(cg: &Cgroup, held: &mut Slot<'_>) -> Result<()> {
 
 /// Adopts a program of this library or of libvirt's C code attached to the
 /// cgroup; a program it does not recognise is left alone.
-pub fn detect_prog(path: &str) -> Result<()> {
+pub fn detect_prog(path: impl AsRef<std::path::Path>) -> Result<()> {
+    let path = path.as_ref();
     with_cgroup(path, detect_in)
 }
 
 /// Detects, then creates a 64-entry map and attaches the program when
 /// nothing is held or found: it never wipes a running VM's rules.
-pub fn create_prog(path: &str) -> Result<()> {
+pub fn create_prog(path: impl AsRef<std::path::Path>) -> Result<()> {
+    let path = path.as_ref();
     with_cgroup(path, |cg, held| {
         detect_in(cg, held)?;
         if held.is_empty() {
@@ -378,21 +380,24 @@ pub fn create_prog(path: &str) -> Result<()> {
 }
 
 /// Detect, create, and grow the map when it is full.
-pub fn prepare_prog(path: &str) -> Result<()> {
+pub fn prepare_prog(path: impl AsRef<std::path::Path>) -> Result<()> {
+    let path = path.as_ref();
     with_cgroup(path, |cg, held| modify(cg, held, &Room, 1))
 }
 
 /// Forgets the state of the cgroup; the program stays attached. Works when
 /// the cgroup's directory is already gone.
-pub fn remove_prog(path: &str) -> Result<()> {
+pub fn remove_prog(path: impl AsRef<std::path::Path>) -> Result<()> {
+    let path = path.as_ref();
     if registry::release(path)? {
-        log::debug!("released the state of '{path}'");
+        log::debug!("released the state of '{}'", rules::printable_path(path));
     }
     Ok(())
 }
 
 /// Detaches the library's program from the cgroup, then forgets the state.
-pub fn detach_prog(path: &str) -> Result<()> {
+pub fn detach_prog(path: impl AsRef<std::path::Path>) -> Result<()> {
+    let path = path.as_ref();
     with_cgroup(path, |cg, held| {
         detect_in(cg, held)?;
         if let Some(h) = held.get() {
@@ -413,7 +418,8 @@ pub fn detach_prog(path: &str) -> Result<()> {
 
 /// The state held for the cgroup, once checked to be current: a program
 /// no longer attached is forgotten (nothing is detected).
-pub fn state(path: &str) -> Result<State> {
+pub fn state(path: impl AsRef<std::path::Path>) -> Result<State> {
+    let path = path.as_ref();
     with_cgroup(path, |cg, held| {
         if let Some(h) = held.get_mut() {
             if !cg.attached()?.ids.contains(&h.prog_id) {
@@ -429,12 +435,14 @@ pub fn state(path: &str) -> Result<State> {
 }
 
 /// Grants `rule`, accumulating with what the rule already had.
-pub fn allow(path: &str, rule: &Rule) -> Result<()> {
+pub fn allow(path: impl AsRef<std::path::Path>, rule: &Rule) -> Result<()> {
+    let path = path.as_ref();
     with_cgroup(path, |cg, held| allow_in(cg, held, rule))
 }
 
 /// Removes the permissions of `rule` from that exact rule.
-pub fn deny(path: &str, rule: &Rule) -> Result<()> {
+pub fn deny(path: impl AsRef<std::path::Path>, rule: &Rule) -> Result<()> {
+    let path = path.as_ref();
     with_cgroup(path, |cg, held| deny_in(cg, held, rule))
 }
 
@@ -470,33 +478,52 @@ fn deny_in(cg: &Cgroup, held: &mut Slot<'_>, rule: &Rule) -> Result<()> {
 
 /// Allows `perms` on the device node at `dev_path`; false (nothing
 /// changed) when it is not a device node.
-pub fn allow_path(path: &str, dev_path: &str, perms: i32) -> Result<bool> {
-    on_device_path(path, dev_path, perms, allow_in)
+pub fn allow_path(
+    path: impl AsRef<std::path::Path>,
+    dev_path: impl AsRef<std::path::Path>,
+    perms: i32,
+) -> Result<bool> {
+    let path = path.as_ref();
+    on_device_path(path, dev_path.as_ref(), perms, allow_in)
 }
 
 /// Denies `perms` on the device node at `dev_path`; false (nothing
 /// changed) when it is not a device node.
-pub fn deny_path(path: &str, dev_path: &str, perms: i32) -> Result<bool> {
-    on_device_path(path, dev_path, perms, deny_in)
+pub fn deny_path(
+    path: impl AsRef<std::path::Path>,
+    dev_path: impl AsRef<std::path::Path>,
+    perms: i32,
+) -> Result<bool> {
+    let path = path.as_ref();
+    on_device_path(path, dev_path.as_ref(), perms, deny_in)
 }
 
 type RuleOp = fn(&Cgroup, &mut Slot<'_>, &Rule) -> Result<()>;
 
-fn on_device_path(path: &str, dev_path: &str, perms: i32, op: RuleOp) -> Result<bool> {
+fn on_device_path(
+    path: &std::path::Path,
+    dev_path: &std::path::Path,
+    perms: i32,
+    op: RuleOp,
+) -> Result<bool> {
     // The cgroup is checked first: a bad group path fails even when
     // dev_path is not a device node. device_rule checks perms before it
     // looks at dev_path, so bad perms fail whatever dev_path is.
     with_cgroup(path, |cg, held| match device_rule(dev_path, perms)? {
         Some(rule) => op(cg, held, &rule).map(|()| true),
         None => {
-            log::debug!("'{dev_path}' is not a device node: nothing to do");
+            log::debug!(
+                "'{}' is not a device node: nothing to do",
+                rules::printable_path(dev_path)
+            );
             Ok(false)
         }
     })
 }
 
 /// Program attached and every rule removed.
-pub fn deny_all(path: &str) -> Result<()> {
+pub fn deny_all(path: impl AsRef<std::path::Path>) -> Result<()> {
+    let path = path.as_ref();
     with_cgroup(path, |cg, held| {
         modify(cg, held, &Clear, 0)?;
         log::debug!("denied all devices in '{}'", cg.path().display());
@@ -509,7 +536,8 @@ pub fn deny_all(path: &str) -> Result<()> {
 /// this library or of libvirt's C code in one step. On kernels with the
 /// table the rules are copied into a new table, which takes over `map`'s
 /// fd number.
-pub fn attach_prog(path: &str, map: OwnedFd, max: usize) -> Result<()> {
+pub fn attach_prog(path: impl AsRef<std::path::Path>, map: OwnedFd, max: usize) -> Result<()> {
+    let path = path.as_ref();
     with_cgroup(path, |cg, held| {
         cg.check_not_root()?;
         let (max, entries) = check_rule_map(map.as_fd(), max)?;
@@ -583,15 +611,16 @@ fn check_rule_map(map: std::os::fd::BorrowedFd<'_>, max: usize) -> Result<(u32, 
 }
 
 /// The rule for the device node at `dev_path`, None when it is not one.
-pub fn device_rule(dev_path: &str, perms: i32) -> Result<Option<Rule>> {
+pub fn device_rule(dev_path: impl AsRef<std::path::Path>, perms: i32) -> Result<Option<Rule>> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let dev_path = dev_path.as_ref();
     rules::check_perms(perms)?;
-    if dev_path.is_empty() {
+    if dev_path.as_os_str().is_empty() {
         return Err(Error::invalid("device path is empty"));
     }
     let meta = std::fs::metadata(dev_path).map_err(|e| {
         Error::sys(
-            format_args!("stat('{dev_path}')"),
+            format_args!("stat('{}')", rules::printable_path(dev_path)),
             e.raw_os_error().unwrap_or(libc::EIO),
         )
     })?;
@@ -605,7 +634,7 @@ pub fn device_rule(dev_path: &str, perms: i32) -> Result<Option<Rule>> {
     let (major, minor) = dev_numbers(meta.rdev());
     Rule::new(ty, major as i32, minor as i32, perms)
         .map(Some)
-        .map_err(|e| e.context(format_args!("device '{dev_path}'")))
+        .map_err(|e| e.context(format_args!("device '{}'", rules::printable_path(dev_path))))
 }
 
 /// glibc's `major()` / `minor()`.

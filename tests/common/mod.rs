@@ -58,6 +58,17 @@ impl Scratch {
         Scratch { path }
     }
 
+    /// A scratch cgroup whose name starts with `prefix`, any bytes the
+    /// kernel takes (not UTF-8, a newline).
+    pub fn named(mount: &Path, prefix: &[u8]) -> Scratch {
+        use std::os::unix::ffi::OsStrExt;
+        let mut name = prefix.to_vec();
+        name.extend_from_slice(unique("").as_bytes());
+        let path = mount.join(std::ffi::OsStr::from_bytes(&name));
+        std::fs::create_dir(&path).expect("create scratch cgroup");
+        Scratch { path }
+    }
+
     pub fn p(&self) -> &str {
         self.path.to_str().unwrap()
     }
@@ -117,7 +128,7 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = devices::remove_prog(self.p());
+        let _ = devices::remove_prog(&self.path);
         remove_cgroup(&self.path);
     }
 }

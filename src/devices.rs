@@ -16,8 +16,8 @@
 pub use crate::held::State;
 pub use crate::inspect::{check, inspect, list, Inspection};
 pub use crate::policy::{
-    allow, allow_path, attach_prog, create_prog, deny, deny_all, deny_path, detach_prog,
-    detect_prog, device_rule, prepare_prog, remove_prog, state, INITIAL_MAX,
+    allow, allow_path, attach_prog, change, create_prog, deny, deny_all, deny_path, detach_prog,
+    detect_prog, device_rule, prepare_prog, remove_prog, state, Edit, INITIAL_MAX,
 };
 pub use crate::recognise::Program;
 #[cfg(feature = "testing")]

@@ -203,6 +203,95 @@ impl Change for Clear {
     }
 }
 
+/// Several edits in order, as one change: all of them or none. In place,
+/// only when the rules they end with fit the held maps: removals first,
+/// then changed rules, then new ones (so the count never exceeds the
+/// maps'), and what was written is put back when a write fails or finds
+/// no room. Else new maps hold the result, replacing the program in one
+/// step, or nothing changes.
+struct Batch<'a>(&'a [Edit]);
+
+impl Change for Batch<'_> {
+    fn in_place(&self, c: &mut Current<'_>) -> Result<bool> {
+        let before = c.rules();
+        let mut after = before.clone();
+        self.apply(&mut after);
+        if after.len() > c.held().maps.max() as usize {
+            return Ok(false);
+        }
+        let mut writes: Vec<(u64, u32)> = before
+            .keys()
+            .chain(after.keys())
+            .map(|&k| (k, after.get(&k).copied().unwrap_or(0)))
+            .filter(|(k, v)| before.get(k).copied().unwrap_or(0) != *v)
+            .collect();
+        writes.sort_unstable();
+        writes.dedup();
+        writes.sort_by_key(|(k, v)| (*v != 0, !before.contains_key(k)));
+        for (i, &(key, value)) in writes.iter().enumerate() {
+            let failed = match c.put(key, value) {
+                Ok(true) => continue,
+                Ok(false) => None,
+                Err(e) => Some(e),
+            };
+            // Newest first, each key back to its value before the batch.
+            for &(key, _) in writes[..i].iter().rev() {
+                let old = before.get(&key).copied().unwrap_or(0);
+                if let Err(e) = c.put(key, old).and_then(|put| {
+                    put.then_some(())
+                        .ok_or_else(|| Error::new(libc::ENOSPC, "no room to put a rule back"))
+                }) {
+                    return Err(Error::new(
+                        e.errno(),
+                        format!(
+                            "{}; and putting back the rules it had changed failed: {e}",
+                            failed.map_or_else(
+                                || "no room for a rule in place".to_string(),
+                                |f| f.to_string()
+                            )
+                        ),
+                    ));
+                }
+            }
+            return match failed {
+                Some(e) => Err(e),
+                None => Ok(false),
+            };
+        }
+        Ok(true)
+    }
+
+    fn apply(&self, rules: &mut HashMap<u64, u32>) {
+        for edit in self.0 {
+            match edit {
+                Edit::Allow(rule) => {
+                    *rules.entry(rule.key()).or_insert(0) |= rule.value();
+                }
+                Edit::Deny(rule) => {
+                    if let Some(v) = rules.get(&rule.key()).copied() {
+                        match rule.remove_from(v) {
+                            0 => rules.remove(&rule.key()),
+                            v => rules.insert(rule.key(), v),
+                        };
+                    }
+                }
+                Edit::DenyAll => rules.clear(),
+            }
+        }
+    }
+}
+
+/// One edit of [`change`]: what [`allow`], [`deny`] and [`deny_all`] do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edit {
+    /// Grants the rule, accumulating with what it already had.
+    Allow(Rule),
+    /// Removes the rule's permissions from that exact rule.
+    Deny(Rule),
+    /// Removes every rule (attaching the program if none is).
+    DenyAll,
+}
+
 /// Room for one more rule (`prepare_prog`).
 struct Room;
 
@@ -215,19 +304,21 @@ impl Change for Room {
 }
 
 /// The capacity of maps for `count` rules starting from `max`: doubled
-/// when they do not fit.
+/// until they fit (once for one more rule; more for a [`change`] of many).
 fn capacity(max: u32, count: usize) -> Result<u32> {
-    if count <= max as usize {
-        return Ok(max);
+    let mut m = max.max(1);
+    while (m as usize) < count {
+        match m.checked_mul(2) {
+            Some(next) => m = next,
+            None => break,
+        }
     }
-    max.checked_mul(2)
-        .filter(|&m| count <= m as usize)
-        .ok_or_else(|| {
-            Error::new(
-                libc::E2BIG,
-                format!("a map of {max} entries cannot grow to {count} rules"),
-            )
-        })
+    Some(m).filter(|&m| count <= m as usize).ok_or_else(|| {
+        Error::new(
+            libc::E2BIG,
+            format!("a map of {max} entries cannot grow to {count} rules"),
+        )
+    })
 }
 
 /// Makes `change` on the cgroup's rules: in place on the held program when
@@ -474,6 +565,25 @@ fn deny_in(cg: &Cgroup, held: &mut Slot<'_>, rule: &Rule) -> Result<()> {
     )?;
     log::debug!("denied {rule} in '{}'", cg.path().display());
     Ok(())
+}
+
+/// Applies `edits` in order as one change: all of them, or (on any error,
+/// such as more rules than a map can hold) none. Nothing is validated
+/// twice: every rule is already a valid [`Rule`].
+pub fn change(path: impl AsRef<std::path::Path>, edits: &[Edit]) -> Result<()> {
+    let path = path.as_ref();
+    if edits.is_empty() {
+        return Ok(());
+    }
+    with_cgroup(path, |cg, held| {
+        modify(cg, held, &Batch(edits), 0)?;
+        log::debug!(
+            "applied {} edits in '{}'",
+            edits.len(),
+            rules::printable_path(cg.path())
+        );
+        Ok(())
+    })
 }
 
 /// Allows `perms` on the device node at `dev_path`; false (nothing

@@ -12,14 +12,15 @@
 
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::unistd::Pid;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::ErrorKind;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use vircgroup_v2_devices::cgroup::cgroup2_mount;
-use vircgroup_v2_devices::devices::{self, Inspection, Program};
+use vircgroup_v2_devices::devices::{self, Edit, Inspection, Program};
 use vircgroup_v2_devices::rollback;
 use vircgroup_v2_devices::rules::{self, Rule};
 
@@ -276,25 +277,35 @@ fn dispatch(args: &[OsString]) -> Res<u8> {
     if cmd == "run" {
         return run(cmd, rest);
     }
-    let args = strings(rest)?;
-    if args.iter().any(|a| matches!(*a, "-h" | "--help")) {
+    // CGROUP (the first argument) is bytes, as the kernel takes a cgroup's
+    // name; every other argument is text.
+    let texts: Vec<Option<&str>> = rest.iter().map(|a| a.to_str()).collect();
+    if texts.iter().any(|a| matches!(a, Some("-h" | "--help"))) {
         print!("{help}");
         return Ok(0);
     }
     let usage = |what: &str| Fail::Usage(format!("{cmd}: {what} (see '{NAME} {cmd} --help')"));
-    if let Some(opt) = args.iter().find(|a| a.starts_with('-') && a.len() > 1) {
+    if let Some(opt) = texts
+        .iter()
+        .flatten()
+        .find(|a| a.starts_with('-') && a.len() > 1)
+    {
         return Err(usage(&format!("unknown option '{opt}'")));
     }
-    match (cmd, &args[..]) {
-        ("demo", []) => demo(),
-        ("list", [cg]) => list(&cgroup_path(cg)?),
-        ("detach", [cg]) => detach(&cgroup_path(cg)?),
-        ("to-libvirt", [cg]) => to_libvirt(&cgroup_path(cg)?),
-        ("check", [cg, rule]) => {
+    let (cg, args) = match rest.split_first() {
+        Some((cg, args)) => (Some(cg.as_os_str()), strings(args)?),
+        None => (None, Vec::new()),
+    };
+    match (cmd, cg, &args[..]) {
+        ("demo", None, []) => demo(),
+        ("list", Some(cg), []) => list(&cgroup_path(cg)?),
+        ("detach", Some(cg), []) => detach(&cgroup_path(cg)?),
+        ("to-libvirt", Some(cg), []) => to_libvirt(&cgroup_path(cg)?),
+        ("check", Some(cg), [rule]) => {
             let rule = parse_rule(rule)?;
             check(&cgroup_path(cg)?, &rule)
         }
-        ("allow" | "deny", [cg, rules @ ..]) if !rules.is_empty() => {
+        ("allow" | "deny", Some(cg), rules) if !rules.is_empty() => {
             // Rules first: a usage error before any note about CGROUP.
             let changes = rules
                 .iter()
@@ -302,9 +313,9 @@ fn dispatch(args: &[OsString]) -> Res<u8> {
                 .collect::<Res<Vec<_>>>()?;
             change(&cgroup_path(cg)?, cg, &changes)
         }
-        ("demo", _) => Err(usage("takes no argument")),
-        ("list" | "detach" | "to-libvirt", _) => Err(usage("expected CGROUP")),
-        ("check", _) => Err(usage("expected CGROUP and one RULE")),
+        ("demo", ..) => Err(usage("takes no argument")),
+        ("list" | "detach" | "to-libvirt", ..) => Err(usage("expected CGROUP")),
+        ("check", ..) => Err(usage("expected CGROUP and one RULE")),
         _ => Err(usage("expected CGROUP and at least one RULE")),
     }
 }
@@ -327,66 +338,73 @@ fn help_of(cmd: &str) -> Option<&'static str> {
 /// and so are the paths /proc/PID/cgroup shows: its cgroup v2 line
 /// `0::/PATH`, or `/PATH` alone when no such absolute path exists but the
 /// one under the mount does. A note on stderr says which path was used
-/// when it is not the one typed.
-fn cgroup_path(arg: &str) -> Res<String> {
-    if arg.is_empty() {
+/// when it is not the one typed. CGROUP is bytes (a cgroup's name need not
+/// be UTF-8); messages show it escaped.
+fn cgroup_path(arg: &OsStr) -> Res<PathBuf> {
+    let bytes = arg.as_bytes();
+    if bytes.is_empty() {
         return Err(Fail::Usage("CGROUP is empty".into()));
     }
+    let typed = || rules::quoted_bytes(bytes);
     let mount = || cgroup2_mount().ok_or_else(|| failed("no cgroup2 filesystem is mounted"));
+    let under = |mount: &Path, rel: &[u8]| {
+        let rel = &rel[rel.iter().take_while(|&&b| b == b'/').count()..];
+        mount.join(OsStr::from_bytes(rel))
+    };
     let note = |path: &Path, why: &str| {
         eprintln!(
             "{NAME}: note: {} {why}: using {}",
-            rules::quoted(arg),
-            rules::quoted(&path.to_string_lossy())
+            typed(),
+            rules::quoted_path(path)
         );
     };
-    if let Some(rel) = arg.strip_prefix("0::") {
-        if !rel.starts_with('/') {
+    if let Some(rel) = bytes.strip_prefix(b"0::") {
+        if !rel.starts_with(b"/") {
             return Err(Fail::Usage(format!(
                 "CGROUP {}: a /proc/PID/cgroup line of cgroup v2 is '0::/PATH'",
-                rules::quoted(arg)
+                typed()
             )));
         }
-        let path = mount()?.join(rel.trim_start_matches('/'));
+        let path = under(&mount()?, rel);
         if !path.exists() {
             return Err(failed(format!(
                 "cgroup path {} (of the /proc/PID/cgroup line {}): {}",
-                rules::quoted(&path.to_string_lossy()),
-                rules::quoted(arg),
+                rules::quoted_path(&path),
+                typed(),
                 nix::errno::Errno::ENOENT.desc()
             )));
         }
         note(&path, "is a /proc/PID/cgroup line");
-        return Ok(path.to_string_lossy().into_owned());
+        return Ok(path);
     }
-    if let Some((hierarchy, controllers)) = v1_proc_line(arg) {
+    if let Some((hierarchy, controllers)) = arg.to_str().and_then(v1_proc_line) {
         return Err(Fail::Usage(format!(
             "CGROUP {}: that is a cgroup v1 line of /proc/PID/cgroup (hierarchy \
              {hierarchy}, {controllers}); device programs are on cgroup v2: \
              take the line that starts with '0::'",
-            rules::quoted(arg)
+            typed()
         )));
     }
-    if !arg.starts_with('/') {
-        return Ok(mount()?.join(arg).to_string_lossy().into_owned());
+    let typed_path = Path::new(arg);
+    if !bytes.starts_with(b"/") {
+        return Ok(mount()?.join(typed_path));
     }
-    let typed = Path::new(arg);
     let Some(mount) = cgroup2_mount() else {
-        return Ok(arg.to_string());
+        return Ok(typed_path.to_path_buf());
     };
-    if typed.exists() || typed.starts_with(&mount) {
-        return Ok(arg.to_string());
+    if typed_path.exists() || typed_path.starts_with(&mount) {
+        return Ok(typed_path.to_path_buf());
     }
-    let under = mount.join(arg.trim_start_matches('/'));
+    let under = under(&mount, bytes);
     if under.exists() {
         note(&under, "does not exist");
-        return Ok(under.to_string_lossy().into_owned());
+        return Ok(under);
     }
     Err(failed(format!(
         "cgroup path {}: {} (nor under the cgroup2 mount: {})",
-        rules::quoted(arg),
+        typed(),
         nix::errno::Errno::ENOENT.desc(),
-        rules::quoted(&under.to_string_lossy())
+        rules::quoted_path(&under)
     )))
 }
 
@@ -421,22 +439,14 @@ fn parse_rule(text: &str) -> Res<Rule> {
         .ok_or_else(|| failed(format!("{} is not a device node", rules::quoted(path))))
 }
 
-/// One change asked of `allow` or `deny`.
-enum Change {
-    Allow(Rule),
-    Deny(Rule),
-    /// `deny CGROUP a`.
-    DenyAll,
-}
-
 /// A rule of `allow` or `deny`. As in cgroup v1, a rule of every device
 /// (`a`, `a *:* PERMS`) denies every device whatever its permissions, and
 /// allows every permission: so allowing it with fewer is refused.
-fn parse_change(text: &str, allow: bool) -> Res<Change> {
+fn parse_change(text: &str, allow: bool) -> Res<Edit> {
     let rule = parse_rule(text)?;
     Ok(match (allow, rule.every_device()) {
-        (false, true) => Change::DenyAll,
-        (false, false) => Change::Deny(rule),
+        (false, true) => Edit::DenyAll,
+        (false, false) => Edit::Deny(rule),
         (true, true) if rule.perms != rules::RWM => {
             let each = |ty: &str| format!("'{ty} *:* {}'", rules::perms_text(rule.perms));
             return Err(Fail::Usage(format!(
@@ -448,16 +458,22 @@ fn parse_change(text: &str, allow: bool) -> Res<Change> {
                 each("c")
             )));
         }
-        (true, _) => Change::Allow(rule),
+        (true, _) => Edit::Allow(rule),
     })
 }
 
 /// A rule of `allow` or `run --allow`.
 fn parse_allow(text: &str) -> Res<Rule> {
     match parse_change(text, true)? {
-        Change::Allow(rule) => Ok(rule),
-        Change::Deny(_) | Change::DenyAll => unreachable!("parse_change allows"),
+        Edit::Allow(rule) => Ok(rule),
+        Edit::Deny(_) | Edit::DenyAll => unreachable!("parse_change allows"),
     }
+}
+
+/// A cgroup's path as messages show it: control characters and bytes
+/// that are not UTF-8 escaped.
+fn show(cg: &Path) -> String {
+    rules::printable_path(cg)
 }
 
 /// "device program 42 'foreign'", "device programs 42 'a', 43 ''".
@@ -470,14 +486,16 @@ fn describe(progs: &[Program]) -> String {
     format!("device program{s} {}", each.join(", "))
 }
 
-fn unknown(cg: &str, others: &[Program]) -> String {
+fn unknown(cg: &Path, others: &[Program]) -> String {
     format!(
-        "'{cg}' has {}, which this tool does not recognise (neither this library's nor libvirt's)",
+        "'{}' has {}, which this tool does not recognise (neither this library's nor libvirt's)",
+        show(cg),
         describe(others)
     )
 }
 
-fn list(cg: &str) -> Res<u8> {
+fn list(cg: &Path) -> Res<u8> {
+    let shown = show(cg);
     let Inspection { rules, others, .. } = devices::inspect(cg)?;
     let Some((prog, entries)) = rules else {
         if !others.is_empty() {
@@ -486,14 +504,14 @@ fn list(cg: &str) -> Res<u8> {
                 unknown(cg, &others)
             )));
         }
-        eprintln!("{NAME}: no device program is attached to '{cg}': every device is allowed");
+        eprintln!("{NAME}: no device program is attached to '{shown}': every device is allowed");
         print!("{}", rules::UNRESTRICTED_LIST);
         return Ok(0);
     };
     print!("{}", rules::list_text(&entries));
     if entries.is_empty() {
         eprintln!(
-            "{NAME}: device program {} on '{cg}' has no rule: every device is denied",
+            "{NAME}: device program {} on '{shown}' has no rule: every device is denied",
             prog.id
         );
     }
@@ -503,7 +521,7 @@ fn list(cg: &str) -> Res<u8> {
     Ok(0)
 }
 
-fn check(cg: &str, rule: &Rule) -> Res<u8> {
+fn check(cg: &Path, rule: &Rule) -> Res<u8> {
     let Inspection { rules, others, .. } = devices::inspect(cg)?;
     let allowed = match rules {
         None if others.is_empty() => true,
@@ -519,39 +537,38 @@ fn check(cg: &str, rule: &Rule) -> Res<u8> {
     Ok(if allowed { 0 } else { 1 })
 }
 
-fn change(cg: &str, arg: &str, changes: &[Change]) -> Res<u8> {
+fn change(cg: &Path, arg: &OsStr, changes: &[Edit]) -> Res<u8> {
+    let shown = show(cg);
     let seen = devices::inspect(cg)?;
-    if seen.rules.is_none() && !matches!(changes[0], Change::DenyAll) {
+    if seen.rules.is_none() && !matches!(changes[0], Edit::DenyAll) {
         let why = if seen.others.is_empty() {
-            format!("'{cg}' has no device program, so every device is allowed")
+            format!("'{shown}' has no device program, so every device is allowed")
         } else {
             unknown(cg, &seen.others)
         };
         return Err(failed(format!(
             "{why}; a new program would deny every device but these: \
-             run '{NAME} deny {arg} a' first"
+             run '{NAME} deny {} a' first",
+            rules::printable_bytes(arg.as_bytes())
         )));
     }
-    for change in changes {
-        match change {
-            Change::Allow(rule) => devices::allow(cg, rule)?,
-            Change::Deny(rule) => devices::deny(cg, rule)?,
-            Change::DenyAll => devices::deny_all(cg)?,
-        }
-    }
+    // All of them in one step, or none.
+    devices::change(cg, changes)?;
     Ok(0)
 }
 
-fn to_libvirt(cg: &str) -> Res<u8> {
+fn to_libvirt(cg: &Path) -> Res<u8> {
+    let shown = show(cg);
     let done = rollback::to_libvirt(cg)?;
     println!(
-        "'{cg}' now has libvirt's device program (id {}): {} rules, map of {}",
+        "'{shown}' now has libvirt's device program (id {}): {} rules, map of {}",
         done.prog_id, done.rules, done.max
     );
     Ok(0)
 }
 
-fn detach(cg: &str) -> Res<u8> {
+fn detach(cg: &Path) -> Res<u8> {
+    let shown = show(cg);
     let Inspection {
         rules,
         libvirt,
@@ -564,7 +581,7 @@ fn detach(cg: &str) -> Res<u8> {
                 unknown(cg, &others)
             )));
         }
-        println!("no device program is attached to '{cg}'");
+        println!("no device program is attached to '{shown}'");
         return Ok(0);
     };
     devices::detach_prog(cg)?;
@@ -573,7 +590,7 @@ fn detach(cg: &str) -> Res<u8> {
     } else {
         "this library's"
     };
-    println!("detached {whose} device program {} from '{cg}'", prog.id);
+    println!("detached {whose} device program {} from '{shown}'", prog.id);
     if !others.is_empty() {
         println!("still attached: {}", describe(&others));
     }

@@ -51,7 +51,9 @@ Commands:
 CGROUP is a path relative to the cgroup2 mount ('machine/vm1.scope'), an
 absolute path, or a path copied from /proc/PID/cgroup: its line '0::/PATH'
 or '/PATH' (read under the cgroup2 mount when no '/PATH' exists; a note
-says which path was used).
+says which path was used). It may hold any bytes a cgroup's name can;
+messages show control characters and bytes that are not UTF-8 escaped.
+A command given several RULEs applies all of them or none.
 RULE is one argument (quote it), read as cgroup v1's devices.allow and
 devices.deny read it:
   'TYPE MAJOR:MINOR PERMS'  TYPE b (block) or c (char); MAJOR and MINOR
@@ -84,8 +86,10 @@ Usage: vircgroup-devices allow CGROUP RULE...
 
 Adds permissions (as in cgroup v1, 'r' then 'w' gives 'rw'). 'a' (or
 'a *:* rwm') allows every device: the rules 'b *:* rwm' and 'c *:* rwm'.
-Every RULE is checked before anything changes. A program of libvirt's C
-code is replaced by this library's, with the same rules, in one step.
+Every RULE is checked before anything changes, and all of them are applied
+in one step or none is (more rules than a map can hold change nothing). A
+program of libvirt's C code is replaced by this library's, with the same
+rules, in one step.
 
 CGROUP must already have a device program: on a cgroup that has none, every
 device is allowed, and allowing one device would deny all others. To
@@ -102,7 +106,8 @@ Removes permissions from that exact rule ('deny CGROUP \"c 1:3 w\"' turns
 'a' denies every device, and so does 'a *:* rwm' (in cgroup v1 a rule
 starting with 'a' is every device, whatever permissions follow): it attaches
 the device program if needed and removes every rule (cgroup v1's
-'echo a > devices.deny'). Every RULE is checked before anything changes.
+'echo a > devices.deny'). Every RULE is checked before anything changes,
+and all of them are applied in one step or none is.
 
 The device program lists what is allowed, so on a cgroup with no device
 program (every device allowed) a single device cannot be denied: deny 'a'

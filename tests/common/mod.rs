@@ -87,16 +87,16 @@ impl Scratch {
     }
 
     pub fn list(&self) -> String {
-        devices::list(self.p()).expect("list")
+        devices::list(&self.path).expect("list")
     }
 
     pub fn state(&self) -> devices::State {
-        devices::state(self.p()).expect("state")
+        devices::state(&self.path).expect("state")
     }
 
     /// Ids of the device programs attached to this cgroup.
     pub fn attached(&self) -> Vec<u32> {
-        vircgroup_v2_devices::cgroup::Cgroup::open(self.p())
+        vircgroup_v2_devices::cgroup::Cgroup::open(&self.path)
             .and_then(|c| c.attached())
             .expect("query")
             .ids
@@ -117,7 +117,7 @@ impl Scratch {
             );
             if let Some(rule) = rule {
                 assert_eq!(
-                    devices::check(self.p(), rule).expect("check"),
+                    devices::check(&self.path, rule).expect("check"),
                     *allowed,
                     "check({rule}) disagrees with the kernel on {access}"
                 );

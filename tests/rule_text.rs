@@ -44,7 +44,9 @@ fn number(rng: &mut Rng, max: u32) -> String {
         2 => (max + 1).to_string(),
         3 => "0".into(),
         4 => format!("0{}", rng.below(10)),
-        5 => u64::from(u32::MAX).wrapping_add(rng.below(3) as u64).to_string(),
+        5 => u64::from(u32::MAX)
+            .wrapping_add(rng.below(3) as u64)
+            .to_string(),
         _ => (rng.next() % (u64::from(max) + 1)).to_string(),
     }
 }
@@ -222,16 +224,17 @@ fn any_bytes_are_a_rule_that_prints_back_or_a_clear_error() {
         b"\xd8\x00",
         b"c 4294967296:1 r",
     ];
-    let inputs = fixed.iter().map(|b| b.to_vec()).chain((0..cases * 3).map(|i| {
-        match i % 3 {
+    let inputs = fixed
+        .iter()
+        .map(|b| b.to_vec())
+        .chain((0..cases * 3).map(|i| match i % 3 {
             0 => arbitrary(&mut rng),
             1 => {
                 let text = valid_ish(&mut rng);
                 mutate(&mut rng, text)
             }
             _ => valid_ish(&mut rng).into_bytes(),
-        }
-    }));
+        }));
     for input in inputs {
         match check(&input) {
             Ok(true) => accepted += 1,
@@ -241,5 +244,8 @@ fn any_bytes_are_a_rule_that_prints_back_or_a_clear_error() {
     }
     eprintln!("{accepted} accepted, {refused} refused");
     // The generators reach both sides.
-    assert!(accepted > cases / 2 && refused > cases, "{accepted} / {refused}");
+    assert!(
+        accepted > cases / 2 && refused > cases,
+        "{accepted} / {refused}"
+    );
 }

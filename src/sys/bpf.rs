@@ -53,8 +53,9 @@ pub struct Since(pub u32, pub u32);
 pub const BASE: Since = Since(4, 15);
 
 /// Bytes of the attr every command passes: more than the kernel's
-/// `union bpf_attr` has ever had (144 bytes in Linux 6.1, about 170 in
-/// 7.x), so whatever a kernel writes back lands inside it. Linux 6.17 to
+/// `union bpf_attr` (144 bytes in Linux 6.1's UAPI header; later kernels
+/// add a few fields), so whatever a kernel writes back lands inside it,
+/// with room for the fields yet to come. Linux 6.17 to
 /// 7.1 write `query.revision` (8 bytes at offset 56) back on every
 /// `BPF_PROG_QUERY`, whatever size was passed; a 32-byte attr would take
 /// that write on the stack past it. Kernels accept a larger size when the

@@ -11,7 +11,8 @@
 #            under /var/cache/vircgroup-v2-devices), locked memory
 #   old kernels: the privileged suites again with a 5.4 and a 4.15 feature
 #            set emulated (VCG2_EMULATE_KERNEL: newer bpf(2) commands,
-#            flags and instructions refused as those kernels do)
+#            flags and instructions refused as those kernels do), and
+#            with 6.17's BPF_PROG_QUERY write at offset 56 emulated
 #   bench:   the benchmark once in --quick mode, so it keeps working
 #   meson:   the library built and installed as distros do, the symbol
 #            audit, SONAME, pkg-config, and the C harness (TAP)
@@ -77,6 +78,9 @@ old_kernel() {
 }
 stage "rust tests, Linux 5.4 feature set" old_kernel 5.4
 stage "rust tests, Linux 4.15 feature set" old_kernel 4.15
+# Linux 6.17 to 7.1 write 8 bytes at offset 56 of every BPF_PROG_QUERY
+# attr, whatever its size: emulated, the whole privileged suite again.
+stage "rust tests, Linux 6.17 BPF_PROG_QUERY write-back" old_kernel 6.17
 
 bench_smoke() {
     local log

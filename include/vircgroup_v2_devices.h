@@ -8,7 +8,8 @@
  * failure, with errno set and a message for the calling thread in
  * vircgroup_v2_last_error(). A failed call changes nothing: the policy the
  * kernel enforces, the state and the fds are as before. group_path is an
- * absolute path to a directory on a cgroup v2 filesystem.
+ * absolute path to a directory on a cgroup v2 filesystem, as bytes: a
+ * cgroup whose name is not UTF-8 works.
  *
  * errno, for every function that takes group_path:
  *   EINVAL  a bad argument: NULL, empty or relative path, not on cgroup2,
@@ -41,7 +42,9 @@
  *
  * vircgroup_v2_last_error(): the message of the calling thread's last
  * failure, "" when none; valid until that thread's next failing call or its
- * exit; never freed by another thread.
+ * exit; never freed by another thread. A message (and a log message) is
+ * one line: control characters and bytes that are not UTF-8 in a path are
+ * escaped ("\n", "\xff").
  *
  * Other writers: the rules in force are the kernel's. Another process
  * changing the same cgroup through this library (the admin tool, another

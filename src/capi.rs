@@ -7,7 +7,10 @@
 //! set (the failing system call's errno, or `EINVAL` for a bad argument) and
 //! a message for the calling thread in `vircgroup_v2_last_error()`. A bad
 //! argument changes nothing. `group_path` is an absolute path to a directory
-//! on a cgroup v2 filesystem. Every function is safe to call from several
+//! on a cgroup v2 filesystem; it is bytes, as the kernel takes them: a
+//! cgroup whose name is not UTF-8 works, and messages show such bytes (and
+//! control characters, such as a newline in a name) escaped (`\xff`, `\n`),
+//! so a message is one line. Every function is safe to call from several
 //! threads; calls on one cgroup are serialized. No Rust panic crosses this
 //! boundary: one becomes -1 with `errno` `EIO`.
 //!
@@ -32,9 +35,11 @@ use crate::rules::{self, Rule};
 use crate::{Error, Result};
 use libc::{c_char, c_int, c_void, size_t, ssize_t};
 use std::cell::{Cell, RefCell};
-use std::ffi::{CStr, CString};
+use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
 
 /// `VIR_CGROUP_DEVICE_READ`: read 1, write 2, mknod 4, the bits every
 /// `perms` argument takes. They are libvirt's, not the kernel's
@@ -127,18 +132,18 @@ fn int_call(f: impl FnOnce() -> Result<()>) -> c_int {
     boundary(-1, || f().map(|()| 0))
 }
 
-/// Borrows a C string argument.
+/// A path argument: bytes, as the kernel takes them (a cgroup's name need
+/// not be UTF-8).
 ///
 /// # Safety
-/// `p` is NULL or points to a NUL-terminated string that outlives the call.
-unsafe fn str_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str> {
+/// `p` is NULL or a NUL-terminated string that outlives `'a`.
+unsafe fn path_arg<'a>(p: *const c_char, what: &str) -> Result<&'a Path> {
     if p.is_null() {
         return Err(Error::invalid(format!("{what} is NULL")));
     }
     // SAFETY: not NULL, and NUL-terminated per the caller's contract.
     let s = unsafe { CStr::from_ptr(p) };
-    s.to_str()
-        .map_err(|_| Error::invalid(format!("{what} is not valid UTF-8")))
+    Ok(Path::new(OsStr::from_bytes(s.to_bytes())))
 }
 
 fn rule_arg(ty: c_char, major: c_int, minor: c_int, perms: c_int) -> Result<Rule> {
@@ -155,7 +160,7 @@ fn rule_arg(ty: c_char, major: c_int, minor: c_int, perms: c_int) -> Result<Rule
 pub unsafe extern "C" fn vircgroup_v2_devices_available(group_path: *const c_char) -> bool {
     boundary(false, || {
         // SAFETY: per this function's contract.
-        let path = unsafe { str_arg(group_path, "group_path") }?;
+        let path = unsafe { path_arg(group_path, "group_path") }?;
         Ok(devices::available(path))
     })
 }
@@ -209,7 +214,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_attach_prog(
         // SAFETY: the fd is open and the caller hands it over.
         let map = unsafe { OwnedFd::from_raw_fd(mapfd) };
         // SAFETY: per this function's contract.
-        let path = unsafe { str_arg(group_path, "group_path") }?;
+        let path = unsafe { path_arg(group_path, "group_path") }?;
         devices::attach_prog(path, map, max)
     })
 }
@@ -225,7 +230,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_attach_prog(
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_devices_detect_prog(group_path: *const c_char) -> c_int {
     // SAFETY: per this function's contract.
-    int_call(|| devices::detect_prog(unsafe { str_arg(group_path, "group_path") }?))
+    int_call(|| devices::detect_prog(unsafe { path_arg(group_path, "group_path") }?))
 }
 
 /// Detects first (as `vircgroup_v2_devices_detect_prog`: a running VM's
@@ -239,7 +244,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_detect_prog(group_path: *const c_c
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_devices_create_prog(group_path: *const c_char) -> c_int {
     // SAFETY: per this function's contract.
-    int_call(|| devices::create_prog(unsafe { str_arg(group_path, "group_path") }?))
+    int_call(|| devices::create_prog(unsafe { path_arg(group_path, "group_path") }?))
 }
 
 /// Detect, create, and when the map is full grow it to twice its size,
@@ -250,7 +255,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_create_prog(group_path: *const c_c
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_devices_prepare_prog(group_path: *const c_char) -> c_int {
     // SAFETY: per this function's contract.
-    int_call(|| devices::prepare_prog(unsafe { str_arg(group_path, "group_path") }?))
+    int_call(|| devices::prepare_prog(unsafe { path_arg(group_path, "group_path") }?))
 }
 
 /// Closes the library's fds for the cgroup and forgets its state; the
@@ -264,7 +269,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_prepare_prog(group_path: *const c_
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_devices_remove_prog(group_path: *const c_char) -> c_int {
     // SAFETY: per this function's contract.
-    int_call(|| devices::remove_prog(unsafe { str_arg(group_path, "group_path") }?))
+    int_call(|| devices::remove_prog(unsafe { path_arg(group_path, "group_path") }?))
 }
 
 /// Detaches the library's program (held or detected) from the cgroup, then
@@ -275,7 +280,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_remove_prog(group_path: *const c_c
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_devices_detach_prog(group_path: *const c_char) -> c_int {
     // SAFETY: per this function's contract.
-    int_call(|| devices::detach_prog(unsafe { str_arg(group_path, "group_path") }?))
+    int_call(|| devices::detach_prog(unsafe { path_arg(group_path, "group_path") }?))
 }
 
 /// libvirt's value encoding: `access << 16 | type bits` (`'b'` 1, `'c'` 2,
@@ -313,7 +318,7 @@ pub unsafe extern "C" fn vircgroup_v2_allow_device(
     int_call(|| {
         let rule = rule_arg(r#type, major, minor, perms)?;
         // SAFETY: per this function's contract.
-        devices::allow(unsafe { str_arg(group_path, "group_path") }?, &rule)
+        devices::allow(unsafe { path_arg(group_path, "group_path") }?, &rule)
     })
 }
 
@@ -334,7 +339,7 @@ pub unsafe extern "C" fn vircgroup_v2_deny_device(
     int_call(|| {
         let rule = rule_arg(r#type, major, minor, perms)?;
         // SAFETY: per this function's contract.
-        devices::deny(unsafe { str_arg(group_path, "group_path") }?, &rule)
+        devices::deny(unsafe { path_arg(group_path, "group_path") }?, &rule)
     })
 }
 
@@ -353,7 +358,7 @@ pub unsafe extern "C" fn vircgroup_v2_allow_all_devices(
     int_call(|| {
         let rule = rule_arg(b'a' as c_char, -1, -1, perms)?;
         // SAFETY: per this function's contract.
-        devices::allow(unsafe { str_arg(group_path, "group_path") }?, &rule)
+        devices::allow(unsafe { path_arg(group_path, "group_path") }?, &rule)
     })
 }
 
@@ -364,7 +369,7 @@ pub unsafe extern "C" fn vircgroup_v2_allow_all_devices(
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_deny_all_devices(group_path: *const c_char) -> c_int {
     // SAFETY: per this function's contract.
-    int_call(|| devices::deny_all(unsafe { str_arg(group_path, "group_path") }?))
+    int_call(|| devices::deny_all(unsafe { path_arg(group_path, "group_path") }?))
 }
 
 /// Copies the state held for the cgroup into `*out` (`{-1, -1, 0, 0}` when
@@ -385,7 +390,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_get_state(
             return Err(Error::invalid("out is NULL"));
         }
         // SAFETY: per this function's contract.
-        let s: State = devices::state(unsafe { str_arg(group_path, "group_path") }?)?;
+        let s: State = devices::state(unsafe { path_arg(group_path, "group_path") }?)?;
         let value = vircgroup_v2_devices {
             mapfd: s.mapfd,
             progfd: s.progfd,
@@ -402,13 +407,13 @@ fn device_path_call(
     group_path: *const c_char,
     dev_path: *const c_char,
     perms: c_int,
-    apply: fn(&str, &str, i32) -> Result<bool>,
+    apply: fn(&Path, &Path, i32) -> Result<bool>,
 ) -> c_int {
     boundary(-1, || {
         // SAFETY: per the exported functions' contract.
-        let dev_path = unsafe { str_arg(dev_path, "dev_path") }?;
+        let dev_path = unsafe { path_arg(dev_path, "dev_path") }?;
         // SAFETY: per the exported functions' contract.
-        let group_path = unsafe { str_arg(group_path, "group_path") }?;
+        let group_path = unsafe { path_arg(group_path, "group_path") }?;
         apply(group_path, dev_path, perms).map(|applied| if applied { 0 } else { 1 })
     })
 }
@@ -425,7 +430,9 @@ pub unsafe extern "C" fn vircgroup_v2_allow_device_path(
     dev_path: *const c_char,
     perms: c_int,
 ) -> c_int {
-    device_path_call(group_path, dev_path, perms, devices::allow_path)
+    device_path_call(group_path, dev_path, perms, |g, d, p| {
+        devices::allow_path(g, d, p)
+    })
 }
 
 /// `stat()`s `dev_path` and denies `perms` on its char or block device.
@@ -440,7 +447,9 @@ pub unsafe extern "C" fn vircgroup_v2_deny_device_path(
     dev_path: *const c_char,
     perms: c_int,
 ) -> c_int {
-    device_path_call(group_path, dev_path, perms, devices::deny_path)
+    device_path_call(group_path, dev_path, perms, |g, d, p| {
+        devices::deny_path(g, d, p)
+    })
 }
 
 /// 1 if the rules held for the cgroup allow `perms` on every device that
@@ -461,7 +470,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_check(
     boundary(-1, || {
         let rule = rule_arg(r#type, major, minor, perms)?;
         // SAFETY: per this function's contract.
-        let path = unsafe { str_arg(group_path, "group_path") }?;
+        let path = unsafe { path_arg(group_path, "group_path") }?;
         devices::check(path, &rule).map(c_int::from)
     })
 }
@@ -484,7 +493,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_check(
 pub unsafe extern "C" fn vircgroup_v2_devices_list(group_path: *const c_char) -> *mut c_char {
     boundary(std::ptr::null_mut(), || {
         // SAFETY: per this function's contract.
-        let text = devices::list(unsafe { str_arg(group_path, "group_path") }?)?;
+        let text = devices::list(unsafe { path_arg(group_path, "group_path") }?)?;
         let text = CString::new(text).map_err(|_| Error::new(libc::EIO, "NUL in list"))?;
         // SAFETY: `text` is a valid C string; strdup copies it into malloc'ed memory.
         let out = unsafe { libc::strdup(text.as_ptr()) };

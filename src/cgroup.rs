@@ -115,25 +115,27 @@ const LOCK_DIR: &str = "/run/vircgroup-v2-devices";
 impl Cgroup {
     /// Opens `path`, which must be an absolute path to a directory on a
     /// cgroup v2 filesystem. The path is resolved (symlinks, `..`, trailing
-    /// slashes) so that one cgroup has one name.
-    pub fn open(path: &str) -> Result<Self> {
-        if path.is_empty() {
+    /// slashes) so that one cgroup has one name. The path is bytes (any
+    /// name the kernel accepts); messages show it escaped.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let (path, shown) = (path.as_ref(), crate::rules::printable_path(path.as_ref()));
+        if path.as_os_str().is_empty() {
             return Err(Error::invalid("cgroup path is empty"));
         }
-        if !path.starts_with('/') {
+        if !path.is_absolute() {
             return Err(Error::invalid(format!(
-                "cgroup path '{path}' is not absolute"
+                "cgroup path '{shown}' is not absolute"
             )));
         }
         let resolved = std::fs::canonicalize(path).map_err(|e| {
             Error::sys(
-                format_args!("cgroup path '{path}'"),
+                format_args!("cgroup path '{shown}'"),
                 e.raw_os_error().unwrap_or(libc::EIO),
             )
         })?;
         let io = |call: &str, e: std::io::Error| {
             Error::sys(
-                format_args!("{call}('{}')", resolved.display()),
+                format_args!("{call}('{}')", crate::rules::printable_path(&resolved)),
                 e.raw_os_error().unwrap_or(libc::EIO),
             )
         };
@@ -145,11 +147,13 @@ impl Cgroup {
             .map_err(|e| io("open", e))?;
         let st = file.metadata().map_err(|e| io("fstat", e))?;
         let fd = OwnedFd::from(file);
-        let fs = fstatfs(&fd)
-            .map_err(|e| Error::sys(format_args!("statfs('{}')", resolved.display()), e as i32))?;
+        let fs = fstatfs(&fd).map_err(|e| {
+            let shown = crate::rules::printable_path(&resolved);
+            Error::sys(format_args!("statfs('{shown}')"), e as i32)
+        })?;
         if fs.filesystem_type() != CGROUP2_SUPER_MAGIC {
             return Err(Error::invalid(format!(
-                "'{path}' is not on a cgroup v2 filesystem"
+                "'{shown}' is not on a cgroup v2 filesystem"
             )));
         }
         let id = (st.dev(), st.ino());

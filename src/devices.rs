@@ -16,15 +16,16 @@
 pub use crate::held::State;
 pub use crate::inspect::{check, inspect, list, Inspection};
 pub use crate::policy::{
-    allow, allow_path, attach_prog, create_prog, deny, deny_all, deny_path, detach_prog,
-    detect_prog, device_rule, prepare_prog, remove_prog, state, INITIAL_MAX,
+    allow, allow_path, attach_prog, change, create_prog, deny, deny_all, deny_path, detach_prog,
+    detect_prog, device_rule, prepare_prog, remove_prog, state, Edit, INITIAL_MAX,
 };
 pub use crate::recognise::Program;
 #[cfg(feature = "testing")]
 pub use crate::snapshot::{kernel_view, snapshot, KernelView};
 
 /// Whether a device program can be queried at `path`.
-pub fn available(path: &str) -> bool {
+pub fn available(path: impl AsRef<std::path::Path>) -> bool {
+    let path = path.as_ref();
     match crate::cgroup::Cgroup::open(path).and_then(|cg| cg.attached()) {
         Ok(_) => true,
         Err(e) => {

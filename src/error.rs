@@ -15,12 +15,17 @@ pub struct Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    /// An error with an explicit errno.
+    /// An error with an explicit errno. Control characters in `message`
+    /// (a newline in a cgroup's name) are escaped as the admin tool shows
+    /// them ([`crate::rules::printable`]): a message is one line.
     pub fn new(errno: i32, message: impl Into<String>) -> Self {
-        Error {
-            errno,
-            message: message.into(),
-        }
+        let message = message.into();
+        let message = if !message.chars().all(crate::rules::shown_as_is) {
+            crate::rules::printable(&message)
+        } else {
+            message
+        };
+        Error { errno, message }
     }
 
     /// Bad argument from the caller: `EINVAL`.

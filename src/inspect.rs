@@ -68,7 +68,8 @@ fn view<'a>(cg: &Cgroup, held: &'a mut Slot<'_>) -> Result<View<'a>> {
 /// Whether the rules in force on the cgroup allow `rule`'s access to every
 /// device it names, as the kernel's program decides. A cgroup with no
 /// device program allows everything.
-pub fn check(path: &str, rule: &Rule) -> Result<bool> {
+pub fn check(path: impl AsRef<std::path::Path>, rule: &Rule) -> Result<bool> {
+    let path = path.as_ref();
     with_cgroup(path, |cg, held| match view(cg, held)? {
         View::Unrestricted => Ok(true),
         View::Table(t) => t.read(cg, |t| t.allows(rule)),
@@ -78,7 +79,8 @@ pub fn check(path: &str, rule: &Rule) -> Result<bool> {
 
 /// The rules as cgroup v1 `devices.list` text. A cgroup with no device
 /// program allows everything: `a *:* rwm`, the only `a` line a list has.
-pub fn list(path: &str) -> Result<String> {
+pub fn list(path: impl AsRef<std::path::Path>) -> Result<String> {
+    let path = path.as_ref();
     with_cgroup(path, |cg, held| {
         let entries: Vec<(u64, u32)> = match view(cg, held)? {
             View::Unrestricted => return Ok(rules::UNRESTRICTED_LIST.to_string()),
@@ -105,7 +107,8 @@ pub struct Inspection {
 
 /// Reads the device programs attached to the cgroup and the rules of the
 /// one this library recognises, changing nothing and recording nothing.
-pub fn inspect(path: &str) -> Result<Inspection> {
+pub fn inspect(path: impl AsRef<std::path::Path>) -> Result<Inspection> {
+    let path = path.as_ref();
     let cg = Cgroup::open(path)?;
     let attached = cg.attached()?;
     let (found, others) = recognise(&cg, &attached)?;

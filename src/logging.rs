@@ -89,7 +89,9 @@ fn sink() -> Option<(LogFn, usize)> {
 
 fn deliver(level: c_int, text: &str) {
     let Some((f, opaque)) = sink() else { return };
-    let Ok(text) = CString::new(text.replace('\0', "\\0")) else {
+    // One line, as every message of the library: control characters (a
+    // newline or NUL in a path) escaped as the admin tool escapes them.
+    let Ok(text) = CString::new(crate::rules::printable(text)) else {
         return;
     };
     // SAFETY: the function and its opaque pointer were handed over by

@@ -203,6 +203,95 @@ impl Change for Clear {
     }
 }
 
+/// Several edits in order, as one change: all of them or none. In place,
+/// only when the rules they end with fit the held maps: removals first,
+/// then changed rules, then new ones (so the count never exceeds the
+/// maps'), and what was written is put back when a write fails or finds
+/// no room. Else new maps hold the result, replacing the program in one
+/// step, or nothing changes.
+struct Batch<'a>(&'a [Edit]);
+
+impl Change for Batch<'_> {
+    fn in_place(&self, c: &mut Current<'_>) -> Result<bool> {
+        let before = c.rules();
+        let mut after = before.clone();
+        self.apply(&mut after);
+        if after.len() > c.held().maps.max() as usize {
+            return Ok(false);
+        }
+        let mut writes: Vec<(u64, u32)> = before
+            .keys()
+            .chain(after.keys())
+            .map(|&k| (k, after.get(&k).copied().unwrap_or(0)))
+            .filter(|(k, v)| before.get(k).copied().unwrap_or(0) != *v)
+            .collect();
+        writes.sort_unstable();
+        writes.dedup();
+        writes.sort_by_key(|(k, v)| (*v != 0, !before.contains_key(k)));
+        for (i, &(key, value)) in writes.iter().enumerate() {
+            let failed = match c.put(key, value) {
+                Ok(true) => continue,
+                Ok(false) => None,
+                Err(e) => Some(e),
+            };
+            // Newest first, each key back to its value before the batch.
+            for &(key, _) in writes[..i].iter().rev() {
+                let old = before.get(&key).copied().unwrap_or(0);
+                if let Err(e) = c.put(key, old).and_then(|put| {
+                    put.then_some(())
+                        .ok_or_else(|| Error::new(libc::ENOSPC, "no room to put a rule back"))
+                }) {
+                    return Err(Error::new(
+                        e.errno(),
+                        format!(
+                            "{}; and putting back the rules it had changed failed: {e}",
+                            failed.map_or_else(
+                                || "no room for a rule in place".to_string(),
+                                |f| f.to_string()
+                            )
+                        ),
+                    ));
+                }
+            }
+            return match failed {
+                Some(e) => Err(e),
+                None => Ok(false),
+            };
+        }
+        Ok(true)
+    }
+
+    fn apply(&self, rules: &mut HashMap<u64, u32>) {
+        for edit in self.0 {
+            match edit {
+                Edit::Allow(rule) => {
+                    *rules.entry(rule.key()).or_insert(0) |= rule.value();
+                }
+                Edit::Deny(rule) => {
+                    if let Some(v) = rules.get(&rule.key()).copied() {
+                        match rule.remove_from(v) {
+                            0 => rules.remove(&rule.key()),
+                            v => rules.insert(rule.key(), v),
+                        };
+                    }
+                }
+                Edit::DenyAll => rules.clear(),
+            }
+        }
+    }
+}
+
+/// One edit of [`change`]: what [`allow`], [`deny`] and [`deny_all`] do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edit {
+    /// Grants the rule, accumulating with what it already had.
+    Allow(Rule),
+    /// Removes the rule's permissions from that exact rule.
+    Deny(Rule),
+    /// Removes every rule (attaching the program if none is).
+    DenyAll,
+}
+
 /// Room for one more rule (`prepare_prog`).
 struct Room;
 
@@ -215,19 +304,21 @@ impl Change for Room {
 }
 
 /// The capacity of maps for `count` rules starting from `max`: doubled
-/// when they do not fit.
+/// until they fit (once for one more rule; more for a [`change`] of many).
 fn capacity(max: u32, count: usize) -> Result<u32> {
-    if count <= max as usize {
-        return Ok(max);
+    let mut m = max.max(1);
+    while (m as usize) < count {
+        match m.checked_mul(2) {
+            Some(next) => m = next,
+            None => break,
+        }
     }
-    max.checked_mul(2)
-        .filter(|&m| count <= m as usize)
-        .ok_or_else(|| {
-            Error::new(
-                libc::E2BIG,
-                format!("a map of {max} entries cannot grow to {count} rules"),
-            )
-        })
+    Some(m).filter(|&m| count <= m as usize).ok_or_else(|| {
+        Error::new(
+            libc::E2BIG,
+            format!("a map of {max} entries cannot grow to {count} rules"),
+        )
+    })
 }
 
 /// Makes `change` on the cgroup's rules: in place on the held program when
@@ -361,13 +452,15 @@ pub(crate) fn detect_in(cg: &Cgroup, held: &mut Slot<'_>) -> Result<()> {
 
 /// Adopts a program of this library or of libvirt's C code attached to the
 /// cgroup; a program it does not recognise is left alone.
-pub fn detect_prog(path: &str) -> Result<()> {
+pub fn detect_prog(path: impl AsRef<std::path::Path>) -> Result<()> {
+    let path = path.as_ref();
     with_cgroup(path, detect_in)
 }
 
 /// Detects, then creates a 64-entry map and attaches the program when
 /// nothing is held or found: it never wipes a running VM's rules.
-pub fn create_prog(path: &str) -> Result<()> {
+pub fn create_prog(path: impl AsRef<std::path::Path>) -> Result<()> {
+    let path = path.as_ref();
     with_cgroup(path, |cg, held| {
         detect_in(cg, held)?;
         if held.is_empty() {
@@ -378,21 +471,24 @@ pub fn create_prog(path: &str) -> Result<()> {
 }
 
 /// Detect, create, and grow the map when it is full.
-pub fn prepare_prog(path: &str) -> Result<()> {
+pub fn prepare_prog(path: impl AsRef<std::path::Path>) -> Result<()> {
+    let path = path.as_ref();
     with_cgroup(path, |cg, held| modify(cg, held, &Room, 1))
 }
 
 /// Forgets the state of the cgroup; the program stays attached. Works when
 /// the cgroup's directory is already gone.
-pub fn remove_prog(path: &str) -> Result<()> {
+pub fn remove_prog(path: impl AsRef<std::path::Path>) -> Result<()> {
+    let path = path.as_ref();
     if registry::release(path)? {
-        log::debug!("released the state of '{path}'");
+        log::debug!("released the state of '{}'", rules::printable_path(path));
     }
     Ok(())
 }
 
 /// Detaches the library's program from the cgroup, then forgets the state.
-pub fn detach_prog(path: &str) -> Result<()> {
+pub fn detach_prog(path: impl AsRef<std::path::Path>) -> Result<()> {
+    let path = path.as_ref();
     with_cgroup(path, |cg, held| {
         detect_in(cg, held)?;
         if let Some(h) = held.get() {
@@ -413,7 +509,8 @@ pub fn detach_prog(path: &str) -> Result<()> {
 
 /// The state held for the cgroup, once checked to be current: a program
 /// no longer attached is forgotten (nothing is detected).
-pub fn state(path: &str) -> Result<State> {
+pub fn state(path: impl AsRef<std::path::Path>) -> Result<State> {
+    let path = path.as_ref();
     with_cgroup(path, |cg, held| {
         if let Some(h) = held.get_mut() {
             if !cg.attached()?.ids.contains(&h.prog_id) {
@@ -429,12 +526,14 @@ pub fn state(path: &str) -> Result<State> {
 }
 
 /// Grants `rule`, accumulating with what the rule already had.
-pub fn allow(path: &str, rule: &Rule) -> Result<()> {
+pub fn allow(path: impl AsRef<std::path::Path>, rule: &Rule) -> Result<()> {
+    let path = path.as_ref();
     with_cgroup(path, |cg, held| allow_in(cg, held, rule))
 }
 
 /// Removes the permissions of `rule` from that exact rule.
-pub fn deny(path: &str, rule: &Rule) -> Result<()> {
+pub fn deny(path: impl AsRef<std::path::Path>, rule: &Rule) -> Result<()> {
+    let path = path.as_ref();
     with_cgroup(path, |cg, held| deny_in(cg, held, rule))
 }
 
@@ -468,35 +567,73 @@ fn deny_in(cg: &Cgroup, held: &mut Slot<'_>, rule: &Rule) -> Result<()> {
     Ok(())
 }
 
+/// Applies `edits` in order as one change: all of them, or (on any error,
+/// such as more rules than a map can hold) none. Nothing is validated
+/// twice: every rule is already a valid [`Rule`].
+pub fn change(path: impl AsRef<std::path::Path>, edits: &[Edit]) -> Result<()> {
+    let path = path.as_ref();
+    if edits.is_empty() {
+        return Ok(());
+    }
+    with_cgroup(path, |cg, held| {
+        modify(cg, held, &Batch(edits), 0)?;
+        log::debug!(
+            "applied {} edits in '{}'",
+            edits.len(),
+            rules::printable_path(cg.path())
+        );
+        Ok(())
+    })
+}
+
 /// Allows `perms` on the device node at `dev_path`; false (nothing
 /// changed) when it is not a device node.
-pub fn allow_path(path: &str, dev_path: &str, perms: i32) -> Result<bool> {
-    on_device_path(path, dev_path, perms, allow_in)
+pub fn allow_path(
+    path: impl AsRef<std::path::Path>,
+    dev_path: impl AsRef<std::path::Path>,
+    perms: i32,
+) -> Result<bool> {
+    let path = path.as_ref();
+    on_device_path(path, dev_path.as_ref(), perms, allow_in)
 }
 
 /// Denies `perms` on the device node at `dev_path`; false (nothing
 /// changed) when it is not a device node.
-pub fn deny_path(path: &str, dev_path: &str, perms: i32) -> Result<bool> {
-    on_device_path(path, dev_path, perms, deny_in)
+pub fn deny_path(
+    path: impl AsRef<std::path::Path>,
+    dev_path: impl AsRef<std::path::Path>,
+    perms: i32,
+) -> Result<bool> {
+    let path = path.as_ref();
+    on_device_path(path, dev_path.as_ref(), perms, deny_in)
 }
 
 type RuleOp = fn(&Cgroup, &mut Slot<'_>, &Rule) -> Result<()>;
 
-fn on_device_path(path: &str, dev_path: &str, perms: i32, op: RuleOp) -> Result<bool> {
+fn on_device_path(
+    path: &std::path::Path,
+    dev_path: &std::path::Path,
+    perms: i32,
+    op: RuleOp,
+) -> Result<bool> {
     // The cgroup is checked first: a bad group path fails even when
     // dev_path is not a device node. device_rule checks perms before it
     // looks at dev_path, so bad perms fail whatever dev_path is.
     with_cgroup(path, |cg, held| match device_rule(dev_path, perms)? {
         Some(rule) => op(cg, held, &rule).map(|()| true),
         None => {
-            log::debug!("'{dev_path}' is not a device node: nothing to do");
+            log::debug!(
+                "'{}' is not a device node: nothing to do",
+                rules::printable_path(dev_path)
+            );
             Ok(false)
         }
     })
 }
 
 /// Program attached and every rule removed.
-pub fn deny_all(path: &str) -> Result<()> {
+pub fn deny_all(path: impl AsRef<std::path::Path>) -> Result<()> {
+    let path = path.as_ref();
     with_cgroup(path, |cg, held| {
         modify(cg, held, &Clear, 0)?;
         log::debug!("denied all devices in '{}'", cg.path().display());
@@ -509,7 +646,8 @@ pub fn deny_all(path: &str) -> Result<()> {
 /// this library or of libvirt's C code in one step. On kernels with the
 /// table the rules are copied into a new table, which takes over `map`'s
 /// fd number.
-pub fn attach_prog(path: &str, map: OwnedFd, max: usize) -> Result<()> {
+pub fn attach_prog(path: impl AsRef<std::path::Path>, map: OwnedFd, max: usize) -> Result<()> {
+    let path = path.as_ref();
     with_cgroup(path, |cg, held| {
         cg.check_not_root()?;
         let (max, entries) = check_rule_map(map.as_fd(), max)?;
@@ -583,15 +721,16 @@ fn check_rule_map(map: std::os::fd::BorrowedFd<'_>, max: usize) -> Result<(u32, 
 }
 
 /// The rule for the device node at `dev_path`, None when it is not one.
-pub fn device_rule(dev_path: &str, perms: i32) -> Result<Option<Rule>> {
+pub fn device_rule(dev_path: impl AsRef<std::path::Path>, perms: i32) -> Result<Option<Rule>> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let dev_path = dev_path.as_ref();
     rules::check_perms(perms)?;
-    if dev_path.is_empty() {
+    if dev_path.as_os_str().is_empty() {
         return Err(Error::invalid("device path is empty"));
     }
     let meta = std::fs::metadata(dev_path).map_err(|e| {
         Error::sys(
-            format_args!("stat('{dev_path}')"),
+            format_args!("stat('{}')", rules::printable_path(dev_path)),
             e.raw_os_error().unwrap_or(libc::EIO),
         )
     })?;
@@ -605,7 +744,7 @@ pub fn device_rule(dev_path: &str, perms: i32) -> Result<Option<Rule>> {
     let (major, minor) = dev_numbers(meta.rdev());
     Rule::new(ty, major as i32, minor as i32, perms)
         .map(Some)
-        .map_err(|e| e.context(format_args!("device '{dev_path}'")))
+        .map_err(|e| e.context(format_args!("device '{}'", rules::printable_path(dev_path))))
 }
 
 /// glibc's `major()` / `minor()`.

@@ -27,6 +27,7 @@ use crate::{Error, Result};
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 type Id = (u64, u64);
@@ -43,7 +44,7 @@ struct Tables {
     entries: HashMap<Id, Arc<Mutex<Entry>>>,
     /// The path each entry was last reached by, so that an entry whose
     /// directory is gone can still be released by path (`remove_prog`).
-    names: HashMap<String, Id>,
+    names: HashMap<PathBuf, Id>,
     /// Every fd an entry owns: a caller must never hand one of them over.
     /// An fd leaves the set before it is closed (`Slot`), so a number in it
     /// is never one another thread has just got back from the kernel.
@@ -138,7 +139,7 @@ impl Slot<'_> {
 /// held. The path is looked up with one `stat`: a cgroup seen before is
 /// its entry, whatever path reached it.
 pub(crate) fn with_cgroup<R>(
-    path: &str,
+    path: &Path,
     f: impl FnOnce(&Cgroup, &mut Slot<'_>) -> Result<R>,
 ) -> Result<R> {
     let reg = registry()?;
@@ -186,7 +187,7 @@ pub(crate) fn with_cgroup<R>(
         }
         t.fds.extend(after);
         if keep && t.names.get(path) != Some(&id) {
-            if let Some(old) = t.names.insert(path.to_string(), id) {
+            if let Some(old) = t.names.insert(path.to_path_buf(), id) {
                 forget_if_gone(&mut t, old);
             }
         }
@@ -248,7 +249,7 @@ fn forget_if_gone(t: &mut Tables, old: Id) {
 /// Releases the state held for `path`, also when its directory is gone
 /// (found by the path it was last reached by). Ok(false) when the library
 /// holds nothing for it.
-pub(crate) fn release(path: &str) -> Result<bool> {
+pub(crate) fn release(path: &Path) -> Result<bool> {
     let reg = registry()?;
     let id = match std::fs::metadata(path) {
         Ok(m) => Some((m.dev(), m.ino())),

@@ -89,7 +89,9 @@ pub struct Converted {
 /// own is left as it is: an error says so) or when the rules cannot be
 /// expressed in libvirt's encoding. The daemon should be stopped meanwhile:
 /// a rule it adds between the read and the attach would be lost.
-pub fn to_libvirt(path: &str) -> Result<Converted> {
+pub fn to_libvirt(path: impl AsRef<std::path::Path>) -> Result<Converted> {
+    let path = path.as_ref();
+    let shown = rules::printable_path(path);
     let cg = Cgroup::open(path)?;
     cg.check_not_root()?;
     // Every other process of this library waits while the cgroup is
@@ -98,12 +100,12 @@ pub fn to_libvirt(path: &str) -> Result<Converted> {
     let found = devices::inspect(path)?;
     let Some((ours, entries)) = found.rules else {
         return Err(Error::invalid(format!(
-            "'{path}' has no device program of this library to convert"
+            "'{shown}' has no device program of this library to convert"
         )));
     };
     if found.libvirt {
         return Err(Error::invalid(format!(
-            "'{path}' already has libvirt's device program (id {})",
+            "'{shown}' already has libvirt's device program (id {})",
             ours.id
         )));
     }
@@ -124,7 +126,7 @@ pub fn to_libvirt(path: &str) -> Result<Converted> {
         return Err(Error::new(
             libc::EAGAIN,
             format!(
-                "the device program {} of '{path}' changed while converting it; try again",
+                "the device program {} of '{shown}' changed while converting it; try again",
                 ours.id
             ),
         ));
@@ -133,7 +135,7 @@ pub fn to_libvirt(path: &str) -> Result<Converted> {
     // In place of ours in one step (BPF_F_REPLACE, or its fallback).
     crate::install::attach(&cg, prog.as_fd(), attached.flags, Some(old.as_fd()))?;
     log::info!(
-        "'{path}': program {} replaced by libvirt's program {prog_id} ({} rules, map of {max})",
+        "'{shown}': program {} replaced by libvirt's program {prog_id} ({} rules, map of {max})",
         ours.id,
         converted.len()
     );

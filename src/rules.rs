@@ -313,6 +313,55 @@ pub fn printable(text: &str) -> String {
     escape(text, false)
 }
 
+/// `bytes` as [`printable`] text: bytes that are not UTF-8 (a cgroup's
+/// name may hold any) are shown as `\xNN`.
+pub fn printable_bytes(bytes: &[u8]) -> String {
+    escape_bytes(bytes, false)
+}
+
+/// `bytes` between single quotes as [`quoted`] shows text, and bytes
+/// that are not UTF-8 as `\xNN`.
+pub fn quoted_bytes(bytes: &[u8]) -> String {
+    format!("'{}'", escape_bytes(bytes, true))
+}
+
+/// `path` as [`printable_bytes`] shows it.
+pub fn printable_path(path: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    printable_bytes(path.as_os_str().as_bytes())
+}
+
+/// `path` as [`quoted_bytes`] shows it.
+pub fn quoted_path(path: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    quoted_bytes(path.as_os_str().as_bytes())
+}
+
+fn escape_bytes(bytes: &[u8], backslash: bool) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(&escape(chunk.valid(), backslash));
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// Whether [`printable`] shows `c` as itself (not escaped).
+pub fn shown_as_is(c: char) -> bool {
+    !matches!(
+        c,
+        '\0'..='\x1f'
+        | '\x7f'
+        | '\u{80}'..='\u{9f}'
+        | '\u{200b}'..='\u{200f}'
+        | '\u{2028}'..='\u{202e}'
+        | '\u{2066}'..='\u{2069}'
+        | '\u{feff}'
+    )
+}
+
 fn escape(text: &str, backslash: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {

@@ -18,7 +18,8 @@ use std::os::fd::{AsFd, AsRawFd};
 
 /// The instructions and maps of the program held for the cgroup after
 /// detection; None when the library holds none.
-pub fn snapshot(path: &str) -> Result<Option<(Vec<Insn>, interp::Maps)>> {
+pub fn snapshot(path: impl AsRef<std::path::Path>) -> Result<Option<(Vec<Insn>, interp::Maps)>> {
+    let path = path.as_ref();
     with_cgroup(path, |cg, held| {
         crate::policy::detect_in(cg, held)?;
         let Some(h) = held.get() else {
@@ -84,7 +85,8 @@ pub struct KernelView {
 
 /// The [`KernelView`] of the cgroup at `path`; None when no program the
 /// library recognises is attached.
-pub fn kernel_view(path: &str) -> Result<Option<KernelView>> {
+pub fn kernel_view(path: impl AsRef<std::path::Path>) -> Result<Option<KernelView>> {
+    let path = path.as_ref();
     let cg = Cgroup::open(path)?;
     let attached = cg.attached()?;
     Ok(match recognise(&cg, &attached)?.0 {

@@ -399,9 +399,13 @@ fn attach_prog_checks_the_map_and_always_takes_the_fd() {
     }
 }
 
+/// The log function is one per process: tests that set it take turns.
+static LOG_FUNC: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn last_error_is_per_thread_and_logs_reach_the_callback() {
     use std::sync::Mutex;
+    let _turn = LOG_FUNC.lock().unwrap_or_else(|e| e.into_inner());
     static LOGS: Mutex<Vec<(i32, String)>> = Mutex::new(Vec::new());
     unsafe extern "C" fn sink(level: i32, msg: *const libc::c_char, opaque: *mut libc::c_void) {
         assert_eq!(opaque as usize, 42);
@@ -473,4 +477,100 @@ fn list_prints_the_lines_cgroup_v1_shows() {
         assert_eq!(vircgroup_v2_devices_detach_prog(p), 0);
         assert_eq!(list(&path), "a *:* rwm\n");
     }
+}
+
+/// A cgroup whose name is bytes that are not UTF-8 (the kernel takes any
+/// byte but '/' and NUL): every call works on it, the kernel enforces its
+/// rules, and a message shows those bytes escaped.
+#[test]
+fn a_cgroup_named_with_bytes_that_are_not_utf8_works() {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(mount) = privileged() else { return };
+    let cg = Scratch::named(&mount, b"vcg2-\xff\xfe-");
+    assert!(cg.path.to_str().is_none(), "the name is not UTF-8");
+    let path = CString::new(cg.path.as_os_str().as_bytes()).unwrap();
+    let p = path.as_ptr();
+    // SAFETY (all calls below): every pointer is a valid C string.
+    unsafe {
+        assert_eq!(vircgroup_v2_devices_detect_prog(p), 0, "{}", last_error());
+        assert_eq!(vircgroup_v2_deny_all_devices(p), 0, "{}", last_error());
+        assert_eq!(
+            vircgroup_v2_allow_device(p, b'c' as _, 1, 3, VIRCGROUP_DEVICE_RW),
+            0,
+            "{}",
+            last_error()
+        );
+        assert_eq!(
+            vircgroup_v2_allow_device_path(p, c"/dev/zero".as_ptr(), VIRCGROUP_DEVICE_READ),
+            0,
+            "{}",
+            last_error()
+        );
+        assert_eq!(
+            vircgroup_v2_devices_check(p, b'c' as _, 1, 3, VIRCGROUP_DEVICE_RW),
+            1
+        );
+        assert_eq!(
+            vircgroup_v2_devices_check(p, b'c' as _, 1, 5, VIRCGROUP_DEVICE_WRITE),
+            0
+        );
+    }
+    assert_eq!(list(&path), "c 1:3 rw\nc 1:5 r\n");
+    assert_eq!(state(&path).count, 2);
+    assert!(cg.allowed("rw:/dev/null"));
+    assert!(cg.allowed("r:/dev/zero"));
+    assert!(!cg.allowed("w:/dev/zero"));
+    // A message names the cgroup with its bytes escaped.
+    let missing = CString::new([path.as_bytes(), b"/gone"].concat()).unwrap();
+    // SAFETY: a valid C string.
+    let ret = unsafe { vircgroup_v2_devices_detect_prog(missing.as_ptr()) };
+    assert_fails("detect", ret, libc::ENOENT, "vcg2-\\xff\\xfe-");
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { vircgroup_v2_devices_remove_prog(p) }, 0);
+}
+
+/// Control characters in a cgroup's name (tab, carriage return, escape;
+/// the kernel refuses a newline there) and a newline in a path given are
+/// escaped in `last_error` and in log messages, as the admin tool escapes
+/// them: every message is one line, and no path can forge another one.
+#[test]
+fn messages_escape_control_characters_in_paths() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::sync::Mutex;
+    static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    unsafe extern "C" fn sink(_: i32, msg: *const libc::c_char, _: *mut libc::c_void) {
+        // SAFETY: the library passes a valid C string.
+        let msg = unsafe { CStr::from_ptr(msg) }
+            .to_string_lossy()
+            .into_owned();
+        LOGS.lock().unwrap().push(msg);
+    }
+    let Some(mount) = privileged() else { return };
+    let _turn = LOG_FUNC.lock().unwrap_or_else(|e| e.into_inner());
+    let cg = Scratch::named(&mount, b"vcg2-tab\tcr\resc\x1b-");
+    let path = CString::new(cg.path.as_os_str().as_bytes()).unwrap();
+    let missing = CString::new([path.as_bytes(), b"/no\nsuch"].concat()).unwrap();
+    vircgroup_v2_set_log_func(Some(sink), ptr::null_mut());
+    // SAFETY (all calls below): every pointer is a valid C string.
+    let (denied, allowed, failed) = unsafe {
+        (
+            vircgroup_v2_deny_all_devices(path.as_ptr()),
+            vircgroup_v2_allow_device(path.as_ptr(), b'c' as _, 1, 3, VIRCGROUP_DEVICE_RW),
+            vircgroup_v2_allow_device(missing.as_ptr(), b'c' as _, 1, 3, VIRCGROUP_DEVICE_RW),
+        )
+    };
+    let msg = last_error();
+    vircgroup_v2_set_log_func(None, ptr::null_mut());
+    assert_eq!((denied, allowed, failed), (0, 0, -1), "{msg}");
+    let raw = |m: &str| m.contains(['\n', '\t', '\r', '\x1b']);
+    assert!(!raw(&msg), "{msg:?}");
+    let escaped = "vcg2-tab\\tcr\\resc\\x1b-";
+    assert!(msg.contains(escaped), "{msg:?}");
+    assert!(msg.contains("no\\nsuch"), "{msg:?}");
+    let logs = std::mem::take(&mut *LOGS.lock().unwrap());
+    assert!(
+        logs.iter().filter(|m| m.contains(escaped)).count() >= 2,
+        "{logs:?}"
+    );
+    assert!(logs.iter().all(|m| !raw(m)), "{logs:?}");
 }

@@ -23,6 +23,11 @@ struct Out {
 }
 
 fn tool(args: &[&str]) -> Out {
+    tool_os(args)
+}
+
+/// `tool` with arguments that need not be UTF-8.
+fn tool_os<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Out {
     let out = Command::new(TOOL)
         .args(args)
         .output()
@@ -164,6 +169,52 @@ fn bad_rules_are_usage_errors_and_change_nothing() {
     assert_eq!(tool(&["list", cg.p()]).stdout, "");
 }
 
+/// `run` says, in its help and in the manual (help2man reads --help),
+/// that COMMAND is root and can leave the cgroup.
+#[test]
+fn run_says_it_is_not_a_sandbox() {
+    for args in [&["--help"][..], &["run", "--help"]] {
+        let out = tool(args);
+        let text = out
+            .ok()
+            .stdout
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        for needle in ["not a sandbox", "as root", "every capability", "out of"] {
+            assert!(text.contains(needle), "{needle:?} not in {args:?}: {text}");
+        }
+    }
+}
+
+/// `check` exits 1 for denied and for nothing else: every error is 2
+/// (usage) or 3, so a script never takes a failure for a denial.
+#[test]
+fn check_exits_1_only_when_denied() {
+    let help = tool(&["check", "--help"]);
+    assert!(help.ok().stdout.contains("never exits 1"), "{help:?}");
+    let usage = tool(&["--help"]);
+    assert!(usage.stdout.contains("never 1 on an error"), "{usage:?}");
+    let Some(mount) = privileged() else { return };
+    let cg = Scratch::new(&mount);
+    tool(&["deny", cg.p(), "a"]).ok();
+    tool(&["allow", cg.p(), "c 1:3 r"]).ok();
+    assert_eq!(tool(&["check", cg.p(), "c 1:3 r"]).ok().stdout, "allowed\n");
+    let denied = tool(&["check", cg.p(), "c 1:3 w"]);
+    assert_eq!((denied.code, denied.stdout.as_str()), (1, "denied\n"));
+    // Usage errors: 2.
+    tool(&["check", cg.p(), "c 1:3 x"]).fails(2, &["permission 'x'"]);
+    tool(&["check", cg.p()]).fails(2, &["one RULE"]);
+    // Every other error: 3.
+    let missing = format!("{}-missing", cg.p());
+    tool(&["check", &missing, "c 1:3 r"]).fails(3, &[&missing, "No such file"]);
+    let nodes = Nodes::new();
+    let node = nodes.fresh("missing");
+    tool(&["check", cg.p(), &format!("{node} r")]).fails(3, &[&node]);
+    let nodes_dir = nodes.dir.to_str().unwrap();
+    tool(&["check", nodes_dir, "c 1:3 r"]).fails(3, &["not on a cgroup v2 filesystem"]);
+}
+
 #[test]
 fn a_cgroup_that_does_not_exist() {
     let Some(mount) = privileged() else { return };
@@ -174,7 +225,7 @@ fn a_cgroup_that_does_not_exist() {
         tool(&["list", cg]).fails(1, &[abs, "No such file"]);
         tool(&["allow", cg, "c 1:3 rw"]).fails(1, &[abs, "No such file"]);
         tool(&["deny", cg, "a"]).fails(1, &[abs, "No such file"]);
-        tool(&["check", cg, "c 1:3 r"]).fails(1, &[abs, "No such file"]);
+        tool(&["check", cg, "c 1:3 r"]).fails(3, &[abs, "No such file"]);
         tool(&["detach", cg]).fails(1, &[abs, "No such file"]);
     }
     assert!(!Path::new(abs).exists());
@@ -324,7 +375,7 @@ fn a_program_it_does_not_recognise_is_named_and_left_alone() {
     let id = attach_foreign(&cg);
     let named = format!("device program {id} 'foreign'");
     tool(&["list", cg.p()]).fails(1, &[&named, "does not recognise", "cannot be read"]);
-    tool(&["check", cg.p(), "c 1:3 r"]).fails(1, &[&named, "cannot tell"]);
+    tool(&["check", cg.p(), "c 1:3 r"]).fails(3, &[&named, "cannot tell"]);
     tool(&["allow", cg.p(), "c 1:3 r"]).fails(1, &[&named]);
     tool(&["deny", cg.p(), "c 1:3 r"]).fails(1, &[&named]);
     tool(&["deny", cg.p(), "a"]).fails(1, &[&id.to_string(), "not replacing it"]);
@@ -706,4 +757,73 @@ fn cgroup_paths_copied_from_proc_pid_cgroup() {
     let out = tool(&["list", "/vcg2-test-\x1b[31m"]);
     out.fails(1, &["'/vcg2-test-\\x1b[31m'"]);
     assert!(!out.stderr.trim_end().contains(char::is_control), "{out:?}");
+}
+
+/// `allow CG` with 66,000 rules, more than a table holds: it fails, naming
+/// why, and applies none of them (before, 65,535 were applied).
+#[test]
+fn a_change_over_the_limit_applies_no_rule() {
+    let Some(mount) = privileged() else { return };
+    let cg = Scratch::new(&mount);
+    tool(&["deny", cg.p(), "a"]).ok();
+    tool(&["allow", cg.p(), "c 1:3 rw", "c 136:* rw"]).ok();
+    let before = tool(&["list", cg.p()]).ok().stdout.clone();
+    let rules: Vec<String> = (0..66_000)
+        .map(|i| format!("c {}:{} r", 1000 + i / 1000, i % 1000))
+        .collect();
+    let mut args = vec!["allow", cg.p()];
+    args.extend(rules.iter().map(String::as_str));
+    // The tool reads VCG2_EMULATE_KERNEL as the library's test hook does.
+    let emulated = std::env::var("VCG2_EMULATE_KERNEL").ok().and_then(|v| {
+        let (major, minor) = v.split_once('.')?;
+        Some((major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?))
+    });
+    if cfg!(feature = "testing") && emulated.is_some_and(|k| k < (5, 5)) {
+        // The tool emulates that kernel too: no table before Linux 5.5,
+        // and hash maps of that size are fine.
+        tool(&args).ok();
+        let list = tool(&["list", cg.p()]).ok().stdout.clone();
+        assert_eq!(list.lines().count(), 66_002);
+        return;
+    }
+    tool(&args).fails(1, &["too large"]);
+    assert_eq!(tool(&["list", cg.p()]).ok().stdout, before);
+    // The same in one step that fits: every rule applied.
+    let mut args = vec!["allow", cg.p()];
+    args.extend(rules[..300].iter().map(String::as_str));
+    args.push("c 1:5 r");
+    tool(&args).ok();
+    let list = tool(&["list", cg.p()]).ok().stdout.clone();
+    assert_eq!(list.lines().count(), 303, "{list}");
+}
+
+/// A cgroup named with bytes that are not UTF-8 works through the tool,
+/// and its messages show those bytes escaped.
+#[test]
+fn a_cgroup_named_with_bytes_that_are_not_utf8_works() {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(mount) = privileged() else { return };
+    let cg = Scratch::named(&mount, b"vcg2-\xff\xfe-");
+    let name = cg.path.file_name().unwrap().to_owned();
+    let path = cg.path.as_os_str();
+    for cg_arg in [path, name.as_os_str()] {
+        let arg = |s: &str| std::ffi::OsString::from(s);
+        tool_os(&[arg("deny"), cg_arg.into(), arg("a")]).ok();
+        tool_os(&[arg("allow"), cg_arg.into(), arg("c 1:3 rw"), arg("c 1:5 r")]).ok();
+        assert_eq!(
+            tool_os(&[arg("list"), cg_arg.into()]).ok().stdout,
+            "c 1:3 rw\nc 1:5 r\n"
+        );
+        let check = |rule: &str| tool_os(&[arg("check"), cg_arg.into(), arg(rule)]).code;
+        assert_eq!((check("c 1:3 rw"), check("c 1:5 w")), (0, 1));
+        assert!(cg.allowed("rw:/dev/null"));
+        assert!(!cg.allowed("w:/dev/zero"));
+        tool_os(&[arg("detach"), cg_arg.into()]).ok();
+        assert!(cg.attached().is_empty());
+    }
+    let mut missing = path.as_bytes().to_vec();
+    missing.extend_from_slice(b"/gone");
+    let missing = std::ffi::OsStr::from_bytes(&missing);
+    tool_os(&["list".as_ref(), missing]).fails(1, &["vcg2-\\xff\\xfe-", "No such file"]);
+    tool_os(&["check".as_ref(), missing, "c 1:3 r".as_ref()]).fails(3, &["vcg2-\\xff\\xfe-"]);
 }

@@ -84,7 +84,7 @@ fn result_name(r: nix::Result<()>) -> String {
 }
 
 /// Loop mode: counts of each result per access.
-fn run_loop(ms: &str, specs: &[String]) -> Result<(), String> {
+fn run_loop(ms: &str, specs: &[&str]) -> Result<(), String> {
     let ms: u64 = ms.parse().map_err(|e| format!("loop:{ms}: {e}"))?;
     let deadline = Instant::now() + Duration::from_millis(ms);
     let stop = Arc::new(AtomicBool::new(false));
@@ -116,7 +116,9 @@ fn run_loop(ms: &str, specs: &[String]) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let mut args: &[String] = &std::env::args().skip(1).collect::<Vec<_>>();
+    // Directories are bytes (a cgroup's name need not be UTF-8); the
+    // accesses are text.
+    let mut args: &[std::ffi::OsString] = &std::env::args_os().skip(1).collect::<Vec<_>>();
     let mut cgroups = Vec::new();
     while let [flag, dir, rest @ ..] = args {
         if flag != "--join" {
@@ -129,11 +131,15 @@ fn main() -> ExitCode {
         eprintln!("usage: vcg2-probe [--join DIR]... CGROUP_DIR ACCESS...");
         return ExitCode::from(2);
     };
+    let Some(specs) = specs.iter().map(|s| s.to_str()).collect::<Option<Vec<_>>>() else {
+        eprintln!("vcg2-probe: an ACCESS is not UTF-8");
+        return ExitCode::from(2);
+    };
     cgroups.push(cgroup);
     for cgroup in cgroups {
-        let procs = format!("{cgroup}/cgroup.procs");
+        let procs = std::path::Path::new(cgroup).join("cgroup.procs");
         if let Err(e) = std::fs::write(&procs, "0") {
-            eprintln!("vcg2-probe: cannot join {procs}: {e}");
+            eprintln!("vcg2-probe: cannot join {}: {e}", procs.display());
             return ExitCode::from(2);
         }
     }

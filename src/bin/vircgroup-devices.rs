@@ -12,14 +12,15 @@
 
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::unistd::Pid;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::ErrorKind;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use vircgroup_v2_devices::cgroup::cgroup2_mount;
-use vircgroup_v2_devices::devices::{self, Inspection, Program};
+use vircgroup_v2_devices::devices::{self, Edit, Inspection, Program};
 use vircgroup_v2_devices::rollback;
 use vircgroup_v2_devices::rules::{self, Rule};
 
@@ -35,19 +36,24 @@ Commands:
   list CGROUP           print the rules, in cgroup v1 devices.list format
   allow CGROUP RULE...  allow devices
   deny CGROUP RULE...   deny devices ('deny CGROUP a' denies every device)
-  check CGROUP RULE     print allowed or denied (exit status 0 or 1)
+  check CGROUP RULE     print allowed or denied (exit status 0 or 1; 2 or
+                        3 on an error)
   detach CGROUP         detach the device program: every device is allowed
   to-libvirt CGROUP     replace this library's program by libvirt's own, with
                         the same rules (before going back to stock libvirt)
   run [--allow RULE]... [--qemu-defaults] -- COMMAND...
                         run COMMAND in a scratch cgroup that denies every
-                        device but those allowed, then remove the cgroup
+                        device but those allowed, then remove the cgroup;
+                        not a sandbox: COMMAND runs as root with every
+                        capability and can move itself out of the cgroup
   demo                  a child denied /dev/zero and allowed /dev/null
 
 CGROUP is a path relative to the cgroup2 mount ('machine/vm1.scope'), an
 absolute path, or a path copied from /proc/PID/cgroup: its line '0::/PATH'
 or '/PATH' (read under the cgroup2 mount when no '/PATH' exists; a note
-says which path was used).
+says which path was used). It may hold any bytes a cgroup's name can;
+messages show control characters and bytes that are not UTF-8 escaped.
+A command given several RULEs applies all of them or none.
 RULE is one argument (quote it), read as cgroup v1's devices.allow and
 devices.deny read it:
   'TYPE MAJOR:MINOR PERMS'  TYPE b (block) or c (char); MAJOR and MINOR
@@ -58,8 +64,9 @@ devices.deny read it:
                             refused: write 'c 1:3 r' and 'b 1:3 r' instead
   'PATH PERMS'              the device node at PATH ('/dev/kvm rw')
 
-Exit status: 0 done (check: allowed), 1 failed (check: denied),
-2 usage error; run exits with the command's status.
+Exit status: 0 done, 1 failed, 2 usage error; run exits with the command's
+status. check exits 0 when allowed, 1 when denied, 2 on a usage error and 3
+on any other error: never 1 on an error.
 'vircgroup-devices COMMAND --help' describes each command.
 ";
 
@@ -79,8 +86,10 @@ Usage: vircgroup-devices allow CGROUP RULE...
 
 Adds permissions (as in cgroup v1, 'r' then 'w' gives 'rw'). 'a' (or
 'a *:* rwm') allows every device: the rules 'b *:* rwm' and 'c *:* rwm'.
-Every RULE is checked before anything changes. A program of libvirt's C
-code is replaced by this library's, with the same rules, in one step.
+Every RULE is checked before anything changes, and all of them are applied
+in one step or none is (more rules than a map can hold change nothing). A
+program of libvirt's C code is replaced by this library's, with the same
+rules, in one step.
 
 CGROUP must already have a device program: on a cgroup that has none, every
 device is allowed, and allowing one device would deny all others. To
@@ -97,7 +106,8 @@ Removes permissions from that exact rule ('deny CGROUP \"c 1:3 w\"' turns
 'a' denies every device, and so does 'a *:* rwm' (in cgroup v1 a rule
 starting with 'a' is every device, whatever permissions follow): it attaches
 the device program if needed and removes every rule (cgroup v1's
-'echo a > devices.deny'). Every RULE is checked before anything changes.
+'echo a > devices.deny'). Every RULE is checked before anything changes,
+and all of them are applied in one step or none is.
 
 The device program lists what is allowed, so on a cgroup with no device
 program (every device allowed) a single device cannot be denied: deny 'a'
@@ -111,6 +121,10 @@ Prints 'allowed' (exit status 0) when the rules of CGROUP's device program
 grant the access RULE describes on every device it names, as the kernel
 decides; else 'denied' (exit status 1). 'check CGROUP \"c 1:3 rw\"' asks
 whether /dev/null can be opened read-write. Reads only.
+
+Exit status: 0 allowed, 1 denied, 2 usage error (a bad RULE, a missing
+argument), 3 any other error (no such cgroup, a device program it cannot
+read): an error never exits 1, so a script can tell denied from failed.
 ";
 
 const DETACH_HELP: &str = "\
@@ -156,6 +170,14 @@ first. Only SIGKILL leaves the cgroup behind.
 
 Exit status 125 when COMMAND could not be started in the cgroup, 126 when
 it is not executable, 127 when it is not found.
+
+run is not a sandbox: COMMAND runs as root (as this tool does) with every
+capability, so it can move itself, or start processes, out of the scratch
+cgroup (writing to any cgroup.procs), change or detach the cgroup's device
+program, or create device nodes and open them from elsewhere. The device
+policy binds a COMMAND that does not try to leave it, such as a test of
+what a VM's QEMU may open; to confine an untrusted program, drop its
+privileges too (setpriv, a user namespace, a systemd unit's User=).
 ";
 
 const DEMO_HELP: &str = "\
@@ -210,7 +232,9 @@ fn main() -> ExitCode {
         }
         Err(Fail::Failed(msg)) => {
             eprintln!("{NAME}: {}", rules::printable(&msg));
-            ExitCode::from(1)
+            // check's 1 means denied: its errors are 3, never 1.
+            let check = args.first().and_then(|c| c.to_str()) == Some("check");
+            ExitCode::from(if check { 3 } else { 1 })
         }
     }
 }
@@ -258,25 +282,35 @@ fn dispatch(args: &[OsString]) -> Res<u8> {
     if cmd == "run" {
         return run(cmd, rest);
     }
-    let args = strings(rest)?;
-    if args.iter().any(|a| matches!(*a, "-h" | "--help")) {
+    // CGROUP (the first argument) is bytes, as the kernel takes a cgroup's
+    // name; every other argument is text.
+    let texts: Vec<Option<&str>> = rest.iter().map(|a| a.to_str()).collect();
+    if texts.iter().any(|a| matches!(a, Some("-h" | "--help"))) {
         print!("{help}");
         return Ok(0);
     }
     let usage = |what: &str| Fail::Usage(format!("{cmd}: {what} (see '{NAME} {cmd} --help')"));
-    if let Some(opt) = args.iter().find(|a| a.starts_with('-') && a.len() > 1) {
+    if let Some(opt) = texts
+        .iter()
+        .flatten()
+        .find(|a| a.starts_with('-') && a.len() > 1)
+    {
         return Err(usage(&format!("unknown option '{opt}'")));
     }
-    match (cmd, &args[..]) {
-        ("demo", []) => demo(),
-        ("list", [cg]) => list(&cgroup_path(cg)?),
-        ("detach", [cg]) => detach(&cgroup_path(cg)?),
-        ("to-libvirt", [cg]) => to_libvirt(&cgroup_path(cg)?),
-        ("check", [cg, rule]) => {
+    let (cg, args) = match rest.split_first() {
+        Some((cg, args)) => (Some(cg.as_os_str()), strings(args)?),
+        None => (None, Vec::new()),
+    };
+    match (cmd, cg, &args[..]) {
+        ("demo", None, []) => demo(),
+        ("list", Some(cg), []) => list(&cgroup_path(cg)?),
+        ("detach", Some(cg), []) => detach(&cgroup_path(cg)?),
+        ("to-libvirt", Some(cg), []) => to_libvirt(&cgroup_path(cg)?),
+        ("check", Some(cg), [rule]) => {
             let rule = parse_rule(rule)?;
             check(&cgroup_path(cg)?, &rule)
         }
-        ("allow" | "deny", [cg, rules @ ..]) if !rules.is_empty() => {
+        ("allow" | "deny", Some(cg), rules) if !rules.is_empty() => {
             // Rules first: a usage error before any note about CGROUP.
             let changes = rules
                 .iter()
@@ -284,9 +318,9 @@ fn dispatch(args: &[OsString]) -> Res<u8> {
                 .collect::<Res<Vec<_>>>()?;
             change(&cgroup_path(cg)?, cg, &changes)
         }
-        ("demo", _) => Err(usage("takes no argument")),
-        ("list" | "detach" | "to-libvirt", _) => Err(usage("expected CGROUP")),
-        ("check", _) => Err(usage("expected CGROUP and one RULE")),
+        ("demo", ..) => Err(usage("takes no argument")),
+        ("list" | "detach" | "to-libvirt", ..) => Err(usage("expected CGROUP")),
+        ("check", ..) => Err(usage("expected CGROUP and one RULE")),
         _ => Err(usage("expected CGROUP and at least one RULE")),
     }
 }
@@ -309,66 +343,73 @@ fn help_of(cmd: &str) -> Option<&'static str> {
 /// and so are the paths /proc/PID/cgroup shows: its cgroup v2 line
 /// `0::/PATH`, or `/PATH` alone when no such absolute path exists but the
 /// one under the mount does. A note on stderr says which path was used
-/// when it is not the one typed.
-fn cgroup_path(arg: &str) -> Res<String> {
-    if arg.is_empty() {
+/// when it is not the one typed. CGROUP is bytes (a cgroup's name need not
+/// be UTF-8); messages show it escaped.
+fn cgroup_path(arg: &OsStr) -> Res<PathBuf> {
+    let bytes = arg.as_bytes();
+    if bytes.is_empty() {
         return Err(Fail::Usage("CGROUP is empty".into()));
     }
+    let typed = || rules::quoted_bytes(bytes);
     let mount = || cgroup2_mount().ok_or_else(|| failed("no cgroup2 filesystem is mounted"));
+    let under = |mount: &Path, rel: &[u8]| {
+        let rel = &rel[rel.iter().take_while(|&&b| b == b'/').count()..];
+        mount.join(OsStr::from_bytes(rel))
+    };
     let note = |path: &Path, why: &str| {
         eprintln!(
             "{NAME}: note: {} {why}: using {}",
-            rules::quoted(arg),
-            rules::quoted(&path.to_string_lossy())
+            typed(),
+            rules::quoted_path(path)
         );
     };
-    if let Some(rel) = arg.strip_prefix("0::") {
-        if !rel.starts_with('/') {
+    if let Some(rel) = bytes.strip_prefix(b"0::") {
+        if !rel.starts_with(b"/") {
             return Err(Fail::Usage(format!(
                 "CGROUP {}: a /proc/PID/cgroup line of cgroup v2 is '0::/PATH'",
-                rules::quoted(arg)
+                typed()
             )));
         }
-        let path = mount()?.join(rel.trim_start_matches('/'));
+        let path = under(&mount()?, rel);
         if !path.exists() {
             return Err(failed(format!(
                 "cgroup path {} (of the /proc/PID/cgroup line {}): {}",
-                rules::quoted(&path.to_string_lossy()),
-                rules::quoted(arg),
+                rules::quoted_path(&path),
+                typed(),
                 nix::errno::Errno::ENOENT.desc()
             )));
         }
         note(&path, "is a /proc/PID/cgroup line");
-        return Ok(path.to_string_lossy().into_owned());
+        return Ok(path);
     }
-    if let Some((hierarchy, controllers)) = v1_proc_line(arg) {
+    if let Some((hierarchy, controllers)) = arg.to_str().and_then(v1_proc_line) {
         return Err(Fail::Usage(format!(
             "CGROUP {}: that is a cgroup v1 line of /proc/PID/cgroup (hierarchy \
              {hierarchy}, {controllers}); device programs are on cgroup v2: \
              take the line that starts with '0::'",
-            rules::quoted(arg)
+            typed()
         )));
     }
-    if !arg.starts_with('/') {
-        return Ok(mount()?.join(arg).to_string_lossy().into_owned());
+    let typed_path = Path::new(arg);
+    if !bytes.starts_with(b"/") {
+        return Ok(mount()?.join(typed_path));
     }
-    let typed = Path::new(arg);
     let Some(mount) = cgroup2_mount() else {
-        return Ok(arg.to_string());
+        return Ok(typed_path.to_path_buf());
     };
-    if typed.exists() || typed.starts_with(&mount) {
-        return Ok(arg.to_string());
+    if typed_path.exists() || typed_path.starts_with(&mount) {
+        return Ok(typed_path.to_path_buf());
     }
-    let under = mount.join(arg.trim_start_matches('/'));
+    let under = under(&mount, bytes);
     if under.exists() {
         note(&under, "does not exist");
-        return Ok(under.to_string_lossy().into_owned());
+        return Ok(under);
     }
     Err(failed(format!(
         "cgroup path {}: {} (nor under the cgroup2 mount: {})",
-        rules::quoted(arg),
+        typed(),
         nix::errno::Errno::ENOENT.desc(),
-        rules::quoted(&under.to_string_lossy())
+        rules::quoted_path(&under)
     )))
 }
 
@@ -403,22 +444,14 @@ fn parse_rule(text: &str) -> Res<Rule> {
         .ok_or_else(|| failed(format!("{} is not a device node", rules::quoted(path))))
 }
 
-/// One change asked of `allow` or `deny`.
-enum Change {
-    Allow(Rule),
-    Deny(Rule),
-    /// `deny CGROUP a`.
-    DenyAll,
-}
-
 /// A rule of `allow` or `deny`. As in cgroup v1, a rule of every device
 /// (`a`, `a *:* PERMS`) denies every device whatever its permissions, and
 /// allows every permission: so allowing it with fewer is refused.
-fn parse_change(text: &str, allow: bool) -> Res<Change> {
+fn parse_change(text: &str, allow: bool) -> Res<Edit> {
     let rule = parse_rule(text)?;
     Ok(match (allow, rule.every_device()) {
-        (false, true) => Change::DenyAll,
-        (false, false) => Change::Deny(rule),
+        (false, true) => Edit::DenyAll,
+        (false, false) => Edit::Deny(rule),
         (true, true) if rule.perms != rules::RWM => {
             let each = |ty: &str| format!("'{ty} *:* {}'", rules::perms_text(rule.perms));
             return Err(Fail::Usage(format!(
@@ -430,16 +463,22 @@ fn parse_change(text: &str, allow: bool) -> Res<Change> {
                 each("c")
             )));
         }
-        (true, _) => Change::Allow(rule),
+        (true, _) => Edit::Allow(rule),
     })
 }
 
 /// A rule of `allow` or `run --allow`.
 fn parse_allow(text: &str) -> Res<Rule> {
     match parse_change(text, true)? {
-        Change::Allow(rule) => Ok(rule),
-        Change::Deny(_) | Change::DenyAll => unreachable!("parse_change allows"),
+        Edit::Allow(rule) => Ok(rule),
+        Edit::Deny(_) | Edit::DenyAll => unreachable!("parse_change allows"),
     }
+}
+
+/// A cgroup's path as messages show it: control characters and bytes
+/// that are not UTF-8 escaped.
+fn show(cg: &Path) -> String {
+    rules::printable_path(cg)
 }
 
 /// "device program 42 'foreign'", "device programs 42 'a', 43 ''".
@@ -452,14 +491,16 @@ fn describe(progs: &[Program]) -> String {
     format!("device program{s} {}", each.join(", "))
 }
 
-fn unknown(cg: &str, others: &[Program]) -> String {
+fn unknown(cg: &Path, others: &[Program]) -> String {
     format!(
-        "'{cg}' has {}, which this tool does not recognise (neither this library's nor libvirt's)",
+        "'{}' has {}, which this tool does not recognise (neither this library's nor libvirt's)",
+        show(cg),
         describe(others)
     )
 }
 
-fn list(cg: &str) -> Res<u8> {
+fn list(cg: &Path) -> Res<u8> {
+    let shown = show(cg);
     let Inspection { rules, others, .. } = devices::inspect(cg)?;
     let Some((prog, entries)) = rules else {
         if !others.is_empty() {
@@ -468,14 +509,14 @@ fn list(cg: &str) -> Res<u8> {
                 unknown(cg, &others)
             )));
         }
-        eprintln!("{NAME}: no device program is attached to '{cg}': every device is allowed");
+        eprintln!("{NAME}: no device program is attached to '{shown}': every device is allowed");
         print!("{}", rules::UNRESTRICTED_LIST);
         return Ok(0);
     };
     print!("{}", rules::list_text(&entries));
     if entries.is_empty() {
         eprintln!(
-            "{NAME}: device program {} on '{cg}' has no rule: every device is denied",
+            "{NAME}: device program {} on '{shown}' has no rule: every device is denied",
             prog.id
         );
     }
@@ -485,7 +526,7 @@ fn list(cg: &str) -> Res<u8> {
     Ok(0)
 }
 
-fn check(cg: &str, rule: &Rule) -> Res<u8> {
+fn check(cg: &Path, rule: &Rule) -> Res<u8> {
     let Inspection { rules, others, .. } = devices::inspect(cg)?;
     let allowed = match rules {
         None if others.is_empty() => true,
@@ -501,39 +542,38 @@ fn check(cg: &str, rule: &Rule) -> Res<u8> {
     Ok(if allowed { 0 } else { 1 })
 }
 
-fn change(cg: &str, arg: &str, changes: &[Change]) -> Res<u8> {
+fn change(cg: &Path, arg: &OsStr, changes: &[Edit]) -> Res<u8> {
+    let shown = show(cg);
     let seen = devices::inspect(cg)?;
-    if seen.rules.is_none() && !matches!(changes[0], Change::DenyAll) {
+    if seen.rules.is_none() && !matches!(changes[0], Edit::DenyAll) {
         let why = if seen.others.is_empty() {
-            format!("'{cg}' has no device program, so every device is allowed")
+            format!("'{shown}' has no device program, so every device is allowed")
         } else {
             unknown(cg, &seen.others)
         };
         return Err(failed(format!(
             "{why}; a new program would deny every device but these: \
-             run '{NAME} deny {arg} a' first"
+             run '{NAME} deny {} a' first",
+            rules::printable_bytes(arg.as_bytes())
         )));
     }
-    for change in changes {
-        match change {
-            Change::Allow(rule) => devices::allow(cg, rule)?,
-            Change::Deny(rule) => devices::deny(cg, rule)?,
-            Change::DenyAll => devices::deny_all(cg)?,
-        }
-    }
+    // All of them in one step, or none.
+    devices::change(cg, changes)?;
     Ok(0)
 }
 
-fn to_libvirt(cg: &str) -> Res<u8> {
+fn to_libvirt(cg: &Path) -> Res<u8> {
+    let shown = show(cg);
     let done = rollback::to_libvirt(cg)?;
     println!(
-        "'{cg}' now has libvirt's device program (id {}): {} rules, map of {}",
+        "'{shown}' now has libvirt's device program (id {}): {} rules, map of {}",
         done.prog_id, done.rules, done.max
     );
     Ok(0)
 }
 
-fn detach(cg: &str) -> Res<u8> {
+fn detach(cg: &Path) -> Res<u8> {
+    let shown = show(cg);
     let Inspection {
         rules,
         libvirt,
@@ -546,7 +586,7 @@ fn detach(cg: &str) -> Res<u8> {
                 unknown(cg, &others)
             )));
         }
-        println!("no device program is attached to '{cg}'");
+        println!("no device program is attached to '{shown}'");
         return Ok(0);
     };
     devices::detach_prog(cg)?;
@@ -555,7 +595,7 @@ fn detach(cg: &str) -> Res<u8> {
     } else {
         "this library's"
     };
-    println!("detached {whose} device program {} from '{cg}'", prog.id);
+    println!("detached {whose} device program {} from '{shown}'", prog.id);
     if !others.is_empty() {
         println!("still attached: {}", describe(&others));
     }

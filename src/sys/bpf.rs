@@ -52,9 +52,26 @@ pub struct Since(pub u32, pub u32);
 /// `BPF_PROG_QUERY` and object names came with Linux 4.15.
 pub const BASE: Since = Since(4, 15);
 
+/// Bytes of the attr every command passes: more than the kernel's
+/// `union bpf_attr` (144 bytes in Linux 6.1's UAPI header; later kernels
+/// add a few fields), so whatever a kernel writes back lands inside it,
+/// with room for the fields yet to come. Linux 6.17 to
+/// 7.1 write `query.revision` (8 bytes at offset 56) back on every
+/// `BPF_PROG_QUERY`, whatever size was passed; a 32-byte attr would take
+/// that write on the stack past it. Kernels accept a larger size when the
+/// bytes past their own union are zero, and refuse sizes above a page.
+pub(crate) const ATTR_SIZE: usize = 256;
+
+/// The memory handed to the kernel for every command: `ATTR_SIZE` bytes,
+/// aligned as `union bpf_attr` (its members hold `__aligned_u64`).
+#[repr(C, align(8))]
+pub(crate) struct AttrBuf(pub(crate) [u8; ATTR_SIZE]);
+
 /// The one entry into bpf(2). Returns the syscall's non-negative result or
-/// the errno.
+/// the errno. `attr` is copied into a zero-filled [`AttrBuf`], which is
+/// what the kernel reads and writes, and copied back from it afterwards.
 fn bpf<T>(cmd: i32, attr: &mut T, since: Since) -> std::result::Result<i64, i32> {
+    const { assert!(std::mem::size_of::<T>() <= ATTR_SIZE) };
     #[cfg(feature = "testing")]
     {
         super::hook::count(cmd);
@@ -68,16 +85,48 @@ fn bpf<T>(cmd: i32, attr: &mut T, since: Since) -> std::result::Result<i64, i32>
     }
     #[cfg(not(feature = "testing"))]
     let _ = since;
-    // SAFETY: `attr` is a live, initialised `#[repr(C)]` struct laid out as the
-    // kernel's `union bpf_attr` member for `cmd`, and its exact size is passed;
-    // the kernel reads and writes only within that size. Every pointer inside
-    // it was set by the caller to memory that outlives this call.
+    let mut buf = AttrBuf([0; ATTR_SIZE]);
+    // SAFETY: `attr` is a live `#[repr(C)]` struct of size_of::<T>() bytes,
+    // at most ATTR_SIZE (checked above), and `buf` is a distinct local.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            attr as *const T as *const u8,
+            buf.0.as_mut_ptr(),
+            std::mem::size_of::<T>(),
+        )
+    };
+    let ret = syscall_bpf(cmd, &mut buf);
+    // SAFETY: `buf` is ATTR_SIZE (more than 64) bytes of this function's.
+    #[cfg(feature = "testing")]
+    unsafe {
+        super::hook::wrote_back(cmd, buf.0.as_mut_ptr())
+    };
+    // SAFETY: as above, back: the kernel wrote `T`'s fields as it lays
+    // them out (every attr here is the kernel's member for `cmd`, and
+    // every field of them is an integer, valid for any bytes).
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            buf.0.as_ptr(),
+            attr as *mut T as *mut u8,
+            std::mem::size_of::<T>(),
+        )
+    };
+    ret
+}
+
+/// bpf(2) itself, on a whole [`AttrBuf`].
+fn syscall_bpf(cmd: i32, buf: &mut AttrBuf) -> std::result::Result<i64, i32> {
+    // SAFETY: `buf` is ATTR_SIZE bytes of live memory, laid out as the
+    // kernel's `union bpf_attr` member for `cmd` and zero past it, and its
+    // whole size is passed: the kernel reads and writes only within it.
+    // Every pointer inside it was set by the caller to memory that
+    // outlives this call.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_bpf,
             cmd,
-            attr as *mut T as *mut libc::c_void,
-            std::mem::size_of::<T>() as libc::c_uint,
+            buf.0.as_mut_ptr() as *mut libc::c_void,
+            ATTR_SIZE as libc::c_uint,
         )
     };
     if ret < 0 {
@@ -972,5 +1021,51 @@ mod tests {
         assert_eq!(offset_of!(RawProgInfo, run_time_ns), 192);
         assert_eq!(offset_of!(RawProgInfo, run_cnt), 200);
         assert_eq!(offset_of!(MapInfo, map_flags), 20);
+    }
+
+    /// Linux 6.17 to 7.1 write 8 bytes at offset 56 of the attr on every
+    /// `BPF_PROG_QUERY`: emulated, that write lands in the layer's own
+    /// buffer, and memory around the 32-byte query attr stays as it was.
+    #[cfg(feature = "testing")]
+    #[test]
+    fn prog_query_leaves_memory_past_its_attr_alone_on_6_17() {
+        use crate::sys::hook;
+        #[repr(C)]
+        struct Guarded {
+            attr: ProgQueryAttr,
+            guard: [u8; 64],
+        }
+        let cgroup = std::fs::File::open("/sys/fs/cgroup").unwrap();
+        let mut ids = [0u32; 64];
+        let mut g = Guarded {
+            attr: ProgQueryAttr {
+                target_fd: cgroup.as_raw_fd() as u32,
+                attach_type: BPF_CGROUP_DEVICE,
+                prog_ids: ptr(ids.as_mut_ptr()),
+                prog_cnt: ids.len() as u32,
+                ..Default::default()
+            },
+            guard: [0xa5; 64],
+        };
+        hook::emulate_query_revision(true);
+        let ret = bpf(cmd::PROG_QUERY, &mut g.attr, BASE);
+        // The emulation itself, on memory passed directly: the write lands
+        // 24 bytes past the 32-byte attr, in the guard.
+        let mut direct = Guarded {
+            attr: ProgQueryAttr::default(),
+            guard: [0xa5; 64],
+        };
+        // SAFETY: `direct` is 96 bytes of this function's.
+        unsafe { hook::wrote_back(cmd::PROG_QUERY, &mut direct as *mut Guarded as *mut u8) };
+        hook::emulate_query_revision(false);
+        assert_eq!(g.guard, [0xa5; 64], "bpf(2) wrote past the attr");
+        assert!(g.attr.prog_cnt <= ids.len() as u32, "{ret:?}");
+        let at = hook::QUERY_REVISION_OFFSET - size_of::<ProgQueryAttr>();
+        assert_eq!(
+            direct.guard[at..at + 8],
+            hook::QUERY_REVISION_MARK.to_ne_bytes(),
+            "the emulation writes at offset 56"
+        );
+        assert!(size_of::<ProgQueryAttr>() + 8 <= hook::QUERY_REVISION_OFFSET);
     }
 }

@@ -28,6 +28,49 @@ pub(crate) fn refused(since: Since) -> Option<i32> {
     emulated().filter(|&k| k < since).map(|_| libc::EINVAL)
 }
 
+/// Offset of `query.revision` in `union bpf_attr`.
+pub const QUERY_REVISION_OFFSET: usize = 56;
+
+/// What the emulated kernel writes as `query.revision`: no real revision
+/// is ever this, and a test finds it wherever it landed.
+pub const QUERY_REVISION_MARK: u64 = 0xdead_beef_5eed_0617;
+
+thread_local! {
+    static OUT_OF_BOUNDS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Makes this thread's bpf(2) calls behave as Linux 6.17 to 7.1 do on
+/// `BPF_PROG_QUERY` (see [`wrote_back`]) whatever `VCG2_EMULATE_KERNEL`
+/// says, until called with false.
+pub fn emulate_query_revision(on: bool) {
+    OUT_OF_BOUNDS.with(|o| o.set(on));
+}
+
+/// Called after each bpf(2) call with the memory that was passed to the
+/// kernel as the attr. Linux 6.17 to 7.1 (`VCG2_EMULATE_KERNEL=6.17`
+/// to `7.1`, or [`emulate_query_revision`]) copy `query.revision`, 8 bytes
+/// at offset 56, back to user space on every `BPF_PROG_QUERY`, whatever
+/// attr size was passed: so does this, into `attr`'s memory at that
+/// offset even when `attr` is shorter (which is what those kernels do to
+/// a caller passing less).
+///
+/// # Safety
+/// `attr` must point to memory of at least `QUERY_REVISION_OFFSET + 8`
+/// bytes that the caller may write, or the caller must be the test that
+/// shows what this does to it.
+pub(crate) unsafe fn wrote_back(cmd: i32, attr: *mut u8) {
+    let kernel = emulated().is_some_and(|k| Since(6, 17) <= k && k < Since(7, 2));
+    if cmd == super::bpf::cmd::PROG_QUERY && (kernel || OUT_OF_BOUNDS.with(Cell::get)) {
+        // SAFETY: per this function's contract.
+        unsafe {
+            std::ptr::write_unaligned(
+                attr.add(QUERY_REVISION_OFFSET) as *mut u64,
+                QUERY_REVISION_MARK,
+            )
+        };
+    }
+}
+
 /// Number of `enum bpf_cmd` values counted; larger commands are counted
 /// in the last slot.
 pub const COMMANDS: usize = 40;

@@ -58,6 +58,17 @@ impl Scratch {
         Scratch { path }
     }
 
+    /// A scratch cgroup whose name starts with `prefix`, any bytes the
+    /// kernel takes (not UTF-8, a newline).
+    pub fn named(mount: &Path, prefix: &[u8]) -> Scratch {
+        use std::os::unix::ffi::OsStrExt;
+        let mut name = prefix.to_vec();
+        name.extend_from_slice(unique("").as_bytes());
+        let path = mount.join(std::ffi::OsStr::from_bytes(&name));
+        std::fs::create_dir(&path).expect("create scratch cgroup");
+        Scratch { path }
+    }
+
     pub fn p(&self) -> &str {
         self.path.to_str().unwrap()
     }
@@ -76,16 +87,16 @@ impl Scratch {
     }
 
     pub fn list(&self) -> String {
-        devices::list(self.p()).expect("list")
+        devices::list(&self.path).expect("list")
     }
 
     pub fn state(&self) -> devices::State {
-        devices::state(self.p()).expect("state")
+        devices::state(&self.path).expect("state")
     }
 
     /// Ids of the device programs attached to this cgroup.
     pub fn attached(&self) -> Vec<u32> {
-        vircgroup_v2_devices::cgroup::Cgroup::open(self.p())
+        vircgroup_v2_devices::cgroup::Cgroup::open(&self.path)
             .and_then(|c| c.attached())
             .expect("query")
             .ids
@@ -106,7 +117,7 @@ impl Scratch {
             );
             if let Some(rule) = rule {
                 assert_eq!(
-                    devices::check(self.p(), rule).expect("check"),
+                    devices::check(&self.path, rule).expect("check"),
                     *allowed,
                     "check({rule}) disagrees with the kernel on {access}"
                 );
@@ -119,7 +130,7 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         use std::os::unix::fs::MetadataExt;
         let id = std::fs::metadata(&self.path).map(|m| (m.dev(), m.ino()));
-        let _ = devices::remove_prog(self.p());
+        let _ = devices::remove_prog(&self.path);
         remove_cgroup(&self.path);
         // On a kernel without cgroup.kill (or emulating one), other
         // processes (the tool, attackers) may have made the cgroup's lock

@@ -11,7 +11,9 @@
 //! - `stale`: stale state (a cgroup made again, a program swapped in);
 //! - `allow_multi`: beside foreign ALLOW_MULTI programs;
 //! - `unprivileged`: callers without the privileges get EPERM naming them;
-//! - `cycles`: many create/remove cycles keep fds and RSS flat.
+//! - `cycles`: many create/remove cycles keep fds and RSS flat;
+//! - `batch`: a change of many rules, under faults and over the limit, is
+//!   all or nothing.
 //!
 //! `helpers` holds what they share (the fd lock, the heap counter, the C
 //! ABI as C calls it, the kernel's view of a cgroup); `../common` what
@@ -22,6 +24,7 @@ mod common;
 mod helpers;
 
 mod allow_multi;
+mod batch;
 mod cycles;
 mod faults;
 mod growth;

@@ -130,7 +130,12 @@ guest() {
     mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
     mount -t cgroup -o devices devices /sys/fs/cgroup/devices
     mount -t bpf bpf /sys/fs/bpf
-    mount -t tmpfs -o mode=1777 tmpfs /tmp
+    # A tmpfs TMPDIR, unless the repository is under /tmp (a clone there):
+    # the initramfs's own /tmp, in RAM too, then.
+    case $repo/ in
+        /tmp/*) chmod 1777 /tmp ;;
+        *) mount -t tmpfs -o mode=1777 tmpfs /tmp ;;
+    esac
     # /run as on a host: kernels without cgroup.kill (before 5.14) have
     # the library's lock files in /run/vircgroup-v2-devices.
     mkdir -p /run

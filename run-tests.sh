@@ -19,8 +19,9 @@
 #   valgrind: the C harness again under valgrind
 #   packaging: the release tarball built offline, MSRV, the Debian packages
 #            (scripts/packaging-tests.sh)
-#   kernels: the privileged tests on Debian's 5.10, 6.1 and 6.12 under QEMU
-#            and on this kernel (scripts/kernel-matrix.sh)
+#   kernels: the privileged tests on this kernel and under QEMU on Debian's
+#            5.10, 6.1, 6.12, trixie-backports' 6.17 and the newest Debian
+#            kernel (scripts/kernel-matrix.sh)
 #   libvirt: libvirt 9.0.0 and 11.3.0 built with the library, their own
 #            tests and real QEMU guests (libvirt/e2e.sh, docs/libvirt.md)
 set -euo pipefail
@@ -108,7 +109,7 @@ stage "C tests under valgrind" \
 
 stage "packaging: release tarball offline, MSRV, Debian packages" scripts/packaging-tests.sh
 
-stage "kernel matrix: Debian's 5.10, 6.1 and 6.12 under QEMU, and this kernel" \
+stage "kernel matrix: Debian's 5.10, 6.1, 6.12, 6.17 and newest under QEMU, and this kernel" \
     env KMATRIX_MESON_BUILD="$build" scripts/kernel-matrix.sh
 
 stage "libvirt e2e: patched libvirt 9.0.0 and 11.3.0 with real QEMU guests (libvirt/e2e.sh)" \

@@ -29,7 +29,7 @@
 //! Change rules through these functions only (in any process: the library
 //! in another process, such as the admin tool, is seen at once).
 
-use crate::devices::{self, State};
+use crate::api::{self, State};
 use crate::logging;
 use crate::rules::{self, Rule};
 use crate::{Error, Result};
@@ -161,7 +161,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_available(group_path: *const c_cha
     boundary(false, || {
         // SAFETY: per this function's contract.
         let path = unsafe { path_arg(group_path, "group_path") }?;
-        Ok(devices::available(path))
+        Ok(api::available(path))
     })
 }
 
@@ -215,7 +215,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_attach_prog(
         let map = unsafe { OwnedFd::from_raw_fd(mapfd) };
         // SAFETY: per this function's contract.
         let path = unsafe { path_arg(group_path, "group_path") }?;
-        devices::attach_prog(path, map, max)
+        api::attach_prog(path, map, max)
     })
 }
 
@@ -230,7 +230,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_attach_prog(
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_devices_detect_prog(group_path: *const c_char) -> c_int {
     // SAFETY: per this function's contract.
-    int_call(|| devices::detect_prog(unsafe { path_arg(group_path, "group_path") }?))
+    int_call(|| api::detect_prog(unsafe { path_arg(group_path, "group_path") }?))
 }
 
 /// Detects first (as `vircgroup_v2_devices_detect_prog`: a running VM's
@@ -244,7 +244,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_detect_prog(group_path: *const c_c
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_devices_create_prog(group_path: *const c_char) -> c_int {
     // SAFETY: per this function's contract.
-    int_call(|| devices::create_prog(unsafe { path_arg(group_path, "group_path") }?))
+    int_call(|| api::create_prog(unsafe { path_arg(group_path, "group_path") }?))
 }
 
 /// Detect, create, and when the map is full grow it to twice its size,
@@ -255,7 +255,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_create_prog(group_path: *const c_c
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_devices_prepare_prog(group_path: *const c_char) -> c_int {
     // SAFETY: per this function's contract.
-    int_call(|| devices::prepare_prog(unsafe { path_arg(group_path, "group_path") }?))
+    int_call(|| api::prepare_prog(unsafe { path_arg(group_path, "group_path") }?))
 }
 
 /// Closes the library's fds for the cgroup and forgets its state; the
@@ -269,7 +269,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_prepare_prog(group_path: *const c_
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_devices_remove_prog(group_path: *const c_char) -> c_int {
     // SAFETY: per this function's contract.
-    int_call(|| devices::remove_prog(unsafe { path_arg(group_path, "group_path") }?))
+    int_call(|| api::remove_prog(unsafe { path_arg(group_path, "group_path") }?))
 }
 
 /// Detaches the library's program (held or detected) from the cgroup, then
@@ -280,7 +280,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_remove_prog(group_path: *const c_c
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_devices_detach_prog(group_path: *const c_char) -> c_int {
     // SAFETY: per this function's contract.
-    int_call(|| devices::detach_prog(unsafe { path_arg(group_path, "group_path") }?))
+    int_call(|| api::detach_prog(unsafe { path_arg(group_path, "group_path") }?))
 }
 
 /// libvirt's value encoding: `access << 16 | type bits` (`'b'` 1, `'c'` 2,
@@ -318,7 +318,7 @@ pub unsafe extern "C" fn vircgroup_v2_allow_device(
     int_call(|| {
         let rule = rule_arg(r#type, major, minor, perms)?;
         // SAFETY: per this function's contract.
-        devices::allow(unsafe { path_arg(group_path, "group_path") }?, &rule)
+        api::allow(unsafe { path_arg(group_path, "group_path") }?, &rule)
     })
 }
 
@@ -339,7 +339,7 @@ pub unsafe extern "C" fn vircgroup_v2_deny_device(
     int_call(|| {
         let rule = rule_arg(r#type, major, minor, perms)?;
         // SAFETY: per this function's contract.
-        devices::deny(unsafe { path_arg(group_path, "group_path") }?, &rule)
+        api::deny(unsafe { path_arg(group_path, "group_path") }?, &rule)
     })
 }
 
@@ -358,7 +358,7 @@ pub unsafe extern "C" fn vircgroup_v2_allow_all_devices(
     int_call(|| {
         let rule = rule_arg(b'a' as c_char, -1, -1, perms)?;
         // SAFETY: per this function's contract.
-        devices::allow(unsafe { path_arg(group_path, "group_path") }?, &rule)
+        api::allow(unsafe { path_arg(group_path, "group_path") }?, &rule)
     })
 }
 
@@ -369,7 +369,7 @@ pub unsafe extern "C" fn vircgroup_v2_allow_all_devices(
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_deny_all_devices(group_path: *const c_char) -> c_int {
     // SAFETY: per this function's contract.
-    int_call(|| devices::deny_all(unsafe { path_arg(group_path, "group_path") }?))
+    int_call(|| api::deny_all(unsafe { path_arg(group_path, "group_path") }?))
 }
 
 /// Copies the state held for the cgroup into `*out` (`{-1, -1, 0, 0}` when
@@ -390,7 +390,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_get_state(
             return Err(Error::invalid("out is NULL"));
         }
         // SAFETY: per this function's contract.
-        let s: State = devices::state(unsafe { path_arg(group_path, "group_path") }?)?;
+        let s: State = api::state(unsafe { path_arg(group_path, "group_path") }?)?;
         let value = vircgroup_v2_devices {
             mapfd: s.mapfd,
             progfd: s.progfd,
@@ -431,7 +431,7 @@ pub unsafe extern "C" fn vircgroup_v2_allow_device_path(
     perms: c_int,
 ) -> c_int {
     device_path_call(group_path, dev_path, perms, |g, d, p| {
-        devices::allow_path(g, d, p)
+        api::allow_path(g, d, p)
     })
 }
 
@@ -448,7 +448,7 @@ pub unsafe extern "C" fn vircgroup_v2_deny_device_path(
     perms: c_int,
 ) -> c_int {
     device_path_call(group_path, dev_path, perms, |g, d, p| {
-        devices::deny_path(g, d, p)
+        api::deny_path(g, d, p)
     })
 }
 
@@ -471,7 +471,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_check(
         let rule = rule_arg(r#type, major, minor, perms)?;
         // SAFETY: per this function's contract.
         let path = unsafe { path_arg(group_path, "group_path") }?;
-        devices::check(path, &rule).map(c_int::from)
+        api::check(path, &rule).map(c_int::from)
     })
 }
 
@@ -493,7 +493,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_check(
 pub unsafe extern "C" fn vircgroup_v2_devices_list(group_path: *const c_char) -> *mut c_char {
     boundary(std::ptr::null_mut(), || {
         // SAFETY: per this function's contract.
-        let text = devices::list(unsafe { path_arg(group_path, "group_path") }?)?;
+        let text = api::list(unsafe { path_arg(group_path, "group_path") }?)?;
         let text = CString::new(text).map_err(|_| Error::new(libc::EIO, "NUL in list"))?;
         // SAFETY: `text` is a valid C string; strdup copies it into malloc'ed memory.
         let out = unsafe { libc::strdup(text.as_ptr()) };

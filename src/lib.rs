@@ -16,7 +16,7 @@
 //! - `install`: maps built, a program loaded and attached in one step.
 //! - `policy`: detect / create / prepare / attach / allow / deny.
 //! - `inspect`: check / list / inspect, read only.
-//! - `devices`: all the calls above in one place.
+//! - `api`: all the calls above in one place.
 //! - `registry`, `held`, `process`: the state per cgroup, fork safety.
 //! - `rollback`: a cgroup converted back to libvirt's own program and map.
 //! - `capi`, `logging`: every `extern "C"` export, errno, last error, the
@@ -29,7 +29,7 @@ pub mod capi;
 /// cbindgen:ignore
 pub mod cgroup;
 /// cbindgen:ignore
-pub mod devices;
+pub mod api;
 /// cbindgen:ignore
 pub mod error;
 /// cbindgen:ignore

@@ -8,7 +8,7 @@
 //! probe loops in the cgroup all along) and a change works at once.
 mod common;
 
-use ::vircgroup_v2_devices::{devices, program, sys};
+use ::vircgroup_v2_devices::{api, program, sys};
 use common::*;
 use std::ffi::{c_char, c_int, CString};
 use std::path::PathBuf;
@@ -76,7 +76,7 @@ fn every_earlier_format_is_adopted_without_a_gap() {
             status.success(),
             "format {format}: the old build's process failed"
         );
-        let old = devices::kernel_view(cg.p())
+        let old = api::kernel_view(cg.p())
             .unwrap()
             .unwrap_or_else(|| panic!("format {format}: the old program is not recognised"));
         assert_eq!(old.format, format, "recognised as its format");
@@ -102,8 +102,8 @@ fn every_earlier_format_is_adopted_without_a_gap() {
         ];
         let probe = ProbeLoop::start(&cg.path, &accesses);
         std::thread::sleep(std::time::Duration::from_millis(100));
-        devices::detect_prog(cg.p()).unwrap();
-        let new = devices::kernel_view(cg.p()).unwrap().unwrap();
+        api::detect_prog(cg.p()).unwrap();
+        let new = api::kernel_view(cg.p()).unwrap().unwrap();
         assert!(
             new.format >= 5,
             "format {format}: adopted as {}",
@@ -118,7 +118,7 @@ fn every_earlier_format_is_adopted_without_a_gap() {
         assert_eq!(new.rules, old.rules, "format {format}: every rule kept");
         assert_eq!(cg.attached(), vec![new.program.id], "in one step, alone");
         // A change works at once.
-        devices::allow(cg.p(), &rule(b'c', 241, 1, 1)).unwrap();
+        api::allow(cg.p(), &rule(b'c', 241, 1, 1)).unwrap();
         let counts = probe.stop();
         for (i, access) in accesses.iter().enumerate() {
             match i {

@@ -13,7 +13,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::time::Instant;
-use vircgroup_v2_devices::devices::INITIAL_MAX;
+use vircgroup_v2_devices::api::INITIAL_MAX;
 use vircgroup_v2_devices::program::libvirt_program;
 use vircgroup_v2_devices::sys::{self, hook, BPF_CGROUP_DEVICE};
 use vircgroup_v2_devices::table::Table;

@@ -4,7 +4,7 @@
 //! README's demo. `vircgroup-devices --help` is the manual.
 //!
 //! Arguments are parsed by hand so that the library gains no dependency.
-//! `list` and `check` only read (`devices::inspect`): looking at a VM's
+//! `list` and `check` only read (`api::inspect`): looking at a VM's
 //! cgroup never replaces libvirt's program. `run` and `demo` block the
 //! signals that end them, so a Ctrl-C or SIGTERM at any moment is forwarded
 //! to the child and followed by the removal of the scratch cgroup.
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use vircgroup_v2_devices::cgroup::cgroup2_mount;
-use vircgroup_v2_devices::devices::{self, Edit, Inspection, Program};
+use vircgroup_v2_devices::api::{self, Edit, Inspection, Program};
 use vircgroup_v2_devices::rollback;
 use vircgroup_v2_devices::rules::{self, Rule};
 
@@ -440,7 +440,7 @@ fn parse_rule(text: &str) -> Res<Rule> {
         .ok_or_else(|| invalid(&"expected a device node and permissions ('/dev/kvm rw')"))?;
     let perms = rules::parse_perms(perms).map_err(|e| invalid(&e))?;
     let path = path.trim_end();
-    devices::device_rule(path, perms)?
+    api::device_rule(path, perms)?
         .ok_or_else(|| failed(format!("{} is not a device node", rules::quoted(path))))
 }
 
@@ -501,7 +501,7 @@ fn unknown(cg: &Path, others: &[Program]) -> String {
 
 fn list(cg: &Path) -> Res<u8> {
     let shown = show(cg);
-    let Inspection { rules, others, .. } = devices::inspect(cg)?;
+    let Inspection { rules, others, .. } = api::inspect(cg)?;
     let Some((prog, entries)) = rules else {
         if !others.is_empty() {
             return Err(failed(format!(
@@ -527,7 +527,7 @@ fn list(cg: &Path) -> Res<u8> {
 }
 
 fn check(cg: &Path, rule: &Rule) -> Res<u8> {
-    let Inspection { rules, others, .. } = devices::inspect(cg)?;
+    let Inspection { rules, others, .. } = api::inspect(cg)?;
     let allowed = match rules {
         None if others.is_empty() => true,
         None => return Err(failed(format!("cannot tell: {}", unknown(cg, &others)))),
@@ -544,7 +544,7 @@ fn check(cg: &Path, rule: &Rule) -> Res<u8> {
 
 fn change(cg: &Path, arg: &OsStr, changes: &[Edit]) -> Res<u8> {
     let shown = show(cg);
-    let seen = devices::inspect(cg)?;
+    let seen = api::inspect(cg)?;
     if seen.rules.is_none() && !matches!(changes[0], Edit::DenyAll) {
         let why = if seen.others.is_empty() {
             format!("'{shown}' has no device program, so every device is allowed")
@@ -558,7 +558,7 @@ fn change(cg: &Path, arg: &OsStr, changes: &[Edit]) -> Res<u8> {
         )));
     }
     // All of them in one step, or none.
-    devices::change(cg, changes)?;
+    api::change(cg, changes)?;
     Ok(0)
 }
 
@@ -578,7 +578,7 @@ fn detach(cg: &Path) -> Res<u8> {
         rules,
         libvirt,
         others,
-    } = devices::inspect(cg)?;
+    } = api::inspect(cg)?;
     let Some((prog, _)) = rules else {
         if !others.is_empty() {
             return Err(failed(format!(
@@ -589,7 +589,7 @@ fn detach(cg: &Path) -> Res<u8> {
         println!("no device program is attached to '{shown}'");
         return Ok(0);
     };
-    devices::detach_prog(cg)?;
+    api::detach_prog(cg)?;
     let whose = if libvirt {
         "libvirt's"
     } else {
@@ -643,9 +643,9 @@ fn run(cmd: &str, args: &[OsString]) -> Res<u8> {
 
     let signals = Signals::block()?;
     let mut scratch = Scratch::create("run")?;
-    devices::deny_all(&scratch.path)?;
+    api::deny_all(&scratch.path)?;
     for rule in &rules {
-        devices::allow(&scratch.path, rule)?;
+        api::allow(&scratch.path, rule)?;
     }
     let mut child = Command::new(self_exe()?)
         .arg("__join")
@@ -783,7 +783,7 @@ impl Scratch {
     /// SIGKILL to each process in cgroup.procs) and removes it.
     fn remove(&mut self) -> Res<()> {
         self.removed = true;
-        let _ = devices::remove_prog(&self.path);
+        let _ = api::remove_prog(&self.path);
         let mut killed = false;
         for _ in 0..250 {
             match std::fs::remove_dir(&self.path) {
@@ -839,11 +839,11 @@ fn demo() -> Res<u8> {
     let before = demo_probe(&cg, &devs)?;
     println!("\nDeny every device, then allow /dev/null (c 1:3):");
     println!("  $ {NAME} deny {name} a");
-    devices::deny_all(&cg)?;
+    api::deny_all(&cg)?;
     println!("  $ {NAME} allow {name} 'c 1:3 rw'");
-    devices::allow(&cg, &"c 1:3 rw".parse()?)?;
+    api::allow(&cg, &"c 1:3 rw".parse()?)?;
     println!("  $ {NAME} list {name}");
-    let seen = devices::inspect(&cg)?;
+    let seen = api::inspect(&cg)?;
     let entries = seen.rules.map(|r| r.1).unwrap_or_default();
     for line in rules::list_text(&entries).lines() {
         println!("  {line}");

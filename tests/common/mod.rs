@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use vircgroup_v2_devices::cgroup::cgroup2_mount;
-use vircgroup_v2_devices::devices;
+use vircgroup_v2_devices::api;
 use vircgroup_v2_devices::rules::Rule;
 
 /// The cgroup2 mount when the test can run (root, cgroup2 mounted); else
@@ -87,11 +87,11 @@ impl Scratch {
     }
 
     pub fn list(&self) -> String {
-        devices::list(&self.path).expect("list")
+        api::list(&self.path).expect("list")
     }
 
-    pub fn state(&self) -> devices::State {
-        devices::state(&self.path).expect("state")
+    pub fn state(&self) -> api::State {
+        api::state(&self.path).expect("state")
     }
 
     /// Ids of the device programs attached to this cgroup.
@@ -117,7 +117,7 @@ impl Scratch {
             );
             if let Some(rule) = rule {
                 assert_eq!(
-                    devices::check(&self.path, rule).expect("check"),
+                    api::check(&self.path, rule).expect("check"),
                     *allowed,
                     "check({rule}) disagrees with the kernel on {access}"
                 );
@@ -130,7 +130,7 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         use std::os::unix::fs::MetadataExt;
         let id = std::fs::metadata(&self.path).map(|m| (m.dev(), m.ino()));
-        let _ = devices::remove_prog(&self.path);
+        let _ = api::remove_prog(&self.path);
         remove_cgroup(&self.path);
         // On a kernel without cgroup.kill (or emulating one), other
         // processes (the tool, attackers) may have made the cgroup's lock

@@ -25,7 +25,7 @@ pub(crate) fn table_supported() -> bool {
     let probe = Table::create(2, &HashMap::new()).and_then(|t| {
         sys::prog_load(
             BPF_PROG_TYPE_CGROUP_DEVICE,
-            &t.program(),
+            &crate::program::table::for_table(&t),
             LICENSE,
             crate::program::table::NAME,
         )

@@ -25,11 +25,11 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+/// cbindgen:ignore
+pub mod api;
 pub mod capi;
 /// cbindgen:ignore
 pub mod cgroup;
-/// cbindgen:ignore
-pub mod api;
 /// cbindgen:ignore
 pub mod error;
 /// cbindgen:ignore

@@ -215,7 +215,7 @@ fn classify(prog: OwnedFd, info: &sys::ProgInfo, program: Program) -> Result<Opt
             );
             return Ok(None);
         };
-        if tag_of(&table.program(), program::table::NAME)? != info.tag {
+        if tag_of(&program::table::for_table(&table), program::table::NAME)? != info.tag {
             log::warn!(
                 "program {id} is named {:?} but has other instructions",
                 info.name

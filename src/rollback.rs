@@ -17,8 +17,8 @@
 //! is refused, naming the rules.
 #![forbid(unsafe_code)]
 
-use crate::cgroup::Cgroup;
 use crate::api;
+use crate::cgroup::Cgroup;
 use crate::program::{libvirt_program, LICENSE};
 use crate::rules::{self, DevType};
 use crate::sys::BPF_PROG_TYPE_CGROUP_DEVICE;

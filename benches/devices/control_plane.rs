@@ -185,7 +185,10 @@ fn load_alone(ours: bool) -> Res<f64> {
     // The map stays open until the load is done.
     let (insns, _map) = if ours {
         let table = Table::create(INITIAL_MAX, &HashMap::new())?;
-        (table.program(), table.into_map())
+        (
+            vircgroup_v2_devices::program::table::for_table(&table),
+            table.into_map(),
+        )
     } else {
         let map = sys::map_create(sys::BPF_MAP_TYPE_HASH, 8, 4, 64, "")?;
         (libvirt_program(map.as_raw_fd()), map)

@@ -19,8 +19,8 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use vircgroup_v2_devices::cgroup::cgroup2_mount;
 use vircgroup_v2_devices::api::{self, Edit, Inspection, Program};
+use vircgroup_v2_devices::cgroup::cgroup2_mount;
 use vircgroup_v2_devices::rollback;
 use vircgroup_v2_devices::rules::{self, Rule};
 

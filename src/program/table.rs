@@ -10,6 +10,8 @@ use crate::insn::op::*;
 use crate::insn::reg::*;
 use crate::insn::*;
 use crate::table::layout::*;
+use crate::table::Table;
+use std::os::fd::AsRawFd;
 
 /// The format this program and its table are: the number in [`NAME`] and
 /// in the table's magic word.
@@ -19,6 +21,13 @@ pub const NAME: &str = "vcg2dev_f6";
 
 const R4: u8 = 4;
 const R5: u8 = 5;
+
+/// The program for `table`: its map, bucket bits, multipliers and whether
+/// it has `*:m` rules, all read from the table's header.
+pub fn for_table(table: &Table) -> Vec<Insn> {
+    let (bits, mult) = table.params();
+    table_program(table.map().as_raw_fd(), bits, mult, table.has_minor_code())
+}
 
 /// The program for the table map `table` (fd) with `2^bits` buckets and
 /// the hash multipliers `mult` (both in the table's header too); with the
@@ -289,8 +298,8 @@ mod tests {
     /// there.
     #[test]
     fn keys_in_their_second_bucket_are_found() {
+        use crate::table::layout::slot_key;
         use crate::table::layout::{bucket, BUCKETS_OFF};
-        use crate::table::slot_key;
         let mut in_second = 0;
         for round in 0..50 {
             let list: Vec<Rule> = (0..15)

@@ -8,8 +8,8 @@ pub mod cases;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use vircgroup_v2_devices::cgroup::cgroup2_mount;
 use vircgroup_v2_devices::api;
+use vircgroup_v2_devices::cgroup::cgroup2_mount;
 use vircgroup_v2_devices::rules::Rule;
 
 /// The cgroup2 mount when the test can run (root, cgroup2 mounted); else

@@ -3,8 +3,8 @@
 
 use crate::common::*;
 use crate::helpers::*;
-use ::vircgroup_v2_devices::capi::*;
 use ::vircgroup_v2_devices::api;
+use ::vircgroup_v2_devices::capi::*;
 use ::vircgroup_v2_devices::rules::{Rule, READ, RW};
 use ::vircgroup_v2_devices::sys::{self, hook};
 use std::ffi::CStr;

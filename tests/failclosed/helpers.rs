@@ -5,8 +5,8 @@
 //! nodes and the assertion on what the kernel enforces.
 
 use crate::common::*;
-use ::vircgroup_v2_devices::capi::*;
 use ::vircgroup_v2_devices::api;
+use ::vircgroup_v2_devices::capi::*;
 use ::vircgroup_v2_devices::sys;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

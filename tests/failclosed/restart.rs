@@ -3,8 +3,8 @@
 
 use crate::common::*;
 use crate::helpers::*;
-use ::vircgroup_v2_devices::capi::*;
 use ::vircgroup_v2_devices::api;
+use ::vircgroup_v2_devices::capi::*;
 use ::vircgroup_v2_devices::program::interp;
 use ::vircgroup_v2_devices::rules::{self, Rule, READ, RW, WRITE};
 use std::collections::BTreeMap;

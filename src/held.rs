@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use crate::cgroup::Cgroup;
-use crate::hashmaps::HashMaps;
+use crate::hash::HashMaps;
 use crate::insn::Insn;
 use crate::program;
 use crate::table::Table;

@@ -6,7 +6,7 @@
 #![forbid(unsafe_code)]
 
 use crate::cgroup::Cgroup;
-use crate::hashmaps::HashMaps;
+use crate::hash::HashMaps;
 use crate::held::{Held, Maps};
 use crate::program::LICENSE;
 use crate::sys::{self, Feature, BPF_F_ALLOW_MULTI, BPF_PROG_TYPE_CGROUP_DEVICE};

@@ -7,7 +7,7 @@
 //!   releases', libvirt's), one instruction per line.
 //! - `rules`: device rules <-> map keys and values, cgroup v1 rule text.
 //! - `table`: the rule table of format 6 (its layout, its writers' lock).
-//! - `hashmaps`: the hash map and index of format 5 (kernels before 5.5).
+//! - `hash`: the hash map and index of format 5 (kernels before 5.5).
 //! - `sys`: the only place system calls are made (and kernel features
 //!   probed).
 //! - `cgroup`: a cgroup v2 directory: validation, identity, lock, programs.
@@ -33,7 +33,7 @@ pub mod cgroup;
 /// cbindgen:ignore
 pub mod error;
 /// cbindgen:ignore
-mod hashmaps;
+pub mod hash;
 /// cbindgen:ignore
 mod held;
 /// cbindgen:ignore

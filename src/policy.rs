@@ -19,7 +19,7 @@
 #![forbid(unsafe_code)]
 
 use crate::cgroup::{self, Cgroup};
-use crate::hashmaps::HashMaps;
+use crate::hash::HashMaps;
 use crate::held::{Held, Maps, State};
 use crate::install::{build, install, table_supported};
 use crate::recognise::{recognise, Foreign, Found};
@@ -90,14 +90,14 @@ impl Current<'_> {
     }
 }
 
-fn hash(h: &Held) -> &crate::hashmaps::HashMaps {
+fn hash(h: &Held) -> &crate::hash::HashMaps {
     match &h.maps {
         Maps::Hash(m) => m,
         Maps::Table(_) => unreachable!("a Current::Hash holds hash maps"),
     }
 }
 
-fn hash_mut(h: &mut Held) -> &mut crate::hashmaps::HashMaps {
+fn hash_mut(h: &mut Held) -> &mut crate::hash::HashMaps {
     match &mut h.maps {
         Maps::Hash(m) => m,
         Maps::Table(_) => unreachable!("a Current::Hash holds hash maps"),

@@ -14,7 +14,7 @@
 #![forbid(unsafe_code)]
 
 use crate::cgroup::Cgroup;
-use crate::hashmaps::HashMaps;
+use crate::hash::HashMaps;
 use crate::held::{Held, Maps};
 use crate::program::{self, legacy, libvirt_program, LICENSE};
 use crate::rules;
@@ -231,7 +231,8 @@ fn classify(prog: OwnedFd, info: &sys::ProgInfo, program: Program) -> Result<Opt
     let tags = tags()?;
     if info.name == program::hash::NAME && info.tag == tags.legacy[3] {
         let maps = maps_of(&info.map_ids)?;
-        let Some(((map, max), Some(index))) = split_maps(maps, Some(program::hash::INDEX_ENTRIES))
+        let Some(((map, max), Some(index))) =
+            split_maps(maps, Some(crate::hash::layout::INDEX_ENTRIES))
         else {
             log::warn!("program {id} is format 5 but its maps are not: not adopted");
             return Ok(None);

@@ -15,25 +15,9 @@
 //! kernel checks with no access bit, is allowed only where a rule of the
 //! device's type is, as in cgroup v1). An `a` rule sets both. No other bit
 //! is ever set and a value is never 0 (the entry is deleted instead).
-//!
-//! # The wildcard index
-//!
-//! Next to the rule map, an array map of [`INDEX_SLOTS`] `u32` words tells
-//! the program which wildcard lookups can find anything, so that a device
-//! no rule names costs one hash lookup instead of four. Array lookups are
-//! inlined by the verifier (no hashing). Each word holds presence bits
-//! ([`PRESENT`] at a type's position, [`INDEX_PRESENT`] for both):
-//! - slot `M` (0-4095): the presence bits of the rule `M:*`;
-//! - slot [`INDEX_GLOBAL`]: the presence bits of every `*:m` rule, ORed,
-//!   and those of the `*:*` rule shifted right by one.
-//!
-//! The index may say more than the map (a lookup that finds nothing), never
-//! less: a word gains bits before the rule that needs them is written and
-//! loses them after that rule is gone, so a crash in between is harmless.
 #![forbid(unsafe_code)]
 
 use crate::{Error, Result};
-use std::collections::HashMap;
 use std::fmt::Write as _;
 
 /// `VIR_CGROUP_DEVICE_READ`.
@@ -431,7 +415,8 @@ pub fn key_of(major: Option<u32>, minor: Option<u32>) -> u64 {
     (u64::from(major.unwrap_or(WILDCARD)) << 32) | u64::from(minor.unwrap_or(WILDCARD))
 }
 
-pub(crate) fn split_key(key: u64) -> (Option<u32>, Option<u32>) {
+/// A key's major and minor, None where it has the wildcard.
+pub fn split_key(key: u64) -> (Option<u32>, Option<u32>) {
     let half = |h: u32| (h != WILDCARD).then_some(h);
     (half((key >> 32) as u32), half(key as u32))
 }
@@ -596,36 +581,6 @@ pub fn allows(rule: &Rule, values: &[u32]) -> bool {
         let need = acc << s;
         values.iter().any(|v| v & need == need)
     })
-}
-
-/// The index slot holding the `*:m` and `*:*` presence bits.
-pub const INDEX_GLOBAL: u32 = MAX_MAJOR + 1;
-/// Slots in the index: one per major, and the global one.
-pub const INDEX_SLOTS: u32 = INDEX_GLOBAL + 1;
-/// The presence bits of both types.
-pub const INDEX_PRESENT: u32 = PRESENT << BLOCK_SHIFT | PRESENT << CHAR_SHIFT;
-
-/// The index slot and bits the rule entry `(key, value)` needs; None for
-/// an exact rule (exact lookups are never skipped).
-pub fn index_bits(key: u64, value: u32) -> Option<(u32, u32)> {
-    let present = value & INDEX_PRESENT;
-    match split_key(key) {
-        (Some(_), Some(_)) => None,
-        (Some(major), None) => Some((major, present)),
-        (None, Some(_)) => Some((INDEX_GLOBAL, present)),
-        (None, None) => Some((INDEX_GLOBAL, present >> 1)),
-    }
-}
-
-/// Every non-zero word of the index for `rules`, by slot.
-pub fn index_words(rules: &HashMap<u64, u32>) -> Vec<(u32, u32)> {
-    let mut words: HashMap<u32, u32> = HashMap::new();
-    for (slot, bits) in rules.iter().filter_map(|(&k, &v)| index_bits(k, v)) {
-        *words.entry(slot).or_default() |= bits;
-    }
-    let mut words: Vec<(u32, u32)> = words.into_iter().filter(|&(_, w)| w != 0).collect();
-    words.sort_unstable();
-    words
 }
 
 #[cfg(test)]

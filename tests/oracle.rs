@@ -935,13 +935,15 @@ type Offline = dyn Fn(&HashMap<u64, u32>) -> (Vec<Insn>, interp::Maps);
 /// Format 5 (fds 3 and 4): the hash map and the index the library writes.
 fn hash_offline(prog: Vec<Insn>) -> impl Fn(&HashMap<u64, u32>) -> (Vec<Insn>, interp::Maps) {
     move |map| {
-        let words = rules::index_words(map).into_iter().collect();
+        let words = vircgroup_v2_devices::hash::layout::index_words(map)
+            .into_iter()
+            .collect();
         let maps = interp::Maps::from([
             (3, interp::Map::Hash(map.clone())),
             (
                 4,
                 interp::Map::Array {
-                    len: vircgroup_v2_devices::program::hash::INDEX_ENTRIES,
+                    len: vircgroup_v2_devices::hash::layout::INDEX_ENTRIES,
                     words,
                 },
             ),

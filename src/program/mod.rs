@@ -108,8 +108,13 @@ mod tests {
             rule(b'c', -1, -1, rules::MKNOD),
             rule(b'c', 1, 3, rules::RW),
         ]);
-        let full: HashMap<u32, u32> = (0..rules::INDEX_SLOTS)
-            .map(|s| (s, rules::INDEX_PRESENT | rules::INDEX_PRESENT >> 1))
+        let full: HashMap<u32, u32> = (0..crate::hash::layout::INDEX_SLOTS)
+            .map(|s| {
+                (
+                    s,
+                    crate::hash::layout::INDEX_PRESENT | crate::hash::layout::INDEX_PRESENT >> 1,
+                )
+            })
             .collect();
         let (everything, exact) = (maps(&map), with_index(&map, full));
         let none = with_index(&map, HashMap::new());
@@ -147,7 +152,9 @@ mod tests {
     /// Our program's maps (fds 3 and 4) for `rules`, with the index the
     /// library writes for them.
     fn maps(rules: &HashMap<u64, u32>) -> interp::Maps {
-        let index = rules::index_words(rules).into_iter().collect();
+        let index = crate::hash::layout::index_words(rules)
+            .into_iter()
+            .collect();
         with_index(rules, index)
     }
 
@@ -157,7 +164,7 @@ mod tests {
             (
                 4,
                 interp::Map::Array {
-                    len: rules::INDEX_SLOTS,
+                    len: crate::hash::layout::INDEX_SLOTS,
                     words: index,
                 },
             ),

@@ -189,7 +189,9 @@ mod tests {
     impl Both {
         fn new(rules: &HashMap<u64, u32>, max: u32) -> Both {
             let image = Image::build(max, rules).unwrap();
-            let words = rules::index_words(rules).into_iter().collect();
+            let words = crate::hash::layout::index_words(rules)
+                .into_iter()
+                .collect();
             Both {
                 table: (
                     table_program(3, image.bits, image.mult, image.minor_code()),
@@ -202,7 +204,7 @@ mod tests {
                         (
                             6,
                             interp::Map::Array {
-                                len: crate::program::hash::INDEX_ENTRIES,
+                                len: crate::hash::layout::INDEX_ENTRIES,
                                 words,
                             },
                         ),

@@ -10,8 +10,6 @@ pub use crate::policy::{
     detect_prog, device_rule, prepare_prog, remove_prog, state, Edit, INITIAL_MAX,
 };
 pub use crate::recognise::Program;
-#[cfg(feature = "testing")]
-pub use crate::snapshot::{kernel_view, snapshot, KernelView};
 
 /// Whether a device program can be queried at `path`.
 pub fn available(path: impl AsRef<std::path::Path>) -> bool {

@@ -58,12 +58,12 @@ mod registry;
 pub mod rollback;
 /// cbindgen:ignore
 pub mod rules;
-#[cfg(feature = "testing")]
-/// cbindgen:ignore
-mod snapshot;
 /// cbindgen:ignore
 pub mod sys;
 /// cbindgen:ignore
 pub mod table;
+#[cfg(any(test, feature = "testing"))]
+/// cbindgen:ignore
+pub mod testing;
 
 pub use error::{Error, Result};

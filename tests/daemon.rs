@@ -797,7 +797,7 @@ fn a_writer_that_died_holding_the_lock_is_taken_over() {
     let p = c(cg.p());
     assert_eq!(allow(&p, b'c', 1, 3, RW), 0, "{}", last_error());
     assert_eq!(allow(&p, b'c', 1, 5, READ), 0, "{}", last_error());
-    let format = ::vircgroup_v2_devices::api::kernel_view(cg.p())
+    let format = ::vircgroup_v2_devices::testing::kernel_view(cg.p())
         .unwrap()
         .unwrap()
         .format;

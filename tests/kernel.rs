@@ -176,7 +176,12 @@ fn the_program_hints_follow_the_rules() {
     let cg = Scratch::new(&mount);
     let d = Devs::new();
     api::deny_all(cg.p()).unwrap();
-    let hints_cover = |cg: &Scratch| api::kernel_view(cg.p()).unwrap().unwrap().hints_cover;
+    let hints_cover = |cg: &Scratch| {
+        vircgroup_v2_devices::testing::kernel_view(cg.p())
+            .unwrap()
+            .unwrap()
+            .hints_cover
+    };
     assert!(hints_cover(&cg));
     api::allow(cg.p(), &rule(b'c', 241, -1, READ)).unwrap();
     api::allow(cg.p(), &rule(b'b', -1, 9, WRITE)).unwrap();
@@ -191,7 +196,9 @@ fn the_program_hints_follow_the_rules() {
     api::deny(cg.p(), &rule(b'c', 241, -1, READ)).unwrap();
     assert!(hints_cover(&cg));
     cg.expect(&[case("r", &d.c241_5, Some(rule(b'c', 241, 5, READ)), false)]);
-    let (prog, maps) = api::snapshot(cg.p()).unwrap().unwrap();
+    let (prog, maps) = vircgroup_v2_devices::testing::snapshot(cg.p())
+        .unwrap()
+        .unwrap();
     for (ty, t) in [(rules::DEV_BLOCK, b'b'), (rules::DEV_CHAR, b'c')] {
         for (major, minor) in [(241, 5), (243, 9), (240, 1), (240, 2), (0, 0)] {
             for perms in 1..=7 {
@@ -218,7 +225,11 @@ fn an_allow_or_a_deny_is_one_write_and_the_freshness_check() {
     let Some(mount) = privileged() else { return };
     let cg = Scratch::new(&mount);
     api::deny_all(cg.p()).unwrap();
-    let table = api::kernel_view(cg.p()).unwrap().unwrap().format == 6;
+    let table = vircgroup_v2_devices::testing::kernel_view(cg.p())
+        .unwrap()
+        .unwrap()
+        .format
+        == 6;
     let calls = |f: &dyn Fn()| {
         let before = sys::hook::calls();
         f();

@@ -5,7 +5,7 @@
 //!   decision), which knows nothing of the map encoding;
 //! - the exact instructions the library loaded, run by the userspace
 //!   interpreter (`program::interp`) on the maps read back from the kernel
-//!   (`api::snapshot`);
+//!   (`vircgroup_v2_devices::testing::snapshot`);
 //! - the kernel: the program attached to a scratch cgroup and a probe child
 //!   in it opening device nodes, calling access(F_OK) and mknod (EPERM is a
 //!   denial, anything else got past the cgroup);
@@ -665,7 +665,7 @@ impl Worker {
             }
             Err(e) => out.push(format!("state failed: {e}")),
         }
-        let snapshot = match api::snapshot(&path) {
+        let snapshot = match vircgroup_v2_devices::testing::snapshot(&path) {
             Ok(s) => s,
             Err(e) => return [out, vec![format!("snapshot failed: {e}")]].concat(),
         };
@@ -1097,7 +1097,7 @@ fn a_wrong_instruction_of_the_table_program_is_caught() {
         .collect();
     for &(what, text, wrong) in mutants {
         let program = table_offline(move |prog: &mut Vec<Insn>| {
-            let listing = vircgroup_v2_devices::program::asm::disassemble(prog);
+            let listing = vircgroup_v2_devices::testing::disasm::disassemble(prog);
             // Only programs that have the instruction are mutated (the *:m
             // probe is in tables with *:m rules only).
             let Some(at) = listing.lines().find(|l| l.contains(text)).map(|l| {

@@ -76,7 +76,7 @@ fn every_earlier_format_is_adopted_without_a_gap() {
             status.success(),
             "format {format}: the old build's process failed"
         );
-        let old = api::kernel_view(cg.p())
+        let old = vircgroup_v2_devices::testing::kernel_view(cg.p())
             .unwrap()
             .unwrap_or_else(|| panic!("format {format}: the old program is not recognised"));
         assert_eq!(old.format, format, "recognised as its format");
@@ -103,7 +103,9 @@ fn every_earlier_format_is_adopted_without_a_gap() {
         let probe = ProbeLoop::start(&cg.path, &accesses);
         std::thread::sleep(std::time::Duration::from_millis(100));
         api::detect_prog(cg.p()).unwrap();
-        let new = api::kernel_view(cg.p()).unwrap().unwrap();
+        let new = vircgroup_v2_devices::testing::kernel_view(cg.p())
+            .unwrap()
+            .unwrap();
         assert!(
             new.format >= 5,
             "format {format}: adopted as {}",

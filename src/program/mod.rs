@@ -15,10 +15,9 @@
 //! cgroup has.
 #![forbid(unsafe_code)]
 
-use crate::insn::Insn;
-
 pub mod asm;
 pub mod hash;
+#[cfg(any(test, feature = "testing"))]
 pub mod interp;
 pub mod legacy;
 pub mod libvirt;
@@ -31,15 +30,11 @@ pub use table::table_program;
 /// The license the programs are loaded with.
 pub const LICENSE: &str = "GPL";
 
-/// The instructions as the bytes the kernel receives.
-pub fn to_bytes(prog: &[Insn]) -> Vec<u8> {
-    prog.iter().flat_map(|i| i.to_bytes()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::insn::op::BPF_JEQ;
+    use crate::insn::Insn;
     use crate::rules::{self, Rule, DEV_BLOCK, DEV_CHAR};
     use std::collections::HashMap;
 

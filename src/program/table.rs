@@ -166,9 +166,10 @@ fn probe(a: &mut Asm, bits: u32, mult: [u64; 2], next: Label, allow: Label) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::program::{asm::disassemble, hash_program, interp};
+    use crate::program::{hash_program, interp};
     use crate::rules::{self, Rule, DEV_BLOCK, DEV_CHAR};
     use crate::table::Image;
+    use crate::testing::disasm::disassemble;
     use std::collections::HashMap;
 
     fn map_of(rules: &[Rule]) -> HashMap<u64, u32> {

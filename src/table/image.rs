@@ -122,11 +122,13 @@ impl Image {
         Image { bits, mult, words }
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Whether the table's program has the `*:m` probe.
     pub fn minor_code(&self) -> bool {
         self.words[FLAGS_OFF / 8] & MINOR_CODE != 0
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// The value as bytes.
     pub fn bytes(&self) -> Vec<u8> {
         self.words.iter().flat_map(|w| w.to_ne_bytes()).collect()

@@ -167,6 +167,7 @@ impl Table {
         self.header(COUNT_OFF) as usize
     }
 
+    #[cfg(feature = "testing")]
     /// The value bytes, for the oracle's interpreter.
     pub fn bytes(&self) -> Vec<u8> {
         (0..self.mem.len() / 8)
@@ -380,6 +381,7 @@ impl Table {
         out
     }
 
+    #[cfg(feature = "testing")]
     /// Whether what the program reads agrees with the rules: every major's
     /// masks are those of its `M:*` rule and of `*:*`, and the hints
     /// (`HAS_EXACT`, `ANY_MINOR`, the `*:m` probe) announce every rule.

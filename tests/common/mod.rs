@@ -465,9 +465,13 @@ pub fn map_content(map: std::os::fd::BorrowedFd<'_>) -> String {
         e.sort_unstable();
         return format!("{e:x?}");
     }
-    let fd = sys::map_get_fd_by_id(info.id).unwrap();
-    let table = vircgroup_v2_devices::table::Table::open(fd)
-        .unwrap()
-        .expect("a table");
-    format!("{:x?}", table.bytes())
+    let mem = sys::MapMemory::map(map, info.value_size as usize).unwrap();
+    let bytes: Vec<u8> = (0..mem.len() / 8)
+        .flat_map(|i| {
+            mem.word(8 * i)
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .to_ne_bytes()
+        })
+        .collect();
+    format!("{bytes:x?}")
 }

@@ -85,7 +85,7 @@ fn raw_maps(path: &str) -> (BTreeMap<u64, u32>, u32, bool) {
         .unwrap()
         .ids;
     assert_eq!(ids.len(), 1, "one program attached: {ids:?}");
-    let view = api::kernel_view(path)
+    let view = ::vircgroup_v2_devices::testing::kernel_view(path)
         .unwrap()
         .expect("a program of the library");
     assert!(is_our_program(&view.program.name), "{:?}", view.program);
@@ -220,7 +220,9 @@ fn a_restart_after_sigkill_finds_each_rule_whole_or_absent() {
         assert_enforced(&cg, &cases, &what);
         // And the program the library loaded decides as check does, for
         // every rule, on the maps read back from the kernel.
-        let (prog, maps) = api::snapshot(cg.p()).unwrap().unwrap();
+        let (prog, maps) = ::vircgroup_v2_devices::testing::snapshot(cg.p())
+            .unwrap()
+            .unwrap();
         for i in (0..=never).step_by(7).chain([last, in_flight, never]) {
             let r = victim_rule(i);
             let (ty, dev) = match r.ty {

@@ -188,7 +188,7 @@ fn threads_on_many_cgroups_match_a_model() {
             list_lines(&text, majors.clone()).len()
         );
         // What the library holds is what the kernel has.
-        let kernel: Vec<(u64, u32)> = api::kernel_view(p)
+        let kernel: Vec<(u64, u32)> = ::vircgroup_v2_devices::testing::kernel_view(p)
             .unwrap()
             .expect("our program")
             .rules

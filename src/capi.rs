@@ -197,8 +197,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_attach_prog(
         }
         // An fd that is not open must not be wrapped (closing it would close
         // whatever gets that number next).
-        // SAFETY: F_GETFD only reads the fd's flags.
-        if unsafe { libc::fcntl(mapfd, libc::F_GETFD) } < 0 {
+        if !crate::sys::fd_is_open(mapfd) {
             return Err(Error::invalid(format!(
                 "mapfd {mapfd} is not an open file descriptor"
             )));

@@ -7,7 +7,7 @@
 //!
 //! Only in builds with the `testing` feature (tests and the benchmark);
 //! the release library has no hook.
-use super::bpf::Since;
+use super::features::Since;
 use std::cell::Cell;
 use std::sync::OnceLock;
 

@@ -19,8 +19,8 @@
 //! - `api`: all the calls above in one place.
 //! - `registry`, `held`, `process`: the state per cgroup, fork safety.
 //! - `rollback`: a cgroup converted back to libvirt's own program and map.
-//! - `capi`, `logging`: every `extern "C"` export, errno, last error, the
-//!   log callback.
+//! - `capi`: every `extern "C"` export, errno, last error, the log
+//!   callback.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -42,8 +42,6 @@ pub mod insn;
 mod inspect;
 /// cbindgen:ignore
 mod install;
-/// cbindgen:ignore
-mod logging;
 /// cbindgen:ignore
 mod policy;
 /// cbindgen:ignore

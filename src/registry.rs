@@ -10,7 +10,7 @@
 //! entry's lock (an entry is only `try_lock`ed under it; a call takes it
 //! after its entry's), so a slow call on one cgroup never holds up a call
 //! on another. No lock of the library is held while the log function
-//! runs (`logging`).
+//! runs (`capi::log`).
 //!
 //! Fork: a child forked while another thread held an entry's lock must
 //! never wait for it. A registry belongs to the process that made it: in a

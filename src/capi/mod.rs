@@ -29,8 +29,9 @@
 //! Change rules through these functions only (in any process: the library
 //! in another process, such as the admin tool, is seen at once).
 
+mod log;
+
 use crate::api::{self, State};
-use crate::logging;
 use crate::rules::{self, Rule};
 use crate::{Error, Result};
 use libc::{c_char, c_int, c_void, size_t, ssize_t};
@@ -109,7 +110,7 @@ fn fail(e: &Error) {
 /// every lock is released and before errno is set, so a callback that
 /// calls the library does not change what the caller sees.
 fn boundary<T>(on_error: T, f: impl FnOnce() -> Result<T>) -> T {
-    let call = logging::Call::enter();
+    let call = log::Call::enter();
     let result = catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
         let what = panic
             .downcast_ref::<&str>()
@@ -119,7 +120,7 @@ fn boundary<T>(on_error: T, f: impl FnOnce() -> Result<T>) -> T {
         Err(Error::new(libc::EIO, format!("internal error: {what}")))
     });
     if let Err(e) = &result {
-        log::debug!("{e}");
+        ::log::debug!("{e}");
     }
     drop(call);
     result.unwrap_or_else(|e| {
@@ -526,5 +527,5 @@ pub extern "C" fn vircgroup_v2_last_error() -> *const c_char {
 /// thread; NULL stops them. Nothing is logged by default.
 #[no_mangle]
 pub extern "C" fn vircgroup_v2_set_log_func(func: vircgroup_v2_log_func, opaque: *mut c_void) {
-    let _ = catch_unwind(|| logging::set(func, opaque));
+    let _ = catch_unwind(|| log::set(func, opaque));
 }

@@ -29,17 +29,17 @@
 //! Change rules through these functions only (in any process: the library
 //! in another process, such as the admin tool, is seen at once).
 
+mod boundary;
 mod log;
+
+use boundary::{call, group_call, int_call, path_arg};
 
 use crate::api::{self, State};
 use crate::rules::{self, Rule};
 use crate::{Error, Result};
 use libc::{c_char, c_int, c_void, size_t, ssize_t};
-use std::cell::{Cell, RefCell};
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::CString;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 /// `VIR_CGROUP_DEVICE_READ`: read 1, write 2, mknod 4, the bits every
@@ -82,71 +82,6 @@ pub struct vircgroup_v2_devices {
 pub type vircgroup_v2_log_func =
     Option<unsafe extern "C" fn(level: c_int, message: *const c_char, opaque: *mut c_void)>;
 
-thread_local! {
-    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
-    /// The last message of a call made while this thread's `LAST_ERROR`
-    /// is already destroyed (from a thread-exit destructor). No destructor
-    /// of its own, so it is always there; the string it points to is
-    /// leaked, one per such thread at most.
-    static EXITING_ERROR: Cell<*mut c_char> = const { Cell::new(std::ptr::null_mut()) };
-}
-
-/// Records `e` as the calling thread's last error and sets errno.
-fn fail(e: &Error) {
-    let mut message = Some(CString::new(e.message().replace('\0', "\\0")).unwrap_or_default());
-    let _ = LAST_ERROR.try_with(|l| *l.borrow_mut() = message.take().unwrap_or_default());
-    if let Some(message) = message {
-        let old = EXITING_ERROR.with(|x| x.replace(message.into_raw()));
-        if !old.is_null() {
-            // SAFETY: made by CString::into_raw above, replaced, not used again.
-            drop(unsafe { CString::from_raw(old) });
-        }
-    }
-    nix::errno::Errno::set_raw(e.errno());
-}
-
-/// Runs `f` with the panic boundary; on error sets errno and the message and
-/// returns `on_error`. Log messages of the call reach the callback after
-/// every lock is released and before errno is set, so a callback that
-/// calls the library does not change what the caller sees.
-fn boundary<T>(on_error: T, f: impl FnOnce() -> Result<T>) -> T {
-    let call = log::Call::enter();
-    let result = catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        Err(Error::new(libc::EIO, format!("internal error: {what}")))
-    });
-    if let Err(e) = &result {
-        ::log::debug!("{e}");
-    }
-    drop(call);
-    result.unwrap_or_else(|e| {
-        fail(&e);
-        on_error
-    })
-}
-
-fn int_call(f: impl FnOnce() -> Result<()>) -> c_int {
-    boundary(-1, || f().map(|()| 0))
-}
-
-/// A path argument: bytes, as the kernel takes them (a cgroup's name need
-/// not be UTF-8).
-///
-/// # Safety
-/// `p` is NULL or a NUL-terminated string that outlives `'a`.
-unsafe fn path_arg<'a>(p: *const c_char, what: &str) -> Result<&'a Path> {
-    if p.is_null() {
-        return Err(Error::invalid(format!("{what} is NULL")));
-    }
-    // SAFETY: not NULL, and NUL-terminated per the caller's contract.
-    let s = unsafe { CStr::from_ptr(p) };
-    Ok(Path::new(OsStr::from_bytes(s.to_bytes())))
-}
-
 fn rule_arg(ty: c_char, major: c_int, minor: c_int, perms: c_int) -> Result<Rule> {
     Rule::new(ty as u8, major, minor, perms)
 }
@@ -159,10 +94,8 @@ fn rule_arg(ty: c_char, major: c_int, minor: c_int, perms: c_int) -> Result<Rule
 /// `group_path` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_devices_available(group_path: *const c_char) -> bool {
-    boundary(false, || {
-        // SAFETY: per this function's contract.
-        let path = unsafe { path_arg(group_path, "group_path") }?;
-        Ok(api::available(path))
+    call(false, || {
+        Ok(api::available(path_arg(group_path, "group_path")?))
     })
 }
 
@@ -213,9 +146,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_attach_prog(
         }
         // SAFETY: the fd is open and the caller hands it over.
         let map = unsafe { OwnedFd::from_raw_fd(mapfd) };
-        // SAFETY: per this function's contract.
-        let path = unsafe { path_arg(group_path, "group_path") }?;
-        api::attach_prog(path, map, max)
+        api::attach_prog(path_arg(group_path, "group_path")?, map, max)
     })
 }
 
@@ -229,8 +160,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_attach_prog(
 /// `group_path` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_devices_detect_prog(group_path: *const c_char) -> c_int {
-    // SAFETY: per this function's contract.
-    int_call(|| api::detect_prog(unsafe { path_arg(group_path, "group_path") }?))
+    group_call(group_path, |path| api::detect_prog(path))
 }
 
 /// Detects first (as `vircgroup_v2_devices_detect_prog`: a running VM's
@@ -243,8 +173,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_detect_prog(group_path: *const c_c
 /// `group_path` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_devices_create_prog(group_path: *const c_char) -> c_int {
-    // SAFETY: per this function's contract.
-    int_call(|| api::create_prog(unsafe { path_arg(group_path, "group_path") }?))
+    group_call(group_path, |path| api::create_prog(path))
 }
 
 /// Detect, create, and when the map is full grow it to twice its size,
@@ -254,8 +183,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_create_prog(group_path: *const c_c
 /// `group_path` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_devices_prepare_prog(group_path: *const c_char) -> c_int {
-    // SAFETY: per this function's contract.
-    int_call(|| api::prepare_prog(unsafe { path_arg(group_path, "group_path") }?))
+    group_call(group_path, |path| api::prepare_prog(path))
 }
 
 /// Closes the library's fds for the cgroup and forgets its state; the
@@ -268,8 +196,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_prepare_prog(group_path: *const c_
 /// `group_path` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_devices_remove_prog(group_path: *const c_char) -> c_int {
-    // SAFETY: per this function's contract.
-    int_call(|| api::remove_prog(unsafe { path_arg(group_path, "group_path") }?))
+    group_call(group_path, |path| api::remove_prog(path))
 }
 
 /// Detaches the library's program (held or detected) from the cgroup, then
@@ -279,8 +206,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_remove_prog(group_path: *const c_c
 /// `group_path` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_devices_detach_prog(group_path: *const c_char) -> c_int {
-    // SAFETY: per this function's contract.
-    int_call(|| api::detach_prog(unsafe { path_arg(group_path, "group_path") }?))
+    group_call(group_path, |path| api::detach_prog(path))
 }
 
 /// libvirt's value encoding: `access << 16 | type bits` (`'b'` 1, `'c'` 2,
@@ -289,14 +215,14 @@ pub unsafe extern "C" fn vircgroup_v2_devices_detach_prog(group_path: *const c_c
 /// `get_perms(VIRCGROUP_DEVICE_RW, 'c')` is `6 << 16 | 2`.
 #[no_mangle]
 pub extern "C" fn vircgroup_v2_devices_get_perms(perms: c_int, r#type: c_char) -> u32 {
-    rules::get_perms(perms, r#type as u8)
+    call(0, || Ok(rules::get_perms(perms, r#type as u8)))
 }
 
 /// libvirt's key: `(uint64_t)major << 32 | (uint32_t)minor`; -1 is the
 /// wildcard.
 #[no_mangle]
 pub extern "C" fn vircgroup_v2_devices_get_key(major: c_int, minor: c_int) -> u64 {
-    rules::get_key(major, minor)
+    call(0, || Ok(rules::get_key(major, minor)))
 }
 
 /// Grants `perms` (`VIRCGROUP_DEVICE_*`) for `type` (`'c'`, `'b'`, or `'a'`
@@ -317,8 +243,7 @@ pub unsafe extern "C" fn vircgroup_v2_allow_device(
 ) -> c_int {
     int_call(|| {
         let rule = rule_arg(r#type, major, minor, perms)?;
-        // SAFETY: per this function's contract.
-        api::allow(unsafe { path_arg(group_path, "group_path") }?, &rule)
+        api::allow(path_arg(group_path, "group_path")?, &rule)
     })
 }
 
@@ -338,8 +263,7 @@ pub unsafe extern "C" fn vircgroup_v2_deny_device(
 ) -> c_int {
     int_call(|| {
         let rule = rule_arg(r#type, major, minor, perms)?;
-        // SAFETY: per this function's contract.
-        api::deny(unsafe { path_arg(group_path, "group_path") }?, &rule)
+        api::deny(path_arg(group_path, "group_path")?, &rule)
     })
 }
 
@@ -357,8 +281,7 @@ pub unsafe extern "C" fn vircgroup_v2_allow_all_devices(
 ) -> c_int {
     int_call(|| {
         let rule = rule_arg(b'a' as c_char, -1, -1, perms)?;
-        // SAFETY: per this function's contract.
-        api::allow(unsafe { path_arg(group_path, "group_path") }?, &rule)
+        api::allow(path_arg(group_path, "group_path")?, &rule)
     })
 }
 
@@ -368,8 +291,7 @@ pub unsafe extern "C" fn vircgroup_v2_allow_all_devices(
 /// `group_path` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_deny_all_devices(group_path: *const c_char) -> c_int {
-    // SAFETY: per this function's contract.
-    int_call(|| api::deny_all(unsafe { path_arg(group_path, "group_path") }?))
+    group_call(group_path, |path| api::deny_all(path))
 }
 
 /// Copies the state held for the cgroup into `*out` (`{-1, -1, 0, 0}` when
@@ -389,8 +311,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_get_state(
         if out.is_null() {
             return Err(Error::invalid("out is NULL"));
         }
-        // SAFETY: per this function's contract.
-        let s: State = api::state(unsafe { path_arg(group_path, "group_path") }?)?;
+        let s: State = api::state(path_arg(group_path, "group_path")?)?;
         let value = vircgroup_v2_devices {
             mapfd: s.mapfd,
             progfd: s.progfd,
@@ -409,11 +330,9 @@ fn device_path_call(
     perms: c_int,
     apply: fn(&Path, &Path, i32) -> Result<bool>,
 ) -> c_int {
-    boundary(-1, || {
-        // SAFETY: per the exported functions' contract.
-        let dev_path = unsafe { path_arg(dev_path, "dev_path") }?;
-        // SAFETY: per the exported functions' contract.
-        let group_path = unsafe { path_arg(group_path, "group_path") }?;
+    call(-1, || {
+        let dev_path = path_arg(dev_path, "dev_path")?;
+        let group_path = path_arg(group_path, "group_path")?;
         apply(group_path, dev_path, perms).map(|applied| if applied { 0 } else { 1 })
     })
 }
@@ -467,11 +386,9 @@ pub unsafe extern "C" fn vircgroup_v2_devices_check(
     minor: c_int,
     perms: c_int,
 ) -> c_int {
-    boundary(-1, || {
+    call(-1, || {
         let rule = rule_arg(r#type, major, minor, perms)?;
-        // SAFETY: per this function's contract.
-        let path = unsafe { path_arg(group_path, "group_path") }?;
-        api::check(path, &rule).map(c_int::from)
+        api::check(path_arg(group_path, "group_path")?, &rule).map(c_int::from)
     })
 }
 
@@ -491,9 +408,8 @@ pub unsafe extern "C" fn vircgroup_v2_devices_check(
 /// `group_path` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_devices_list(group_path: *const c_char) -> *mut c_char {
-    boundary(std::ptr::null_mut(), || {
-        // SAFETY: per this function's contract.
-        let text = api::list(unsafe { path_arg(group_path, "group_path") }?)?;
+    call(std::ptr::null_mut(), || {
+        let text = api::list(path_arg(group_path, "group_path")?)?;
         let text = CString::new(text).map_err(|_| Error::new(libc::EIO, "NUL in list"))?;
         // SAFETY: `text` is a valid C string; strdup copies it into malloc'ed memory.
         let out = unsafe { libc::strdup(text.as_ptr()) };
@@ -510,22 +426,15 @@ pub unsafe extern "C" fn vircgroup_v2_devices_list(group_path: *const c_char) ->
 /// thread.
 #[no_mangle]
 pub extern "C" fn vircgroup_v2_last_error() -> *const c_char {
-    static EMPTY: &CStr = c"";
-    LAST_ERROR
-        .try_with(|l| l.borrow().as_ptr())
-        .unwrap_or_else(|_| {
-            let p = EXITING_ERROR.with(Cell::get);
-            if p.is_null() {
-                EMPTY.as_ptr()
-            } else {
-                p
-            }
-        })
+    call(std::ptr::null(), || Ok(boundary::last_error()))
 }
 
 /// Sends the library's log messages to `func` (with `opaque`), from any
 /// thread; NULL stops them. Nothing is logged by default.
 #[no_mangle]
 pub extern "C" fn vircgroup_v2_set_log_func(func: vircgroup_v2_log_func, opaque: *mut c_void) {
-    let _ = catch_unwind(|| log::set(func, opaque));
+    call((), || {
+        log::set(func, opaque);
+        Ok(())
+    })
 }

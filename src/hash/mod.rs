@@ -6,7 +6,7 @@
 //!
 //! The kernel's maps are the truth. The library keeps a copy of the rules
 //! so that a check or a count needs no walk of the map, and trusts it only
-//! while the index's generation word ([`GENERATION_SLOT`]) is the one it
+//! while the index's generation word ([`layout::GENERATION_SLOT`]) is the one it
 //! last saw: every writer (in any process) bumps the word after each
 //! change, with the cgroup's lock (`Cgroup::lock`) held, so a change made
 //! by another process is seen at the next call and the copy read again.

@@ -44,6 +44,36 @@ fn jmp_op(op: u8) -> &'static str {
     }
 }
 
+/// An ALU instruction (`w` registers for 32-bit ones).
+fn alu(i: Insn) -> String {
+    let w = if i.code & 0x07 == BPF_ALU { "w" } else { "r" };
+    let (d, s) = (format!("{w}{}", i.dst()), format!("{w}{}", i.src()));
+    let rhs = if i.code & BPF_X != 0 {
+        s
+    } else {
+        i.imm.to_string()
+    };
+    format!("{d} {} {rhs}", alu_op(i.code & 0xf0))
+}
+
+/// A jump, call or exit at index `pc`.
+fn jmp(i: Insn, pc: usize) -> String {
+    let target = pc as i64 + 1 + i.off as i64;
+    match i.code & 0xf0 {
+        BPF_CALL => format!("call {}", i.imm),
+        BPF_EXIT => "exit".to_string(),
+        BPF_JA => format!("goto <{target}>"),
+        op => {
+            let rhs = if i.code & BPF_X != 0 {
+                reg(i.src())
+            } else {
+                format!("{:#x}", i.imm)
+            };
+            format!("if {} {} {rhs} goto <{target}>", reg(i.dst()), jmp_op(op))
+        }
+    }
+}
+
 /// The program as the kernel's verifier log prints it, one line per
 /// instruction with its index (`12: r3 = *(u8 *)(r1 +128)`); jumps show
 /// their target as `<N>`. A `ld_imm64` takes two indices.
@@ -58,16 +88,7 @@ pub fn disassemble(prog: &[Insn]) -> String {
             BPF_LDX => format!("{d} = *({} *)({s} {off:+})", size(i.code)),
             BPF_STX => format!("*({} *)({d} {off:+}) = {s}", size(i.code)),
             BPF_ST => format!("*({} *)({d} {off:+}) = {imm}", size(i.code)),
-            BPF_ALU64 | BPF_ALU => {
-                let w = if class == BPF_ALU { "w" } else { "r" };
-                let (d, s) = (format!("{w}{}", i.dst()), format!("{w}{}", i.src()));
-                let rhs = if i.code & BPF_X != 0 {
-                    s
-                } else {
-                    imm.to_string()
-                };
-                format!("{d} {} {rhs}", alu_op(i.code & 0xf0))
-            }
+            BPF_ALU64 | BPF_ALU => alu(i),
             BPF_LD if i.code == BPF_LD | BPF_DW | BPF_IMM => {
                 let hi = prog.get(pc + 1).map_or(0, |n| n.imm);
                 pc += 1;
@@ -80,22 +101,7 @@ pub fn disassemble(prog: &[Insn]) -> String {
                     ),
                 }
             }
-            BPF_JMP => {
-                let target = pc as i64 + 1 + off as i64;
-                match i.code & 0xf0 {
-                    BPF_CALL => format!("call {imm}"),
-                    BPF_EXIT => "exit".to_string(),
-                    BPF_JA => format!("goto <{target}>"),
-                    op => {
-                        let rhs = if i.code & BPF_X != 0 {
-                            s
-                        } else {
-                            format!("{:#x}", imm)
-                        };
-                        format!("if {d} {} {rhs} goto <{target}>", jmp_op(op))
-                    }
-                }
-            }
+            BPF_JMP => jmp(i, pc),
             _ => format!("(unknown {:#04x})", i.code),
         };
         let index = if i.code == BPF_LD | BPF_DW | BPF_IMM {

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! Living inside a daemon (issue 13, docs/API.md "Living inside a daemon"):
+//! Living inside a daemon (docs/API.md "Living inside a daemon"):
 //! the library as libvirt's virtqemud uses it, multithreaded, forking,
 //! beside other writers, for months. Each scenario is written the way a
 //! daemon would hit it: several threads, a forked child, a second process,

@@ -668,7 +668,7 @@ fn detach_prog_leaves_the_cgroup_unrestricted() {
 }
 
 /// A daemon restarted under a running VM that calls create_prog without
-/// detect_prog first (issue 12): the VM's rules, set by another process,
+/// detect_prog first: the VM's rules, set by another process,
 /// stay; the program is adopted, not replaced.
 #[test]
 fn create_prog_after_a_restart_keeps_the_running_vms_rules() {

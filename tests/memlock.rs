@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! Locked memory (issue 12): before Linux 5.11 BPF maps and programs are
+//! Locked memory: before Linux 5.11 BPF maps and programs are
 //! charged to RLIMIT_MEMLOCK, whose default was 64 KiB. A daemon started
 //! with that limit must still hold 100 VMs' cgroups: the library raises
 //! the limit as far as the process may (as libbpf does) on the first

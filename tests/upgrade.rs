@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! Upgrades of the library itself (issue 12): a distro upgrades the
+//! Upgrades of the library itself: a distro upgrades the
 //! package under running VMs, the daemon restarts, and the new library
 //! must adopt what every earlier release attached. Each earlier format is
 //! built from this repository's own history (`scripts/old-builds.sh`,

@@ -79,7 +79,7 @@ pub fn raise_memlock() -> bool {
 /// Runs a map creation or program load; when it fails with `EPERM` or
 /// `ENOMEM`, raises `RLIMIT_MEMLOCK` (once per process) and, if the limit
 /// was raised, runs it once more. Before Linux 5.11 maps and programs are
-/// charged to that limit, which used to default to 64 KiB; like libbpf,
+/// charged to that limit, which is 64 KiB by default on many systems; like libbpf,
 /// the library lifts the soft limit to the hard one, and both to unlimited
 /// when the process may (`CAP_SYS_RESOURCE`). Kernels since 5.11 charge the
 /// memory cgroup instead, and never get here for the limit.

@@ -14,13 +14,12 @@ use std::collections::HashMap;
 /// slots) per rule, so that a full table has an eighth of its slots used
 /// and a new key almost always finds a free slot in one of its two
 /// buckets (when it does not, the caller builds a new table with new
-/// multipliers). At 10,000 rules (a table of 16,384) a new key is then the
-/// first slot its probe reads about three times in four; with one bucket
-/// per rule it was about every other time, and an exact hit cost 5-11%
-/// more than at 10 rules (`BENCHMARKS.md`). The largest table keeps one bucket
+/// multipliers). A sparse table also keeps a key the first slot its probe
+/// reads most of the time, so that an exact hit in a large table costs
+/// about what it costs in a small one. The largest table keeps one bucket
 /// per rule: 2^17 buckets would make a value larger than the kernel's
-/// largest (`KMALLOC_MAX_SIZE`, 4 MiB). Tables made with one bucket per
-/// rule by earlier builds are read as they are: the bits are in the header.
+/// largest (`KMALLOC_MAX_SIZE`, 4 MiB). The bits are in the header, so a
+/// table with any number of buckets per rule is read as it is.
 fn bits_for(max: u32) -> Result<u32> {
     let buckets = max.max(2).checked_next_power_of_two().unwrap_or(u32::MAX);
     let bits = buckets.trailing_zeros();

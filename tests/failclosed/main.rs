@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! Fail closed and lose nothing (issue 6), against the real kernel. Runs
+//! Fail closed and lose nothing, against the real kernel. Runs
 //! as root; under CI=true a test that cannot run fails. One scenario per
 //! file:
 //!

@@ -170,15 +170,8 @@ mod tests {
     use crate::rules::{self, Rule, DEV_BLOCK, DEV_CHAR};
     use crate::table::Image;
     use crate::testing::disasm::disassemble;
+    use crate::testing::{map_of, rule, rules_map};
     use std::collections::HashMap;
-
-    fn map_of(rules: &[Rule]) -> HashMap<u64, u32> {
-        let mut map = HashMap::new();
-        for r in rules {
-            *map.entry(r.key()).or_insert(0) |= r.value();
-        }
-        map
-    }
 
     /// The table program and the format 5 program (the reference: the
     /// releases before the table decided with it) on the same rules.
@@ -224,21 +217,18 @@ mod tests {
         }
     }
 
-    fn rule(t: u8, ma: i32, mi: i32, p: i32) -> Rule {
-        Rule::new(t, ma, mi, p).unwrap()
-    }
-
     #[test]
     fn decides_like_the_format_5_program() {
-        let map = map_of(&[
-            rule(b'c', 1, 3, rules::RW),
-            rule(b'b', 1, 3, rules::READ),
-            rule(b'c', 136, -1, rules::RW),
-            rule(b'b', -1, 7, rules::MKNOD),
-            rule(b'c', 1, -1, rules::MKNOD),
-            rule(b'a', -1, 3, rules::WRITE),
-            rule(b'c', 0, 0, rules::READ),
-            rule(b'b', 4095, 1_048_575, rules::RWM),
+        let map = rules_map(&[
+            "c 1:3 rw",
+            "b 1:3 r",
+            "c 136:* rw",
+            "b *:7 m",
+            "c 1:* m",
+            "c *:3 w",
+            "b *:3 w",
+            "c 0:0 r",
+            "b 4095:1048575 rwm",
         ]);
         let both = Both::new(&map, 64);
         let mut allowed = 0;

@@ -204,34 +204,23 @@ pub fn get_key(major: i32, minor: i32) -> u64 {
     (u64::from(major as u32) << 32) | u64::from(minor as u32)
 }
 
+/// Each `VIR_CGROUP_DEVICE_*` bit and its `BPF_DEVCG_ACC_*` bit.
+const PERM_BITS: [(i32, u32); 3] = [(READ, ACC_READ), (WRITE, ACC_WRITE), (MKNOD, ACC_MKNOD)];
+
 /// `VIR_CGROUP_DEVICE_*` bits -> `BPF_DEVCG_ACC_*` bits.
 pub fn acc_bits(perms: i32) -> u32 {
-    let mut acc = 0;
-    if perms & READ != 0 {
-        acc |= ACC_READ;
-    }
-    if perms & WRITE != 0 {
-        acc |= ACC_WRITE;
-    }
-    if perms & MKNOD != 0 {
-        acc |= ACC_MKNOD;
-    }
-    acc
+    PERM_BITS
+        .iter()
+        .filter(|&&(vir, _)| perms & vir != 0)
+        .fold(0, |acc, &(_, bit)| acc | bit)
 }
 
 /// `BPF_DEVCG_ACC_*` bits -> `VIR_CGROUP_DEVICE_*` bits.
 pub fn vir_perms(acc: u32) -> i32 {
-    let mut perms = 0;
-    if acc & ACC_READ != 0 {
-        perms |= READ;
-    }
-    if acc & ACC_WRITE != 0 {
-        perms |= WRITE;
-    }
-    if acc & ACC_MKNOD != 0 {
-        perms |= MKNOD;
-    }
-    perms
+    PERM_BITS
+        .iter()
+        .filter(|&&(_, bit)| acc & bit != 0)
+        .fold(0, |perms, &(vir, _)| perms | vir)
 }
 
 /// libvirt's `virCgroupV2DevicesGetPerms`: `access << 16 | type bits`.

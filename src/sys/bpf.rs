@@ -290,18 +290,14 @@ fn elem_attr<K>(map: BorrowedFd<'_>, key: *const K, value: u64, flags: u64) -> M
 pub fn map_lookup<K: Key>(map: BorrowedFd<'_>, key: K) -> Result<Option<u32>> {
     let mut value = 0u32;
     let mut attr = elem_attr(map, &key, ptr(&mut value as *mut u32), 0);
-    match bpf(cmd::MAP_LOOKUP_ELEM, &mut attr, BASE) {
-        Ok(_) => Ok(Some(value)),
-        Err(libc::ENOENT) => Ok(None),
-        Err(e) => Err(failed(
-            cmd::MAP_LOOKUP_ELEM,
-            format_args!(
-                "bpf(BPF_MAP_LOOKUP_ELEM, map fd {}, key {key:#x})",
-                map.as_raw_fd()
-            ),
-            e,
-        )),
-    }
+    let ret = bpf(cmd::MAP_LOOKUP_ELEM, &mut attr, BASE);
+    let found = key_found(ret, cmd::MAP_LOOKUP_ELEM, || {
+        format!(
+            "bpf(BPF_MAP_LOOKUP_ELEM, map fd {}, key {key:#x})",
+            map.as_raw_fd()
+        )
+    })?;
+    Ok(found.then_some(value))
 }
 
 /// `BPF_MAP_UPDATE_ELEM` with `BPF_ANY`.
@@ -324,17 +320,27 @@ pub fn map_update<K: Key>(map: BorrowedFd<'_>, key: K, value: u32) -> Result<()>
 /// `BPF_MAP_DELETE_ELEM`; `Ok(false)` when the key was absent.
 pub fn map_delete<K: Key>(map: BorrowedFd<'_>, key: K) -> Result<bool> {
     let mut attr = elem_attr(map, &key, 0, 0);
-    match bpf(cmd::MAP_DELETE_ELEM, &mut attr, BASE) {
+    let ret = bpf(cmd::MAP_DELETE_ELEM, &mut attr, BASE);
+    key_found(ret, cmd::MAP_DELETE_ELEM, || {
+        format!(
+            "bpf(BPF_MAP_DELETE_ELEM, map fd {}, key {key:#x})",
+            map.as_raw_fd()
+        )
+    })
+}
+
+/// What a lookup, delete or next-key answered: true when the kernel found
+/// the key, false for `ENOENT` (an expected answer, not an error), else the
+/// error of the call `call` describes.
+fn key_found(
+    ret: std::result::Result<i64, i32>,
+    command: i32,
+    call: impl FnOnce() -> String,
+) -> Result<bool> {
+    match ret {
         Ok(_) => Ok(true),
         Err(libc::ENOENT) => Ok(false),
-        Err(e) => Err(failed(
-            cmd::MAP_DELETE_ELEM,
-            format_args!(
-                "bpf(BPF_MAP_DELETE_ELEM, map fd {}, key {key:#x})",
-                map.as_raw_fd()
-            ),
-            e,
-        )),
+        Err(e) => Err(failed(command, call(), e)),
     }
 }
 
@@ -470,19 +476,15 @@ pub fn map_next_key<K: Key>(map: BorrowedFd<'_>, key: Option<K>) -> Result<Optio
         std::ptr::null()
     };
     let mut attr = elem_attr(map, key_ptr, ptr(&mut next as *mut K), 0);
-    match bpf(cmd::MAP_GET_NEXT_KEY, &mut attr, BASE) {
-        Ok(_) => Ok(Some(next)),
-        Err(libc::ENOENT) => Ok(None),
-        Err(e) => Err(failed(
-            cmd::MAP_GET_NEXT_KEY,
-            format_args!(
-                "bpf(BPF_MAP_GET_NEXT_KEY, map fd {}, key {})",
-                map.as_raw_fd(),
-                key.map_or("NULL".to_string(), |k| format!("{k:#x}"))
-            ),
-            e,
-        )),
-    }
+    let ret = bpf(cmd::MAP_GET_NEXT_KEY, &mut attr, BASE);
+    let found = key_found(ret, cmd::MAP_GET_NEXT_KEY, || {
+        format!(
+            "bpf(BPF_MAP_GET_NEXT_KEY, map fd {}, key {})",
+            map.as_raw_fd(),
+            key.map_or("NULL".to_string(), |k| format!("{k:#x}"))
+        )
+    })?;
+    Ok(found.then_some(next))
 }
 
 /// Every (key, value) of a map with 8-byte or 4-byte keys and 4-byte

@@ -1,33 +1,13 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! The C ABI: every `extern "C"` export, in one module.
+//! Where C comes in: every `extern "C"` export. Each runs through the
+//! one boundary (`boundary.rs`: panics, errno, the last error, path
+//! arguments); the log callback is `log.rs`.
 //!
-//! # API conventions
-//!
-//! Every `int` function returns 0 on success and -1 on failure, with `errno`
-//! set (the failing system call's errno, or `EINVAL` for a bad argument) and
-//! a message for the calling thread in `vircgroup_v2_last_error()`. A bad
-//! argument changes nothing. `group_path` is an absolute path to a directory
-//! on a cgroup v2 filesystem; it is bytes, as the kernel takes them: a
-//! cgroup whose name is not UTF-8 works, and messages show such bytes (and
-//! control characters, such as a newline in a name) escaped (`\xff`, `\n`),
-//! so a message is one line. Every function is safe to call from several
-//! threads; calls on one cgroup are serialized. No Rust panic crosses this
-//! boundary: one becomes -1 with `errno` `EIO`.
-//!
-//! # The map encoding
-//!
-//! Keys are libvirt's: `(uint64_t)major << 32 | (uint32_t)minor`, with
-//! `0xffffffff` as the wildcard half. A value holds both rules on those
-//! numbers: bits 0-3 the block rule, bits 8-11 the char rule, each as
-//! `BPF_DEVCG_ACC_*` bits (mknod 1, read 2, write 4: not the order of
-//! `VIRCGROUP_DEVICE_*`, read 1, write 2, mknod 4) plus 8, set exactly
-//! when the rule exists; an `a` rule sets both; no other bit is set and a
-//! value is never 0. Example: `c 1:3 rw` is key 0x0000000100000003, value
-//! 0x00000e00. So a char and a block rule on the same numbers never affect
-//! each other. `count` counts map entries (one per key).
-//!
-//! Change rules through these functions only (in any process: the library
-//! in another process, such as the admin tool, is seen at once).
+//! The API's conventions (return values, errno, paths as bytes, messages,
+//! threads, fork, kernels) are written once, in the doc comment of
+//! [`vircgroup_v2_devices`], and the map encoding in that of
+//! [`vircgroup_v2_devices_attach_prog`]: cbindgen carries both into the
+//! header.
 
 mod boundary;
 mod log;
@@ -45,7 +25,8 @@ use std::path::Path;
 /// `VIR_CGROUP_DEVICE_READ`: read 1, write 2, mknod 4, the bits every
 /// `perms` argument takes. They are libvirt's, not the kernel's
 /// `BPF_DEVCG_ACC_*` bits (mknod 1, read 2, write 4) that the program sees
-/// and that the map encoding above and `vircgroup_v2_devices_get_perms`
+/// and that the map encoding (`vircgroup_v2_devices_attach_prog`) and
+/// `vircgroup_v2_devices_get_perms`
 /// use: read is 1 here and 2 there, write 2 here and 4 there, mknod 4 here
 /// and 1 there. The library converts; a caller never passes
 /// `BPF_DEVCG_ACC_*` bits.
@@ -61,6 +42,70 @@ pub const VIRCGROUP_DEVICE_RWM: c_int = VIRCGROUP_DEVICE_RW | VIRCGROUP_DEVICE_M
 
 /// The state of one cgroup, byte for byte the layout of libvirt's
 /// `virCgroupV2Devices`.
+///
+/// API conventions: every int function returns 0 on success and -1 on
+/// failure, with errno set and a message for the calling thread in
+/// vircgroup_v2_last_error(). A failed call changes nothing: the policy the
+/// kernel enforces, the state and the fds are as before. group_path is an
+/// absolute path to a directory on a cgroup v2 filesystem, as bytes: a
+/// cgroup whose name is not UTF-8 works.
+///
+/// errno, for every function that takes group_path:
+///   EINVAL  a bad argument: NULL, empty or relative path, not on cgroup2,
+///           type, numbers or perms out of range, a map of the wrong shape,
+///           an fd the library holds; a change asked of the cgroup2 root
+///   ENOENT  the path does not exist; check/list: only programs this
+///           library does not know are attached (their rules are unknown)
+///   EBUSY   a change asked where a program this library does not know is
+///           attached without BPF_F_ALLOW_MULTI (it is never replaced)
+///   E2BIG   the rules do not fit in the largest map (65,536 rules)
+///   EPERM   a privilege is missing (CAP_BPF/CAP_NET_ADMIN/CAP_SYS_ADMIN),
+///           or, before Linux 5.11, RLIMIT_MEMLOCK is too low even after
+///           the library raised it; the message says which
+///   ENOMEM  the kernel is out of memory for BPF (memory cgroup limit)
+///   EAGAIN  another process of this library kept the cgroup locked for
+///           more than 5 s (10 s for a new program), or kept replacing it
+///   other   the failing system call's errno; the message names the call
+///           and its arguments (and the verifier log, when a load fails)
+///
+/// Threads: every function may be called from any thread; calls on one
+/// cgroup are serialized, calls on different cgroups never wait for each
+/// other. The log function is called with no lock of the library held,
+/// after the call's work and before errno is set: it may call the library
+/// (the same cgroup too) and vircgroup_v2_set_log_func. fork: a child may
+/// call the library on its own state; it never waits for a lock a thread of
+/// the parent held (it may wait, at most 5 s, for a change another process
+/// is making). A call from a thread-exit destructor works (its message may
+/// be kept until the thread exits). No function is async-signal-safe: do
+/// not call the library from a signal handler.
+///
+/// vircgroup_v2_last_error(): the message of the calling thread's last
+/// failure, "" when none; valid until that thread's next failing call or its
+/// exit; never freed by another thread. A message (and a log message) is
+/// one line: control characters and bytes that are not UTF-8 in a path are
+/// escaped ("\n", "\xff").
+///
+/// Other writers: the rules in force are the kernel's. Another process
+/// changing the same cgroup through this library (the admin tool, another
+/// daemon) is seen by the next call: it is never reverted, never makes a
+/// call fail for a lack of room, never makes check or list answer wrong.
+/// The same cgroup through two paths (a symlink, a bind mount) is one state.
+///
+/// Kernels: Linux 4.15 and later. Newer features are probed once per
+/// process (the first EINVAL) and fall back with the same policy:
+///   5.5  BPF_F_MMAPABLE arrays (with 5.2's BPF_LD_MAP_VALUE): the rule
+///        table (format 6, program vcg2dev_f6); before, a hash map and an
+///        index read with bpf_map_lookup_elem (format 5, vcg2dev_f5)
+///   5.6  BPF_F_REPLACE: beside BPF_F_ALLOW_MULTI programs the new program
+///        is attached, then the old one detached (in between a device is
+///        allowed only if both allow it)
+///   5.6  batch map commands: one update or lookup per entry
+///   5.11 memory cgroup accounting of BPF: before, the first EPERM/ENOMEM of
+///        a map or program raises RLIMIT_MEMLOCK (soft to hard, then both
+///        unlimited with CAP_SYS_RESOURCE), as libbpf does, once per process
+/// Programs of every earlier release (formats 1-4, named vircgroup_v2dev)
+/// and libvirt's own are adopted: their rules converted, the program
+/// replaced in one step.
 #[allow(non_camel_case_types)]
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +148,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_available(group_path: *const c_cha
 /// replacing in one step a program this library or libvirt's C code
 /// attached. `mapfd` must be a BPF hash map with 8-byte keys and 4-byte
 /// values, `max` its `max_entries`, empty or holding rules in the encoding
-/// above; else -1 with `EINVAL` and nothing changes. `EBUSY` when a program
+/// below; else -1 with `EINVAL` and nothing changes. `EBUSY` when a program
 /// this library does not know is attached without `BPF_F_ALLOW_MULTI`.
 ///
 /// Ownership: the library always takes `mapfd`, and closes it on failure,
@@ -113,6 +158,17 @@ pub unsafe extern "C" fn vircgroup_v2_devices_available(group_path: *const c_cha
 /// `{mapfd, progfd, count, max}`. On kernels with the rule table (Linux
 /// 5.5) the rules are copied into a table, which takes over the number
 /// `mapfd` (the hash map itself is closed): `mapfd` is then the table.
+///
+/// The map encoding of attach_prog's map (and of libvirt's key): keys are
+/// (uint64_t)major << 32 | (uint32_t)minor, with 0xffffffff as the wildcard
+/// half. A value holds both rules on those numbers: bits 0-3 the block rule,
+/// bits 8-11 the char rule, each as BPF_DEVCG_ACC_* bits (mknod 1, read 2,
+/// write 4; not the VIRCGROUP_DEVICE_* values read 1, write 2, mknod 4) plus
+/// 8, set exactly when the rule exists; an 'a' rule sets both; no other bit
+/// is set and a value is never 0. Example: "c 1:3 rw" is key
+/// 0x0000000100000003, value 0x00000e00.
+/// A char and a block rule on the same numbers never affect each other.
+/// count counts map entries (one per key).
 ///
 /// # Safety
 /// `group_path` is NULL or a NUL-terminated string; `mapfd` is an fd the

@@ -1,15 +1,8 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! Upgrades of the library itself: a distro upgrades the
-//! package under running VMs, the daemon restarts, and the new library
-//! must adopt what every earlier release attached. Each earlier format is
-//! built from this repository's own history (`scripts/old-builds.sh`,
-//! cached), set up a cgroup in a process of its own, and is then adopted
-//! by this build in another: the old rules are enforced throughout (a
-//! probe loops in the cgroup all along) and a change works at once.
-mod common;
-
+//! Upgrades of the library itself: each earlier format, built from this
+//! repository's history, sets up a cgroup that this build then adopts.
+use crate::common::*;
 use ::vircgroup_v2_devices::{api, program, sys};
-use common::*;
 use std::ffi::{c_char, c_int, CString};
 use std::path::PathBuf;
 use std::process::Command;
@@ -67,7 +60,12 @@ fn every_earlier_format_is_adopted_without_a_gap() {
         }
         let cg = Scratch::new(&mount);
         let status = Command::new(std::env::current_exe().unwrap())
-            .args(["scenario_old_client", "--exact", "--ignored", "--nocapture"])
+            .args([
+                "releases::scenario_old_client",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
             .env("VCG2_OLD_SO", &so)
             .env("VCG2_OLD_CGROUP", cg.p())
             .status()

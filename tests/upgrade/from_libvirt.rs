@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! Scenario 1: an upgrade from libvirt's C code under a probe loop.
+//! An upgrade from libvirt's C code under a probe loop.
 
 use crate::common::*;
 use crate::helpers::*;
@@ -8,7 +8,7 @@ use ::vircgroup_v2_devices::rules::{READ, RW};
 use ::vircgroup_v2_devices::sys;
 use std::os::fd::BorrowedFd;
 
-/// Scenario 1: a cgroup set up by libvirt's C code (the seed's program, its
+/// A cgroup set up by libvirt's C code (the seed's program, its
 /// map encoding, attached without flags) is adopted by the next
 /// `allow_device`: every old rule and the new one enforced, count and max
 /// right, our program attached and libvirt's gone. A probe inside the

@@ -8,6 +8,7 @@
 use crate::cgroup::Cgroup;
 use crate::held::Maps;
 use crate::insn::Insn;
+use crate::inspect::program_rules;
 use crate::program::interp;
 use crate::recognise::tag_of;
 use crate::recognise::{recognise, Found, Program};
@@ -92,21 +93,20 @@ pub fn kernel_view(path: impl AsRef<std::path::Path>) -> Result<Option<KernelVie
     let path = path.as_ref();
     let cg = Cgroup::open(path)?;
     let attached = cg.attached()?;
-    Ok(match recognise(&cg, &attached)?.0 {
-        None => None,
-        Some(Found::Convert(f)) => Some(KernelView {
-            program: f.program,
+    let Some(found) = recognise(&cg, &attached)?.0 else {
+        return Ok(None);
+    };
+    let (program, rules) = program_rules(&cg, &found)?;
+    let rules = rules.into_iter().collect();
+    Ok(Some(match found {
+        Found::Convert(f) => KernelView {
+            program,
             format: f.format,
             max: f.max,
-            rules: f.rules.into_iter().collect(),
+            rules,
             hints_cover: true,
-        }),
-        Some(Found::Ours(h)) => {
-            let rules = h.maps.rules(&cg)?.into_iter().collect();
-            let program = Program {
-                id: h.prog_id,
-                name: h.maps.name().to_string(),
-            };
+        },
+        Found::Ours(h) => {
             let (format, hints_cover) = match &h.maps {
                 Maps::Table(t) => (6, t.hints_cover()),
                 Maps::Hash(m) => {
@@ -124,13 +124,13 @@ pub fn kernel_view(path: impl AsRef<std::path::Path>) -> Result<Option<KernelVie
                     (5, covered)
                 }
             };
-            Some(KernelView {
+            KernelView {
                 program,
                 format,
                 max: h.maps.max(),
                 rules,
                 hints_cover,
-            })
+            }
         }
-    })
+    }))
 }

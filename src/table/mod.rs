@@ -540,27 +540,11 @@ impl<'a> Writer<'a> {
     /// nothing changed, and the caller builds a larger table.
     pub fn put(&self, key: u64, value: u32) -> Result<bool> {
         let t = self.table;
-        let count = t.word(COUNT_OFF);
         let Some(k) = slot_key(key) else {
-            let wild = t.word(WILD_OFF);
-            let old = wild.load(Ordering::Acquire);
-            let new = (old & !0xffff) | masks_of(value);
-            if new != old {
-                self.begin();
-                wild.store(new, Ordering::Release);
-                match (old & 0xffff != 0, value != 0) {
-                    (false, true) => count.fetch_add(1, Ordering::AcqRel),
-                    (true, false) => count.fetch_sub(1, Ordering::AcqRel),
-                    _ => 0,
-                };
-                // What every major's word says changes: one store each,
-                // each the old masks or the new.
-                for m in 0..=MAX_MAJOR {
-                    t.refresh_major(m);
-                }
-            }
+            self.put_wild(value);
             return Ok(true);
         };
+        let count = t.word(COUNT_OFF);
         let kind = (k >> KEY_SHIFT) & 3;
         let new = if value == 0 { 0 } else { k | masks_of(value) };
         let held = t.candidates(k).find(|&i| {
@@ -605,6 +589,31 @@ impl<'a> Writer<'a> {
 }
 
 impl Writer<'_> {
+    /// Sets the `*:*` rule's value (0 removes it): its masks in the wild
+    /// word, then in every major's word.
+    fn put_wild(&self, value: u32) {
+        let t = self.table;
+        let count = t.word(COUNT_OFF);
+        let wild = t.word(WILD_OFF);
+        let old = wild.load(Ordering::Acquire);
+        let new = (old & !0xffff) | masks_of(value);
+        if new == old {
+            return;
+        }
+        self.begin();
+        wild.store(new, Ordering::Release);
+        match (old & 0xffff != 0, value != 0) {
+            (false, true) => count.fetch_add(1, Ordering::AcqRel),
+            (true, false) => count.fetch_sub(1, Ordering::AcqRel),
+            _ => 0,
+        };
+        // What every major's word says changes: one store each,
+        // each the old masks or the new.
+        for m in 0..=MAX_MAJOR {
+            t.refresh_major(m);
+        }
+    }
+
     /// Removes every rule, in place: slot by slot, so that each check in
     /// between sees a subset of the old rules (the new policy, every device
     /// denied, is a subset of all of them); then the program's hints.

@@ -1,31 +1,13 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //! bpf(2): one function per command, each filling only the `bpf_attr`
 //! fields it uses, all through the one entry [`bpf`].
+use super::cmd;
 use super::features::{Feature, Since, BASE};
 use super::memlock::memlock_retry;
 use crate::insn::Insn;
 use crate::{Error, Result};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-
-/// `enum bpf_cmd` values used here.
-#[allow(missing_docs)]
-pub mod cmd {
-    pub const MAP_CREATE: i32 = 0;
-    pub const MAP_LOOKUP_ELEM: i32 = 1;
-    pub const MAP_UPDATE_ELEM: i32 = 2;
-    pub const MAP_DELETE_ELEM: i32 = 3;
-    pub const MAP_GET_NEXT_KEY: i32 = 4;
-    pub const PROG_LOAD: i32 = 5;
-    pub const PROG_ATTACH: i32 = 8;
-    pub const PROG_DETACH: i32 = 9;
-    pub const PROG_GET_FD_BY_ID: i32 = 13;
-    pub const MAP_GET_FD_BY_ID: i32 = 14;
-    pub const OBJ_GET_INFO_BY_FD: i32 = 15;
-    pub const PROG_QUERY: i32 = 16;
-    pub const MAP_LOOKUP_BATCH: i32 = 24;
-    pub const MAP_UPDATE_BATCH: i32 = 26;
-}
 
 /// `BPF_MAP_TYPE_HASH`.
 pub const BPF_MAP_TYPE_HASH: u32 = 1;

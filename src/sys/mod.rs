@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //! The only place system calls are made: one function per bpf(2) command,
-//! each filling only the `bpf_attr` fields it uses (`bpf.rs`), the kernel
+//! each filling only the `bpf_attr` fields it uses (`bpf.rs`; the command
+//! numbers are `cmd.rs`), the kernel
 //! features probed and the release each call needs (`features.rs`),
 //! `RLIMIT_MEMLOCK` (`memlock.rs`), the memory of mmapable maps
 //! (`memory.rs`), the other calls (`os.rs`) and, with the `testing`
@@ -13,6 +14,7 @@
 //! close-on-exec (the kernel sets `O_CLOEXEC` on BPF fds).
 
 mod bpf;
+pub mod cmd;
 pub mod features;
 #[cfg(feature = "testing")]
 pub mod hook;

@@ -249,6 +249,44 @@ fn strings(args: &[OsString]) -> Res<Vec<&str>> {
         .collect()
 }
 
+/// Runs `cmd` (not `run`) on CGROUP `cg` and the other arguments.
+fn command(cmd: &str, cg: Option<&std::ffi::OsStr>, args: &[&str]) -> Res<u8> {
+    let usage = |what: &str| Fail::Usage(format!("{cmd}: {what} (see '{NAME} {cmd} --help')"));
+    match (cmd, cg, args) {
+        ("demo", None, []) => demo(),
+        ("list", Some(cg), []) => list(&cgroup_path(cg)?),
+        ("detach", Some(cg), []) => detach(&cgroup_path(cg)?),
+        ("to-libvirt", Some(cg), []) => to_libvirt(&cgroup_path(cg)?),
+        ("check", Some(cg), [rule]) => {
+            let rule = parse_rule(rule)?;
+            check(&cgroup_path(cg)?, &rule)
+        }
+        ("allow" | "deny", Some(cg), rules) if !rules.is_empty() => {
+            // Rules first: a usage error before any note about CGROUP.
+            let changes = rules
+                .iter()
+                .map(|r| parse_change(r, cmd == "allow"))
+                .collect::<Res<Vec<_>>>()?;
+            change(&cgroup_path(cg)?, cg, &changes)
+        }
+        ("demo", ..) => Err(usage("takes no argument")),
+        ("list" | "detach" | "to-libvirt", ..) => Err(usage("expected CGROUP")),
+        ("check", ..) => Err(usage("expected CGROUP and one RULE")),
+        _ => Err(usage("expected CGROUP and at least one RULE")),
+    }
+}
+
+/// `help [COMMAND]`: the manual, or one command's.
+fn print_help(rest: &[OsString]) -> Res<u8> {
+    let help = match strings(rest)?.first() {
+        None => USAGE,
+        Some(topic) => help_of(topic)
+            .ok_or_else(|| Fail::Usage(format!("no command '{topic}' (see '{NAME} --help')")))?,
+    };
+    print!("{help}");
+    Ok(0)
+}
+
 fn dispatch(args: &[OsString]) -> Res<u8> {
     let Some((cmd, rest)) = args.split_first() else {
         eprint!("{USAGE}");
@@ -262,16 +300,7 @@ fn dispatch(args: &[OsString]) -> Res<u8> {
         _ => {}
     }
     let help = match cmd {
-        "-h" | "--help" | "help" => {
-            let help = match strings(rest)?.first() {
-                None => USAGE,
-                Some(topic) => help_of(topic).ok_or_else(|| {
-                    Fail::Usage(format!("no command '{topic}' (see '{NAME} --help')"))
-                })?,
-            };
-            print!("{help}");
-            return Ok(0);
-        }
+        "-h" | "--help" | "help" => return print_help(rest),
         "-V" | "--version" => {
             println!("{NAME} {}", env!("CARGO_PKG_VERSION"));
             return Ok(0);
@@ -301,28 +330,7 @@ fn dispatch(args: &[OsString]) -> Res<u8> {
         Some((cg, args)) => (Some(cg.as_os_str()), strings(args)?),
         None => (None, Vec::new()),
     };
-    match (cmd, cg, &args[..]) {
-        ("demo", None, []) => demo(),
-        ("list", Some(cg), []) => list(&cgroup_path(cg)?),
-        ("detach", Some(cg), []) => detach(&cgroup_path(cg)?),
-        ("to-libvirt", Some(cg), []) => to_libvirt(&cgroup_path(cg)?),
-        ("check", Some(cg), [rule]) => {
-            let rule = parse_rule(rule)?;
-            check(&cgroup_path(cg)?, &rule)
-        }
-        ("allow" | "deny", Some(cg), rules) if !rules.is_empty() => {
-            // Rules first: a usage error before any note about CGROUP.
-            let changes = rules
-                .iter()
-                .map(|r| parse_change(r, cmd == "allow"))
-                .collect::<Res<Vec<_>>>()?;
-            change(&cgroup_path(cg)?, cg, &changes)
-        }
-        ("demo", ..) => Err(usage("takes no argument")),
-        ("list" | "detach" | "to-libvirt", ..) => Err(usage("expected CGROUP")),
-        ("check", ..) => Err(usage("expected CGROUP and one RULE")),
-        _ => Err(usage("expected CGROUP and at least one RULE")),
-    }
+    command(cmd, cg, &args)
 }
 
 fn help_of(cmd: &str) -> Option<&'static str> {
@@ -339,6 +347,44 @@ fn help_of(cmd: &str) -> Option<&'static str> {
     })
 }
 
+/// `rel` (leading slashes dropped) under the cgroup2 mount.
+fn under_mount(mount: &Path, rel: &[u8]) -> PathBuf {
+    let rel = &rel[rel.iter().take_while(|&&b| b == b'/').count()..];
+    mount.join(OsStr::from_bytes(rel))
+}
+
+/// Says on stderr that the CGROUP typed (`bytes`) is taken as `path`.
+fn note(bytes: &[u8], path: &Path, why: &str) {
+    eprintln!(
+        "{NAME}: note: {} {why}: using {}",
+        rules::quoted_bytes(bytes),
+        rules::quoted_path(path)
+    );
+}
+
+/// The cgroup of a `/proc/PID/cgroup` line of cgroup v2, `0::` then `rel`.
+fn proc_line_path(bytes: &[u8], rel: &[u8]) -> Res<PathBuf> {
+    let typed = || rules::quoted_bytes(bytes);
+    if !rel.starts_with(b"/") {
+        return Err(Fail::Usage(format!(
+            "CGROUP {}: a /proc/PID/cgroup line of cgroup v2 is '0::/PATH'",
+            typed()
+        )));
+    }
+    let mount = cgroup2_mount().ok_or_else(|| failed("no cgroup2 filesystem is mounted"))?;
+    let path = under_mount(&mount, rel);
+    if !path.exists() {
+        return Err(failed(format!(
+            "cgroup path {} (of the /proc/PID/cgroup line {}): {}",
+            rules::quoted_path(&path),
+            typed(),
+            nix::errno::Errno::ENOENT.desc()
+        )));
+    }
+    note(bytes, &path, "is a /proc/PID/cgroup line");
+    Ok(path)
+}
+
 /// CGROUP as an absolute path. A relative path is under the cgroup2 mount,
 /// and so are the paths /proc/PID/cgroup shows: its cgroup v2 line
 /// `0::/PATH`, or `/PATH` alone when no such absolute path exists but the
@@ -352,35 +398,8 @@ fn cgroup_path(arg: &OsStr) -> Res<PathBuf> {
     }
     let typed = || rules::quoted_bytes(bytes);
     let mount = || cgroup2_mount().ok_or_else(|| failed("no cgroup2 filesystem is mounted"));
-    let under = |mount: &Path, rel: &[u8]| {
-        let rel = &rel[rel.iter().take_while(|&&b| b == b'/').count()..];
-        mount.join(OsStr::from_bytes(rel))
-    };
-    let note = |path: &Path, why: &str| {
-        eprintln!(
-            "{NAME}: note: {} {why}: using {}",
-            typed(),
-            rules::quoted_path(path)
-        );
-    };
     if let Some(rel) = bytes.strip_prefix(b"0::") {
-        if !rel.starts_with(b"/") {
-            return Err(Fail::Usage(format!(
-                "CGROUP {}: a /proc/PID/cgroup line of cgroup v2 is '0::/PATH'",
-                typed()
-            )));
-        }
-        let path = under(&mount()?, rel);
-        if !path.exists() {
-            return Err(failed(format!(
-                "cgroup path {} (of the /proc/PID/cgroup line {}): {}",
-                rules::quoted_path(&path),
-                typed(),
-                nix::errno::Errno::ENOENT.desc()
-            )));
-        }
-        note(&path, "is a /proc/PID/cgroup line");
-        return Ok(path);
+        return proc_line_path(bytes, rel);
     }
     if let Some((hierarchy, controllers)) = arg.to_str().and_then(v1_proc_line) {
         return Err(Fail::Usage(format!(
@@ -400,9 +419,9 @@ fn cgroup_path(arg: &OsStr) -> Res<PathBuf> {
     if typed_path.exists() || typed_path.starts_with(&mount) {
         return Ok(typed_path.to_path_buf());
     }
-    let under = under(&mount, bytes);
+    let under = under_mount(&mount, bytes);
     if under.exists() {
-        note(&under, "does not exist");
+        note(bytes, &under, "does not exist");
         return Ok(under);
     }
     Err(failed(format!(

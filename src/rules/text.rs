@@ -64,32 +64,10 @@ impl std::str::FromStr for Rule {
         let (major, minor) = numbers
             .split_once(':')
             .ok_or_else(|| bad(format!("{} is not MAJOR:MINOR", quoted(numbers))))?;
-        let number = |what: &str, n: &str, max: u32| {
-            if n == "*" {
-                return Ok(None);
-            }
-            let value = n
-                .parse::<u32>()
-                .ok()
-                .filter(|&v| v <= max && n.bytes().all(|b| b.is_ascii_digit()))
-                .ok_or_else(|| {
-                    bad(format!(
-                        "{what} number {} (expected 0-{max} or *)",
-                        quoted(n)
-                    ))
-                })?;
-            if n.len() > 1 && n.starts_with('0') {
-                return Err(bad(format!(
-                    "{what} number {} has a leading zero (write '{value}')",
-                    quoted(n)
-                )));
-            }
-            Ok(Some(value))
-        };
         let rule = Rule {
             ty,
-            major: number("major", major, MAX_MAJOR)?,
-            minor: number("minor", minor, MAX_MINOR)?,
+            major: number_text(text, "major", major, MAX_MAJOR)?,
+            minor: number_text(text, "minor", minor, MAX_MINOR)?,
             perms: parse_perms(perms)
                 .map_err(|e| e.context(format_args!("invalid rule {}", quoted(text))))?,
         };
@@ -105,6 +83,32 @@ impl std::str::FromStr for Rule {
         }
         Ok(rule)
     }
+}
+
+/// A `MAJOR` or `MINOR` field `n` of the rule `text`: decimal without a
+/// leading zero, at most `max`, or `*` (None).
+fn number_text(text: &str, what: &str, n: &str, max: u32) -> Result<Option<u32>> {
+    let bad = |why: String| Error::invalid(format!("invalid rule {}: {why}", quoted(text)));
+    if n == "*" {
+        return Ok(None);
+    }
+    let value = n
+        .parse::<u32>()
+        .ok()
+        .filter(|&v| v <= max && n.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            bad(format!(
+                "{what} number {} (expected 0-{max} or *)",
+                quoted(n)
+            ))
+        })?;
+    if n.len() > 1 && n.starts_with('0') {
+        return Err(bad(format!(
+            "{what} number {} has a leading zero (write '{value}')",
+            quoted(n)
+        )));
+    }
+    Ok(Some(value))
 }
 
 /// `text` between single quotes, safe to print on one line of a terminal:

@@ -545,6 +545,17 @@ pub fn prog_load(prog_type: u32, insns: &[Insn], license: &str, name: &str) -> R
         Ok(fd) => return Ok(fd),
         Err(e) => e,
     };
+    load_with_log(attempt, &call, errno)
+}
+
+/// A failed load again with the verifier log on, in a buffer that grows
+/// until the log fits: the error (`errno` of the first try unless this one
+/// fails otherwise) then carries the log. Loaded this time: the fd.
+fn load_with_log(
+    attempt: impl Fn(&mut [u8], u32) -> std::result::Result<OwnedFd, i32>,
+    call: &str,
+    errno: i32,
+) -> Result<OwnedFd> {
     let mut size = LOG_START;
     loop {
         let mut log = vec![0u8; size];
@@ -558,7 +569,7 @@ pub fn prog_load(prog_type: u32, insns: &[Insn], license: &str, name: &str) -> R
                 let text = text.trim_end();
                 let err = failed(
                     cmd::PROG_LOAD,
-                    &call,
+                    call,
                     if e == libc::ENOSPC { errno } else { e },
                 );
                 return Err(if text.is_empty() {

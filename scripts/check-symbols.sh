@@ -85,7 +85,7 @@ if [ -n "$unknown" ]; then
 fi
 
 # The test seams of the `testing` feature are not in the product: no symbol
-# of the bpf(2) hook, devices::snapshot or sys::enable_stats, dynamic or not
+# of the bpf(2) hook, api::snapshot or sys::enable_stats, dynamic or not
 # (a stripped library has no local symbols to show, which also passes).
 seams=$(nm "$lib" 2>/dev/null | grep -E '3sys4hook|8snapshot|12enable_stats' || true)
 if [ -n "$seams" ]; then

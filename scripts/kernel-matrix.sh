@@ -310,7 +310,7 @@ build() {
         meson compile -C "$meson_build" >>"$work/meson.log" 2>&1 || { cat "$work/meson.log"; exit 1; }
     fi
     meson_build=$(cd "$meson_build" && pwd)
-    # tests/upgrade.rs asks scripts/old-builds.sh for the earlier formats'
+    # tests/upgrade/releases.rs asks scripts/old-builds.sh for the earlier formats'
     # libraries, which it builds with git and cargo: here, so that the
     # guests get its answer and the libraries (make_initramfs).
     old_builds=

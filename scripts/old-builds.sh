@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Builds the shared library at each earlier commit of main that changed the
 # device program or the map encoding (the formats upgrades must adopt), for
-# tests/upgrade.rs. Each build is cached by commit under
+# tests/upgrade/releases.rs. Each build is cached by commit under
 #   ${VCG2_CACHE:-/var/cache/vircgroup-v2-devices}/old-builds/<commit>/
 # so a rerun builds nothing. Prints one "FORMAT PATH-TO-SO" line per build.
 #

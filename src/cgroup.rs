@@ -22,6 +22,23 @@ pub fn cgroup2_mounts() -> Vec<PathBuf> {
     mounts(|_| true)
 }
 
+/// Whether the cgroup open at `fd` with identity `id` is the root of the
+/// hierarchy (inode 1 on cgroup2), or the root of a cgroup namespace as
+/// some mount shows it. Only a mount's root (its parent on another
+/// filesystem) can be a namespace's root: mountinfo is read for those
+/// alone.
+fn is_root(fd: &OwnedFd, id: (u64, u64)) -> bool {
+    let mount_root = || {
+        nix::sys::stat::fstatat(Some(fd.as_raw_fd()), "..", nix::fcntl::AtFlags::empty())
+            .map_or(true, |parent| parent.st_dev != id.0)
+    };
+    id.1 == 1
+        || (mount_root()
+            && root_mounts()
+                .iter()
+                .any(|m| std::fs::metadata(m).is_ok_and(|s| (s.dev(), s.ino()) == id)))
+}
+
 /// The cgroup2 mount points that show the root of the hierarchy (or of
 /// this process's cgroup namespace): their mountinfo root is `/`, unlike a
 /// bind mount of a cgroup below it.
@@ -157,19 +174,7 @@ impl Cgroup {
             )));
         }
         let id = (st.dev(), st.ino());
-        // The root of the hierarchy (inode 1 on cgroup2), or the root of a
-        // cgroup namespace as some mount shows it.
-        // Only a mount's root (its parent on another filesystem) can be a
-        // namespace's root: mountinfo is read for those alone.
-        let mount_root = || {
-            nix::sys::stat::fstatat(Some(fd.as_raw_fd()), "..", nix::fcntl::AtFlags::empty())
-                .map_or(true, |parent| parent.st_dev != st.dev())
-        };
-        let root = st.ino() == 1
-            || (mount_root()
-                && root_mounts()
-                    .iter()
-                    .any(|m| std::fs::metadata(m).is_ok_and(|s| (s.dev(), s.ino()) == id)));
+        let root = is_root(&fd, id);
         Ok(Cgroup {
             path: resolved,
             fd,

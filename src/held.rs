@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use crate::cgroup::Cgroup;
-use crate::hashmaps::HashMaps;
+use crate::hash::HashMaps;
 use crate::insn::Insn;
 use crate::program;
 use crate::table::Table;
@@ -48,7 +48,7 @@ impl Maps {
     /// The program for these maps.
     pub fn program(&self) -> Vec<Insn> {
         match self {
-            Maps::Table(t) => t.program(),
+            Maps::Table(t) => program::table::for_table(t),
             Maps::Hash(h) => program::hash_program(h.map().as_raw_fd(), h.index().as_raw_fd()),
         }
     }

@@ -105,6 +105,20 @@ pub struct Inspection {
     pub others: Vec<Program>,
 }
 
+/// The program `recognise` found and its rules (current encoding).
+pub(crate) fn program_rules(cg: &Cgroup, found: &Found) -> Result<(Program, HashMap<u64, u32>)> {
+    Ok(match found {
+        Found::Ours(h) => (
+            Program {
+                id: h.prog_id,
+                name: h.maps.name().to_string(),
+            },
+            h.maps.rules(cg)?,
+        ),
+        Found::Convert(f) => (f.program.clone(), f.rules.clone()),
+    })
+}
+
 /// Reads the device programs attached to the cgroup and the rules of the
 /// one this library recognises, changing nothing and recording nothing.
 pub fn inspect(path: impl AsRef<std::path::Path>) -> Result<Inspection> {
@@ -112,25 +126,12 @@ pub fn inspect(path: impl AsRef<std::path::Path>) -> Result<Inspection> {
     let cg = Cgroup::open(path)?;
     let attached = cg.attached()?;
     let (found, others) = recognise(&cg, &attached)?;
-    let (rules, libvirt) = match found {
-        None => (None, false),
-        Some(Found::Ours(h)) => {
-            let name = h.maps.name().to_string();
-            let rules = h.maps.rules(&cg)?.into_iter().collect();
-            (
-                Some((
-                    Program {
-                        id: h.prog_id,
-                        name,
-                    },
-                    rules,
-                )),
-                false,
-            )
-        }
-        Some(Found::Convert(f)) => {
-            let libvirt = f.libvirt();
-            (Some((f.program, f.rules.into_iter().collect())), libvirt)
+    let libvirt = matches!(&found, Some(Found::Convert(f)) if f.libvirt());
+    let rules = match found {
+        None => None,
+        Some(found) => {
+            let (program, rules) = program_rules(&cg, &found)?;
+            Some((program, rules.into_iter().collect()))
         }
     };
     Ok(Inspection {

@@ -6,7 +6,7 @@
 #![forbid(unsafe_code)]
 
 use crate::cgroup::Cgroup;
-use crate::hashmaps::HashMaps;
+use crate::hash::HashMaps;
 use crate::held::{Held, Maps};
 use crate::program::LICENSE;
 use crate::sys::{self, Feature, BPF_F_ALLOW_MULTI, BPF_PROG_TYPE_CGROUP_DEVICE};
@@ -25,7 +25,7 @@ pub(crate) fn table_supported() -> bool {
     let probe = Table::create(2, &HashMap::new()).and_then(|t| {
         sys::prog_load(
             BPF_PROG_TYPE_CGROUP_DEVICE,
-            &t.program(),
+            &crate::program::table::for_table(&t),
             LICENSE,
             crate::program::table::NAME,
         )

@@ -1,39 +1,47 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //! libvirt's cgroup v2 device control, in Rust, behind a C ABI.
 //!
-//! Where things live:
+//! Where things live, in layers: each module imports only modules listed
+//! before it.
+//! - `error`: the error type (an errno and a message).
 //! - `insn`: the 8-byte BPF instruction and its constructors.
+//! - `rules`: the rule model, the map encoding and libvirt's
+//!   (`rules/mod.rs`); cgroup v1 rule text (`rules/text.rs`).
+//! - `sys`: the only place system calls are made: bpf(2) (`sys/bpf.rs`),
+//!   kernel features probed, `RLIMIT_MEMLOCK`, map memory, the rest.
+//! - `process`: this process's identity across `fork`.
+//! - `cgroup`: a cgroup v2 directory: validation, identity, lock, programs.
+//! - `table`: format 6, the rule table: its layout and encoders, its
+//!   builder, the mapped table and its writer.
+//! - `hash`: format 5, the hash map and its index (kernels before 5.5).
 //! - `program`: the device programs (ours in each format, earlier
 //!   releases', libvirt's), one instruction per line.
-//! - `rules`: device rules <-> map keys and values, cgroup v1 rule text.
-//! - `table`: the rule table of format 6 (its layout, its writers' lock).
-//! - `hashmaps`: the hash map and index of format 5 (kernels before 5.5).
-//! - `sys`: the only place system calls are made (and kernel features
-//!   probed).
-//! - `cgroup`: a cgroup v2 directory: validation, identity, lock, programs.
-//! - `recognise`: what program a cgroup has: ours, an earlier release's,
-//!   libvirt's, someone else's.
+//! - `held`, `registry`: the program and maps held per cgroup, the
+//!   process-wide state.
+//! - `recognise`: what program a cgroup has, and where earlier formats are
+//!   recognised: ours, an earlier release's, libvirt's, someone else's.
 //! - `install`: maps built, a program loaded and attached in one step.
-//! - `policy`: detect / create / prepare / attach / allow / deny.
+//! - `policy`: the allow/deny logic: detect / create / prepare / attach /
+//!   allow / deny.
 //! - `inspect`: check / list / inspect, read only.
-//! - `devices`: all the calls above in one place.
-//! - `registry`, `held`, `process`: the state per cgroup, fork safety.
 //! - `rollback`: a cgroup converted back to libvirt's own program and map.
-//! - `capi`, `logging`: every `extern "C"` export, errno, last error, the
-//!   log callback.
+//! - `testing`: what only tests use (`testing` feature).
+//! - `api`: all the library's calls in one place, as Rust functions.
+//! - `capi`: where C comes in: every `extern "C"` export, errno, last
+//!   error, the log callback.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+/// cbindgen:ignore
+pub mod api;
 pub mod capi;
 /// cbindgen:ignore
 pub mod cgroup;
 /// cbindgen:ignore
-pub mod devices;
-/// cbindgen:ignore
 pub mod error;
 /// cbindgen:ignore
-mod hashmaps;
+pub mod hash;
 /// cbindgen:ignore
 mod held;
 /// cbindgen:ignore
@@ -42,8 +50,6 @@ pub mod insn;
 mod inspect;
 /// cbindgen:ignore
 mod install;
-/// cbindgen:ignore
-mod logging;
 /// cbindgen:ignore
 mod policy;
 /// cbindgen:ignore
@@ -58,12 +64,12 @@ mod registry;
 pub mod rollback;
 /// cbindgen:ignore
 pub mod rules;
-#[cfg(feature = "testing")]
-/// cbindgen:ignore
-mod snapshot;
 /// cbindgen:ignore
 pub mod sys;
 /// cbindgen:ignore
 pub mod table;
+#[cfg(any(test, feature = "testing"))]
+/// cbindgen:ignore
+pub mod testing;
 
 pub use error::{Error, Result};

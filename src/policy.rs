@@ -19,7 +19,7 @@
 #![forbid(unsafe_code)]
 
 use crate::cgroup::{self, Cgroup};
-use crate::hashmaps::HashMaps;
+use crate::hash::HashMaps;
 use crate::held::{Held, Maps, State};
 use crate::install::{build, install, table_supported};
 use crate::recognise::{recognise, Foreign, Found};
@@ -90,14 +90,14 @@ impl Current<'_> {
     }
 }
 
-fn hash(h: &Held) -> &crate::hashmaps::HashMaps {
+fn hash(h: &Held) -> &crate::hash::HashMaps {
     match &h.maps {
         Maps::Hash(m) => m,
         Maps::Table(_) => unreachable!("a Current::Hash holds hash maps"),
     }
 }
 
-fn hash_mut(h: &mut Held) -> &mut crate::hashmaps::HashMaps {
+fn hash_mut(h: &mut Held) -> &mut crate::hash::HashMaps {
     match &mut h.maps {
         Maps::Hash(m) => m,
         Maps::Table(_) => unreachable!("a Current::Hash holds hash maps"),
@@ -331,51 +331,19 @@ fn modify(cg: &Cgroup, held: &mut Slot<'_>, change: &dyn Change, room: usize) ->
     // program replaced without end fails the call instead of spinning.
     for _ in 0..100 {
         if let Some(h) = held.get_mut() {
-            let rebuilt = {
-                let Some(mut c) = lock_current(cg, h)? else {
-                    held.clear();
-                    continue;
-                };
-                if change.in_place(&mut c)? {
-                    return Ok(());
-                }
-                let mut rules = c.rules();
-                change.apply(&mut rules);
-                let max = capacity(c.held().maps.max(), rules.len() + room)?;
-                let h = c.held();
-                if max > h.maps.max() {
-                    log::info!(
-                        "growing the map of '{}' from {} to {max} entries",
-                        cg.path().display(),
-                        h.maps.max()
-                    );
-                }
-                install(
-                    cg,
-                    build(max, rules)?,
-                    Some((h.prog.as_fd(), h.prog_id)),
-                    None,
-                )?
+            let Some(mut c) = lock_current(cg, h)? else {
+                held.clear();
+                continue;
             };
+            if change.in_place(&mut c)? {
+                return Ok(());
+            }
+            let rebuilt = rebuild(cg, c, change, room)?;
             held.set(rebuilt);
             return Ok(());
         }
-        let _lock = cg.lock()?;
-        let attached = cg.attached()?;
-        match recognise(cg, &attached)?.0 {
-            Some(Found::Ours(h)) => adopt(cg, held, h),
-            Some(Found::Convert(mut f)) => {
-                let mut rules = std::mem::take(&mut f.rules);
-                change.apply(&mut rules);
-                return replace_converted(cg, held, f, rules, room, &attached);
-            }
-            None => {
-                let mut rules = HashMap::new();
-                change.apply(&mut rules);
-                let max = capacity(INITIAL_MAX, rules.len() + room)?;
-                held.set(install(cg, build(max, rules)?, None, Some(&attached))?);
-                return Ok(());
-            }
+        if detect_and_change(cg, held, change, room)? {
+            return Ok(());
         }
     }
     Err(Error::new(
@@ -385,6 +353,60 @@ fn modify(cg: &Cgroup, held: &mut Slot<'_>, change: &dyn Change, room: usize) ->
             cg.path().display()
         ),
     ))
+}
+
+/// New maps and program for the held rules with `change` made, replacing
+/// the held program in one step (the change did not fit in place).
+fn rebuild(cg: &Cgroup, c: Current<'_>, change: &dyn Change, room: usize) -> Result<Held> {
+    let mut rules = c.rules();
+    change.apply(&mut rules);
+    let max = capacity(c.held().maps.max(), rules.len() + room)?;
+    let h = c.held();
+    if max > h.maps.max() {
+        log::info!(
+            "growing the map of '{}' from {} to {max} entries",
+            cg.path().display(),
+            h.maps.max()
+        );
+    }
+    install(
+        cg,
+        build(max, rules)?,
+        Some((h.prog.as_fd(), h.prog_id)),
+        None,
+    )
+}
+
+/// With nothing held: detects what is attached and makes `change` on its
+/// rules (converting an earlier program, or creating one). False when our
+/// own program was found and adopted as it is: the caller goes round again.
+fn detect_and_change(
+    cg: &Cgroup,
+    held: &mut Slot<'_>,
+    change: &dyn Change,
+    room: usize,
+) -> Result<bool> {
+    let _lock = cg.lock()?;
+    let attached = cg.attached()?;
+    match recognise(cg, &attached)?.0 {
+        Some(Found::Ours(h)) => {
+            adopt(cg, held, h);
+            Ok(false)
+        }
+        Some(Found::Convert(mut f)) => {
+            let mut rules = std::mem::take(&mut f.rules);
+            change.apply(&mut rules);
+            replace_converted(cg, held, f, rules, room, &attached)?;
+            Ok(true)
+        }
+        None => {
+            let mut rules = HashMap::new();
+            change.apply(&mut rules);
+            let max = capacity(INITIAL_MAX, rules.len() + room)?;
+            held.set(install(cg, build(max, rules)?, None, Some(&attached))?);
+            Ok(true)
+        }
+    }
 }
 
 /// Holds our own program found attached, as it is.

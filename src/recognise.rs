@@ -14,7 +14,7 @@
 #![forbid(unsafe_code)]
 
 use crate::cgroup::Cgroup;
-use crate::hashmaps::HashMaps;
+use crate::hash::HashMaps;
 use crate::held::{Held, Maps};
 use crate::program::{self, legacy, libvirt_program, LICENSE};
 use crate::rules;
@@ -201,54 +201,79 @@ pub(crate) fn recognise(
 }
 
 fn classify(prog: OwnedFd, info: &sys::ProgInfo, program: Program) -> Result<Option<Found>> {
-    let id = info.id;
     if info.name == program::table::NAME {
-        let mut maps = maps_of(&info.map_ids)?;
-        if maps.len() != 1 {
-            return Ok(None);
-        }
-        let (fd, _) = maps.remove(0);
-        let Some(table) = Table::open(fd)? else {
-            log::warn!(
-                "program {id} is named {:?} but its map is not a table",
-                info.name
-            );
-            return Ok(None);
-        };
-        if tag_of(&table.program(), program::table::NAME)? != info.tag {
-            log::warn!(
-                "program {id} is named {:?} but has other instructions",
-                info.name
-            );
-            return Ok(None);
-        }
-        return Ok(Some(Found::Ours(Held {
-            prog,
-            prog_id: id,
-            maps: Maps::Table(table),
-        })));
+        return ours_table(prog, info);
     }
     let tags = tags()?;
     if info.name == program::hash::NAME && info.tag == tags.legacy[3] {
-        let maps = maps_of(&info.map_ids)?;
-        let Some(((map, max), Some(index))) = split_maps(maps, Some(program::hash::INDEX_ENTRIES))
-        else {
-            log::warn!("program {id} is format 5 but its maps are not: not adopted");
-            return Ok(None);
-        };
-        return Ok(Some(Found::Ours(Held {
-            prog,
-            prog_id: id,
-            maps: Maps::Hash(HashMaps::adopt(map, index, max)?),
-        })));
+        return ours_hash(prog, info);
     }
+    earlier(prog, info, program, tags)
+}
+
+/// A program named as ours of format 6: ours when its map is a table and
+/// its instructions those of the table's program.
+fn ours_table(prog: OwnedFd, info: &sys::ProgInfo) -> Result<Option<Found>> {
+    let id = info.id;
+    let mut maps = maps_of(&info.map_ids)?;
+    if maps.len() != 1 {
+        return Ok(None);
+    }
+    let (fd, _) = maps.remove(0);
+    let Some(table) = Table::open(fd)? else {
+        log::warn!(
+            "program {id} is named {:?} but its map is not a table",
+            info.name
+        );
+        return Ok(None);
+    };
+    if tag_of(&program::table::for_table(&table), program::table::NAME)? != info.tag {
+        log::warn!(
+            "program {id} is named {:?} but has other instructions",
+            info.name
+        );
+        return Ok(None);
+    }
+    Ok(Some(Found::Ours(Held {
+        prog,
+        prog_id: id,
+        maps: Maps::Table(table),
+    })))
+}
+
+/// Our program of format 5: adopted with its rule map and index.
+fn ours_hash(prog: OwnedFd, info: &sys::ProgInfo) -> Result<Option<Found>> {
+    let id = info.id;
+    let maps = maps_of(&info.map_ids)?;
+    let Some(((map, max), Some(index))) =
+        split_maps(maps, Some(crate::hash::layout::INDEX_ENTRIES))
+    else {
+        log::warn!("program {id} is format 5 but its maps are not: not adopted");
+        return Ok(None);
+    };
+    Ok(Some(Found::Ours(Held {
+        prog,
+        prog_id: id,
+        maps: Maps::Hash(HashMaps::adopt(map, index, max)?),
+    })))
+}
+
+/// libvirt's program or an earlier release's (formats 1-4): its rules read
+/// and converted, for a new program to replace it.
+fn earlier(
+    prog: OwnedFd,
+    info: &sys::ProgInfo,
+    program: Program,
+    tags: &Tags,
+) -> Result<Option<Found>> {
+    let id = info.id;
     type Convert = Box<dyn Fn(u32) -> Option<u32>>;
     let (format, convert): (u32, Convert) = if info.tag == tags.libvirt {
         (0, Box::new(rules::from_libvirt_value))
     } else if let Some(f) = legacy::FORMATS
         .iter()
-        .zip(tags.legacy)
-        .find(|(_, t)| *t == info.tag && info.name == legacy::NAME)
+        .zip(&tags.legacy)
+        .find(|(_, t)| **t == info.tag && info.name == legacy::NAME)
         .map(|(f, _)| *f)
     {
         (f.format, Box::new(move |v| f.convert(v)))
@@ -257,8 +282,8 @@ fn classify(prog: OwnedFd, info: &sys::ProgInfo, program: Program) -> Result<Opt
     };
     let index = legacy::FORMATS
         .iter()
-        .zip(tags.legacy)
-        .any(|(f, t)| f.with_index && t == info.tag)
+        .zip(&tags.legacy)
+        .any(|(f, t)| f.with_index && *t == info.tag)
         .then_some(legacy::INDEX_ENTRIES);
     let what = describe(format);
     let maps = maps_of(&info.map_ids)?;

@@ -10,7 +10,7 @@
 //! entry's lock (an entry is only `try_lock`ed under it; a call takes it
 //! after its entry's), so a slow call on one cgroup never holds up a call
 //! on another. No lock of the library is held while the log function
-//! runs (`logging`).
+//! runs (`capi::log`).
 //!
 //! Fork: a child forked while another thread held an entry's lock must
 //! never wait for it. A registry belongs to the process that made it: in a
@@ -135,20 +135,15 @@ impl Slot<'_> {
     }
 }
 
-/// Runs `f` on the cgroup at `path` and its state, with the cgroup's lock
-/// held. The path is looked up with one `stat`: a cgroup seen before is
-/// its entry, whatever path reached it.
-pub(crate) fn with_cgroup<R>(
-    path: &Path,
-    f: impl FnOnce(&Cgroup, &mut Slot<'_>) -> Result<R>,
-) -> Result<R> {
-    let reg = registry()?;
+/// The entry of the cgroup at `path`: the one known for its directory,
+/// or a new one (the path validated and opened).
+fn entry_for(reg: &Registry, path: &Path) -> Result<Arc<Mutex<Entry>>> {
     let meta = std::fs::metadata(path);
     let known = meta
         .as_ref()
         .ok()
         .and_then(|m| lock(&reg.tables).entries.get(&(m.dev(), m.ino())).cloned());
-    let entry = match known {
+    Ok(match known {
         Some(e) => e,
         None => {
             // New to the library: validated and opened.
@@ -160,7 +155,18 @@ pub(crate) fn with_cgroup<R>(
                 .or_insert_with(|| Arc::new(Mutex::new(Entry { cg, held: None })))
                 .clone()
         }
-    };
+    })
+}
+
+/// Runs `f` on the cgroup at `path` and its state, with the cgroup's lock
+/// held. The path is looked up with one `stat`: a cgroup seen before is
+/// its entry, whatever path reached it.
+pub(crate) fn with_cgroup<R>(
+    path: &Path,
+    f: impl FnOnce(&Cgroup, &mut Slot<'_>) -> Result<R>,
+) -> Result<R> {
+    let reg = registry()?;
+    let entry = entry_for(reg, path)?;
     let mut e = lock(&entry);
     let before = entry_fds(&e);
     let Entry { cg, held } = &mut *e;

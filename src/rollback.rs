@@ -9,7 +9,7 @@
 //! encoding ([`rules::get_key`], [`rules::get_perms`]) into a new map sized
 //! as libvirt sizes it, loads [`libvirt_program`] for it and attaches it in
 //! place of this library's program in one step. Nothing else of the
-//! library is used: [`devices::inspect`] to read, [`sys`] to build.
+//! library is used: [`inspect`](crate::inspect::inspect) to read, [`sys`] to build.
 //!
 //! libvirt keeps one value per numbers, with type bits: `b` and `c` rules
 //! on the same numbers convert only when they have the same permissions
@@ -18,7 +18,7 @@
 #![forbid(unsafe_code)]
 
 use crate::cgroup::Cgroup;
-use crate::devices;
+use crate::inspect;
 use crate::program::{libvirt_program, LICENSE};
 use crate::rules::{self, DevType};
 use crate::sys::BPF_PROG_TYPE_CGROUP_DEVICE;
@@ -97,7 +97,7 @@ pub fn to_libvirt(path: impl AsRef<std::path::Path>) -> Result<Converted> {
     // Every other process of this library waits while the cgroup is
     // converted (and finds libvirt's program afterwards).
     let _lock = cg.lock()?;
-    let found = devices::inspect(path)?;
+    let found = inspect::inspect(path)?;
     let Some((ours, entries)) = found.rules else {
         return Err(Error::invalid(format!(
             "'{shown}' has no device program of this library to convert"

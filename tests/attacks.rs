@@ -21,7 +21,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use vircgroup_v2_devices::devices;
+use vircgroup_v2_devices::api;
 use vircgroup_v2_devices::rules::{MKNOD, RW};
 
 /// This test binary, running the ignored test `name` with `env`.
@@ -102,9 +102,9 @@ fn lock_holder() {
 fn an_unprivileged_process_cannot_stall_a_change() {
     let Some(mount) = privileged() else { return };
     let cg = Scratch::new(&mount);
-    devices::deny_all(cg.p()).unwrap();
-    devices::allow(cg.p(), &rule(b'c', 1, 3, RW)).unwrap();
-    devices::remove_prog(cg.p()).unwrap();
+    api::deny_all(cg.p()).unwrap();
+    api::allow(cg.p(), &rule(b'c', 1, 3, RW)).unwrap();
+    api::remove_prog(cg.p()).unwrap();
     let mut child = attacker("lock_holder", &[("VCG2_ATTACK_CGROUP", cg.p())])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -137,7 +137,7 @@ fn an_unprivileged_process_cannot_stall_a_change() {
         took
     };
     let unplug = timed(&["deny", cg.p(), "c 1:3 rw"]);
-    assert!(!devices::check(cg.p(), &rule(b'c', 1, 3, RW)).unwrap());
+    assert!(!api::check(cg.p(), &rule(b'c', 1, 3, RW)).unwrap());
     let rules: Vec<String> = (0..70).map(|i| format!("c 200:{i} rw")).collect();
     let mut grow = vec!["allow", cg.p()];
     grow.extend(rules.iter().map(String::as_str));
@@ -165,8 +165,8 @@ fn toggling_writer() {
     let cg = env("VCG2_ATTACK_CGROUP");
     println!("started");
     loop {
-        devices::allow(&cg, &rule(b'a', -1, -1, MKNOD)).unwrap();
-        devices::deny(&cg, &rule(b'c', -1, -1, MKNOD)).unwrap();
+        api::allow(&cg, &rule(b'a', -1, -1, MKNOD)).unwrap();
+        api::deny(&cg, &rule(b'c', -1, -1, MKNOD)).unwrap();
     }
 }
 
@@ -199,7 +199,7 @@ fn killed_writers_leave_check_and_list_agreeing_with_the_kernel() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
     let cg = Scratch::new(&mount);
-    devices::deny_all(cg.p()).unwrap();
+    api::deny_all(cg.p()).unwrap();
     let nodes = Nodes::new();
     let accesses: Vec<String> = (0..4096)
         .map(|m| format!("mknod:c:{m}:1:{}", nodes.fresh(&format!("n{m}"))))
@@ -207,7 +207,7 @@ fn killed_writers_leave_check_and_list_agreeing_with_the_kernel() {
     let mut seed = std::process::id() as u64 | 1;
     let (mut torn, mut disagreements) = (0, Vec::new());
     for round in 0..rounds {
-        devices::remove_prog(cg.p()).unwrap();
+        api::remove_prog(cg.p()).unwrap();
         let mut child = attacker("toggling_writer", &[("VCG2_ATTACK_CGROUP", cg.p())])
             .stdout(Stdio::piped())
             .spawn()
@@ -232,7 +232,7 @@ fn killed_writers_leave_check_and_list_agreeing_with_the_kernel() {
         let mixed = kernel.iter().any(|&k| k != kernel[0]);
         torn += mixed as u32;
         for (m, &k) in kernel.iter().enumerate() {
-            let check = devices::check(cg.p(), &rule(b'c', m as i32, 1, MKNOD)).unwrap();
+            let check = api::check(cg.p(), &rule(b'c', m as i32, 1, MKNOD)).unwrap();
             if check != k || listed[m] != k {
                 disagreements.push(format!(
                     "round {round}, c {m}:1 m: kernel {k}, check {check}, list {}",
@@ -249,7 +249,7 @@ fn killed_writers_leave_check_and_list_agreeing_with_the_kernel() {
         &disagreements[..disagreements.len().min(5)]
     );
     // The next write repairs the table: every major the same again.
-    devices::allow(cg.p(), &rule(b'c', 1, 3, RW)).unwrap();
+    api::allow(cg.p(), &rule(b'c', 1, 3, RW)).unwrap();
     let kernel: Vec<String> = cg.probe(&accesses);
     assert!(kernel.iter().all(|r| r == &kernel[0]), "not repaired");
 }
@@ -264,7 +264,7 @@ fn allowing_writer() {
     let major: i32 = env("VCG2_ATTACK_MAJOR").parse().unwrap();
     let mut failed = 0;
     for i in 0..n {
-        if let Err(e) = devices::allow(&cg, &rule(b'c', major, i, RW)) {
+        if let Err(e) = api::allow(&cg, &rule(b'c', major, i, RW)) {
             if failed < 5 {
                 println!("error: {e}");
             }
@@ -281,8 +281,8 @@ fn allowing_writer() {
 fn writers_in_two_pid_namespaces_never_fail() {
     let Some(mount) = privileged() else { return };
     let cg = Scratch::new(&mount);
-    devices::deny_all(cg.p()).unwrap();
-    devices::remove_prog(cg.p()).unwrap();
+    api::deny_all(cg.p()).unwrap();
+    api::remove_prog(cg.p()).unwrap();
     let n = "5000";
     let exe = std::env::current_exe().unwrap();
     let mut inner = Command::new("unshare");
@@ -330,8 +330,8 @@ fn writers_in_two_pid_namespaces_never_fail() {
 #[ignore = "run by a_forked_child_that_drops_privileges_cannot_change_the_rules"]
 fn forking_writer() {
     let cg = env("VCG2_ATTACK_CGROUP");
-    devices::deny_all(&cg).unwrap();
-    devices::allow(&cg, &rule(b'c', 1, 3, RW)).unwrap();
+    api::deny_all(&cg).unwrap();
+    api::allow(&cg, &rule(b'c', 1, 3, RW)).unwrap();
     let maps_before = std::fs::read_to_string("/proc/self/maps").unwrap();
     let shared_bpf = maps_before.contains("bpf-map");
     println!("parent maps a bpf map: {shared_bpf}");
@@ -431,7 +431,7 @@ fn a_forked_child_that_drops_privileges_cannot_change_the_rules() {
         (format!("r:{null}"), Some(rule(b'c', 1, 3, RW)), true),
         (format!("r:{zero}"), Some(rule(b'c', 1, 5, RW)), false),
     ]);
-    devices::allow(cg.p(), &rule(b'c', 1, 5, RW)).unwrap();
+    api::allow(cg.p(), &rule(b'c', 1, 5, RW)).unwrap();
     assert_eq!(cg.list(), "c 1:3 rw\nc 1:5 rw\n");
     eprintln!("{}", text.trim());
 }

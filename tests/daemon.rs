@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! Living inside a daemon (issue 13, docs/API.md "Living inside a daemon"):
+//! Living inside a daemon (docs/API.md "Living inside a daemon"):
 //! the library as libvirt's virtqemud uses it, multithreaded, forking,
 //! beside other writers, for months. Each scenario is written the way a
 //! daemon would hit it: several threads, a forked child, a second process,
@@ -797,7 +797,7 @@ fn a_writer_that_died_holding_the_lock_is_taken_over() {
     let p = c(cg.p());
     assert_eq!(allow(&p, b'c', 1, 3, RW), 0, "{}", last_error());
     assert_eq!(allow(&p, b'c', 1, 5, READ), 0, "{}", last_error());
-    let format = ::vircgroup_v2_devices::devices::kernel_view(cg.p())
+    let format = ::vircgroup_v2_devices::testing::kernel_view(cg.p())
         .unwrap()
         .unwrap()
         .format;

@@ -9,7 +9,7 @@ use common::*;
 use std::os::fd::AsFd;
 use vircgroup_v2_devices::program::libvirt_program;
 use vircgroup_v2_devices::rules::{self, Rule, READ, RW, RWM, WRITE};
-use vircgroup_v2_devices::{devices, sys};
+use vircgroup_v2_devices::{api, sys};
 
 fn rule(t: u8, ma: i32, mi: i32, p: i32) -> Rule {
     Rule::new(t, ma, mi, p).unwrap()
@@ -101,9 +101,9 @@ fn deny_all_denies_everything_and_drops_old_rules() {
     // No program: everything allowed, and list says so.
     assert_eq!(cg.list(), "a *:* rwm\n");
     cg.expect(&[case("r", &d.null, Some(rule(b'c', 1, 3, READ)), true)]);
-    devices::allow(cg.p(), &rule(b'c', 1, 3, RW)).unwrap();
-    devices::allow(cg.p(), &rule(b'b', 240, -1, RW)).unwrap();
-    devices::deny_all(cg.p()).unwrap();
+    api::allow(cg.p(), &rule(b'c', 1, 3, RW)).unwrap();
+    api::allow(cg.p(), &rule(b'b', 240, -1, RW)).unwrap();
+    api::deny_all(cg.p()).unwrap();
     assert_eq!(cg.list(), "");
     assert_eq!(cg.state().count, 0);
     cg.expect(&[
@@ -126,10 +126,10 @@ fn exact_and_wildcard_rules() {
     let Some(mount) = privileged() else { return };
     let cg = Scratch::new(&mount);
     let d = Devs::new();
-    devices::deny_all(cg.p()).unwrap();
-    devices::allow(cg.p(), &rule(b'c', 240, 1, RW)).unwrap();
-    devices::allow(cg.p(), &rule(b'c', 241, -1, READ)).unwrap();
-    devices::allow(cg.p(), &rule(b'c', -1, 9, WRITE)).unwrap();
+    api::deny_all(cg.p()).unwrap();
+    api::allow(cg.p(), &rule(b'c', 240, 1, RW)).unwrap();
+    api::allow(cg.p(), &rule(b'c', 241, -1, READ)).unwrap();
+    api::allow(cg.p(), &rule(b'c', -1, 9, WRITE)).unwrap();
     assert_eq!(cg.list(), "c 240:1 rw\nc 241:* r\nc *:9 w\n");
     cg.expect(&[
         // exact
@@ -148,9 +148,9 @@ fn exact_and_wildcard_rules() {
         case("r", &d.null, Some(rule(b'c', 1, 3, READ)), false),
     ]);
     // check on wildcard queries: covered only by a rule as wide.
-    assert!(devices::check(cg.p(), &rule(b'c', 241, -1, READ)).unwrap());
-    assert!(!devices::check(cg.p(), &rule(b'c', 240, -1, READ)).unwrap());
-    devices::allow(cg.p(), &rule(b'a', -1, -1, RWM)).unwrap();
+    assert!(api::check(cg.p(), &rule(b'c', 241, -1, READ)).unwrap());
+    assert!(!api::check(cg.p(), &rule(b'c', 240, -1, READ)).unwrap());
+    api::allow(cg.p(), &rule(b'a', -1, -1, RWM)).unwrap();
     cg.expect(&[
         case("rw", &d.null, Some(rule(b'c', 1, 3, RW)), true),
         case("rw", &d.c240_2, Some(rule(b'c', 240, 2, RW)), true),
@@ -161,7 +161,7 @@ fn exact_and_wildcard_rules() {
             true,
         ),
     ]);
-    assert!(devices::check(cg.p(), &rule(b'a', -1, -1, RWM)).unwrap());
+    assert!(api::check(cg.p(), &rule(b'a', -1, -1, RWM)).unwrap());
 }
 
 /// The program's hints (the table's per-major bytes and ANY_MINOR, format
@@ -175,12 +175,17 @@ fn the_program_hints_follow_the_rules() {
     let Some(mount) = privileged() else { return };
     let cg = Scratch::new(&mount);
     let d = Devs::new();
-    devices::deny_all(cg.p()).unwrap();
-    let hints_cover = |cg: &Scratch| devices::kernel_view(cg.p()).unwrap().unwrap().hints_cover;
+    api::deny_all(cg.p()).unwrap();
+    let hints_cover = |cg: &Scratch| {
+        vircgroup_v2_devices::testing::kernel_view(cg.p())
+            .unwrap()
+            .unwrap()
+            .hints_cover
+    };
     assert!(hints_cover(&cg));
-    devices::allow(cg.p(), &rule(b'c', 241, -1, READ)).unwrap();
-    devices::allow(cg.p(), &rule(b'b', -1, 9, WRITE)).unwrap();
-    devices::allow(cg.p(), &rule(b'c', 240, 1, RW)).unwrap();
+    api::allow(cg.p(), &rule(b'c', 241, -1, READ)).unwrap();
+    api::allow(cg.p(), &rule(b'b', -1, 9, WRITE)).unwrap();
+    api::allow(cg.p(), &rule(b'c', 240, 1, RW)).unwrap();
     assert!(hints_cover(&cg));
     cg.expect(&[
         case("r", &d.c241_5, Some(rule(b'c', 241, 5, READ)), true),
@@ -188,10 +193,12 @@ fn the_program_hints_follow_the_rules() {
         case("w", &d.c243_9, Some(rule(b'c', 243, 9, WRITE)), false),
         case("rw", &d.c240_1, Some(rule(b'c', 240, 1, RW)), true),
     ]);
-    devices::deny(cg.p(), &rule(b'c', 241, -1, READ)).unwrap();
+    api::deny(cg.p(), &rule(b'c', 241, -1, READ)).unwrap();
     assert!(hints_cover(&cg));
     cg.expect(&[case("r", &d.c241_5, Some(rule(b'c', 241, 5, READ)), false)]);
-    let (prog, maps) = devices::snapshot(cg.p()).unwrap().unwrap();
+    let (prog, maps) = vircgroup_v2_devices::testing::snapshot(cg.p())
+        .unwrap()
+        .unwrap();
     for (ty, t) in [(rules::DEV_BLOCK, b'b'), (rules::DEV_CHAR, b'c')] {
         for (major, minor) in [(241, 5), (243, 9), (240, 1), (240, 2), (0, 0)] {
             for perms in 1..=7 {
@@ -199,11 +206,11 @@ fn the_program_hints_follow_the_rules() {
                 let r0 =
                     vircgroup_v2_devices::program::interp::run(&prog, &maps, access, major, minor);
                 let r = rule(t, major as i32, minor as i32, perms);
-                assert_eq!(r0 == 1, devices::check(cg.p(), &r).unwrap(), "{r}");
+                assert_eq!(r0 == 1, api::check(cg.p(), &r).unwrap(), "{r}");
             }
         }
     }
-    devices::deny_all(cg.p()).unwrap();
+    api::deny_all(cg.p()).unwrap();
     assert_eq!(cg.list(), "");
     cg.expect(&[case("rw", &d.c240_1, Some(rule(b'c', 240, 1, RW)), false)]);
 }
@@ -217,8 +224,12 @@ fn the_program_hints_follow_the_rules() {
 fn an_allow_or_a_deny_is_one_write_and_the_freshness_check() {
     let Some(mount) = privileged() else { return };
     let cg = Scratch::new(&mount);
-    devices::deny_all(cg.p()).unwrap();
-    let table = devices::kernel_view(cg.p()).unwrap().unwrap().format == 6;
+    api::deny_all(cg.p()).unwrap();
+    let table = vircgroup_v2_devices::testing::kernel_view(cg.p())
+        .unwrap()
+        .unwrap()
+        .format
+        == 6;
     let calls = |f: &dyn Fn()| {
         let before = sys::hook::calls();
         f();
@@ -250,28 +261,28 @@ fn an_allow_or_a_deny_is_one_write_and_the_freshness_check() {
     };
     for minor in 0..10 {
         assert_eq!(
-            calls(&|| devices::allow(cg.p(), &rule(b'c', 1, minor, RW)).unwrap()),
+            calls(&|| api::allow(cg.p(), &rule(b'c', 1, minor, RW)).unwrap()),
             update
         );
     }
     assert_eq!(
-        calls(&|| devices::allow(cg.p(), &rule(b'c', 1, 3, rules::MKNOD)).unwrap()),
+        calls(&|| api::allow(cg.p(), &rule(b'c', 1, 3, rules::MKNOD)).unwrap()),
         update
     );
     assert_eq!(
-        calls(&|| devices::deny(cg.p(), &rule(b'c', 1, 3, READ)).unwrap()),
+        calls(&|| api::deny(cg.p(), &rule(b'c', 1, 3, READ)).unwrap()),
         update
     );
     assert_eq!(
-        calls(&|| devices::deny(cg.p(), &rule(b'c', 1, 4, RW)).unwrap()),
+        calls(&|| api::deny(cg.p(), &rule(b'c', 1, 4, RW)).unwrap()),
         delete
     );
     assert_eq!(
-        calls(&|| devices::allow(cg.p(), &rule(b'c', 136, -1, RW)).unwrap()),
+        calls(&|| api::allow(cg.p(), &rule(b'c', 136, -1, RW)).unwrap()),
         wildcard
     );
     assert_eq!(
-        calls(&|| devices::allow(cg.p(), &rule(b'c', 136, -1, rules::MKNOD)).unwrap()),
+        calls(&|| api::allow(cg.p(), &rule(b'c', 136, -1, rules::MKNOD)).unwrap()),
         update
     );
     // check, list and state read what the kernel holds after the
@@ -283,9 +294,9 @@ fn an_allow_or_a_deny_is_one_write_and_the_freshness_check() {
     };
     assert_eq!(
         calls(&|| {
-            devices::check(cg.p(), &rule(b'c', 1, 3, RW)).unwrap();
-            devices::list(cg.p()).unwrap();
-            devices::state(cg.p()).unwrap();
+            api::check(cg.p(), &rule(b'c', 1, 3, RW)).unwrap();
+            api::list(cg.p()).unwrap();
+            api::state(cg.p()).unwrap();
         }),
         reads
     );
@@ -296,28 +307,28 @@ fn permissions_accumulate_and_deny_removes_bits() {
     let Some(mount) = privileged() else { return };
     let cg = Scratch::new(&mount);
     let d = Devs::new();
-    devices::allow(cg.p(), &rule(b'c', 240, 1, READ)).unwrap();
+    api::allow(cg.p(), &rule(b'c', 240, 1, READ)).unwrap();
     cg.expect(&[
         case("r", &d.c240_1, Some(rule(b'c', 240, 1, READ)), true),
         case("rw", &d.c240_1, Some(rule(b'c', 240, 1, RW)), false),
         case("w", &d.c240_1, Some(rule(b'c', 240, 1, WRITE)), false),
     ]);
-    devices::allow(cg.p(), &rule(b'c', 240, 1, WRITE)).unwrap();
+    api::allow(cg.p(), &rule(b'c', 240, 1, WRITE)).unwrap();
     assert_eq!(cg.list(), "c 240:1 rw\n");
     assert_eq!(cg.state().count, 1, "re-allowing does not count twice");
     cg.expect(&[case("rw", &d.c240_1, Some(rule(b'c', 240, 1, RW)), true)]);
-    devices::deny(cg.p(), &rule(b'c', 240, 1, WRITE)).unwrap();
+    api::deny(cg.p(), &rule(b'c', 240, 1, WRITE)).unwrap();
     assert_eq!(cg.list(), "c 240:1 r\n");
     cg.expect(&[
         case("r", &d.c240_1, Some(rule(b'c', 240, 1, READ)), true),
         case("w", &d.c240_1, Some(rule(b'c', 240, 1, WRITE)), false),
     ]);
-    devices::deny(cg.p(), &rule(b'c', 240, 1, READ)).unwrap();
+    api::deny(cg.p(), &rule(b'c', 240, 1, READ)).unwrap();
     assert_eq!(cg.list(), "");
     assert_eq!(cg.state().count, 0);
     cg.expect(&[case("r", &d.c240_1, Some(rule(b'c', 240, 1, READ)), false)]);
     // Denying what is not there changes nothing.
-    devices::deny(cg.p(), &rule(b'c', 240, 1, RWM)).unwrap();
+    api::deny(cg.p(), &rule(b'c', 240, 1, RWM)).unwrap();
     assert_eq!(cg.state().count, 0);
 }
 
@@ -326,15 +337,15 @@ fn char_and_block_rules_on_the_same_numbers_are_independent() {
     let Some(mount) = privileged() else { return };
     let cg = Scratch::new(&mount);
     let d = Devs::new();
-    devices::allow(cg.p(), &rule(b'c', 1, 3, RW)).unwrap();
-    devices::allow(cg.p(), &rule(b'b', 1, 3, READ)).unwrap();
+    api::allow(cg.p(), &rule(b'c', 1, 3, RW)).unwrap();
+    api::allow(cg.p(), &rule(b'b', 1, 3, READ)).unwrap();
     assert_eq!(cg.list(), "b 1:3 r\nc 1:3 rw\n");
     cg.expect(&[
         case("rw", &d.null, Some(rule(b'c', 1, 3, RW)), true),
         case("r", &d.b1_3, Some(rule(b'b', 1, 3, READ)), true),
         case("w", &d.b1_3, Some(rule(b'b', 1, 3, WRITE)), false),
     ]);
-    devices::deny(cg.p(), &rule(b'b', 1, 3, READ)).unwrap();
+    api::deny(cg.p(), &rule(b'b', 1, 3, READ)).unwrap();
     assert_eq!(cg.list(), "c 1:3 rw\n");
     cg.expect(&[
         case("rw", &d.null, Some(rule(b'c', 1, 3, RW)), true),
@@ -347,8 +358,8 @@ fn access_f_ok_and_mknod() {
     let Some(mount) = privileged() else { return };
     let cg = Scratch::new(&mount);
     let d = Devs::new();
-    devices::allow(cg.p(), &rule(b'c', 240, 1, READ)).unwrap();
-    devices::allow(cg.p(), &rule(b'b', 243, 9, READ)).unwrap();
+    api::allow(cg.p(), &rule(b'c', 240, 1, READ)).unwrap();
+    api::allow(cg.p(), &rule(b'b', 243, 9, READ)).unwrap();
     let m = |ty: &str, ma: u32, mi: u32, name: &str| {
         format!("mknod:{ty}:{ma}:{mi}:{}", d.nodes.fresh(name))
     };
@@ -364,7 +375,7 @@ fn access_f_ok_and_mknod() {
             false,
         ),
     ]);
-    devices::allow(cg.p(), &rule(b'c', 240, 1, rules::MKNOD)).unwrap();
+    api::allow(cg.p(), &rule(b'c', 240, 1, rules::MKNOD)).unwrap();
     cg.expect(&[
         (
             m("c", 240, 1, "n2"),
@@ -384,13 +395,13 @@ fn device_paths() {
     let Some(mount) = privileged() else { return };
     let cg = Scratch::new(&mount);
     let d = Devs::new();
-    devices::deny_all(cg.p()).unwrap();
-    let rule_of = |p: &str| devices::device_rule(p, RW).unwrap().unwrap();
-    devices::allow(cg.p(), &rule_of(&d.c241_5)).unwrap();
+    api::deny_all(cg.p()).unwrap();
+    let rule_of = |p: &str| api::device_rule(p, RW).unwrap().unwrap();
+    api::allow(cg.p(), &rule_of(&d.c241_5)).unwrap();
     assert_eq!(cg.list(), "c 241:5 rw\n");
-    assert_eq!(devices::device_rule("/proc/self/status", RW).unwrap(), None);
+    assert_eq!(api::device_rule("/proc/self/status", RW).unwrap(), None);
     assert_eq!(
-        devices::device_rule("/nonexistent/dev", RW)
+        api::device_rule("/nonexistent/dev", RW)
             .unwrap_err()
             .errno(),
         libc::ENOENT
@@ -403,13 +414,13 @@ fn growth_keeps_every_rule_and_one_program() {
     let Some(mount) = privileged() else { return };
     let cg = Scratch::new(&mount);
     let nodes = Nodes::new();
-    devices::deny_all(cg.p()).unwrap();
+    api::deny_all(cg.p()).unwrap();
     assert_eq!(cg.state().max, 64);
     // Device 0:0 first (key 0): libvirt's walk from key 0 would skip it.
-    devices::allow(cg.p(), &rule(b'b', 0, 0, rules::MKNOD)).unwrap();
+    api::allow(cg.p(), &rule(b'b', 0, 0, rules::MKNOD)).unwrap();
     let mut cases = Vec::new();
     for i in 0..300 {
-        devices::allow(cg.p(), &rule(b'c', 240, i, READ)).unwrap();
+        api::allow(cg.p(), &rule(b'c', 240, i, READ)).unwrap();
         let node = nodes.node(&format!("n{i}"), 'c', 240, i as u64);
         cases.push(case("r", &node, Some(rule(b'c', 240, i, READ)), true));
     }
@@ -443,11 +454,11 @@ fn restart_detects_the_program_in_a_new_process() {
     let cg = Scratch::new(&mount);
     let d = Devs::new();
     for i in 0..70 {
-        devices::allow(cg.p(), &rule(b'c', 241, i, READ)).unwrap();
+        api::allow(cg.p(), &rule(b'c', 241, i, READ)).unwrap();
     }
-    devices::allow(cg.p(), &rule(b'c', 1, 3, RW)).unwrap();
+    api::allow(cg.p(), &rule(b'c', 1, 3, RW)).unwrap();
     let before = cg.list();
-    devices::remove_prog(cg.p()).unwrap();
+    api::remove_prog(cg.p()).unwrap();
     assert_eq!(cg.state().mapfd, -1);
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
@@ -468,7 +479,7 @@ fn restart_detects_the_program_in_a_new_process() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Back in A: detect again and see B's rule, enforced.
-    devices::detect_prog(cg.p()).unwrap();
+    api::detect_prog(cg.p()).unwrap();
     assert_eq!(cg.state().count, 72);
     assert_eq!(cg.attached().len(), 1);
     cg.expect(&[
@@ -485,16 +496,16 @@ fn restart_second_process() {
     let path = std::env::var("VCG2_RESTART_CGROUP").expect("run by the restart test");
     let before = std::env::var("VCG2_RESTART_LIST").unwrap();
     assert_eq!(
-        devices::state(&path).unwrap().mapfd,
+        api::state(&path).unwrap().mapfd,
         -1,
         "a fresh process holds nothing"
     );
-    devices::detect_prog(&path).unwrap();
-    let s = devices::state(&path).unwrap();
+    api::detect_prog(&path).unwrap();
+    let s = api::state(&path).unwrap();
     assert_eq!((s.count, s.max), (71, 128));
-    assert_eq!(devices::list(&path).unwrap(), before);
-    devices::allow(&path, &rule(b'c', 240, 2, READ)).unwrap();
-    assert_eq!(devices::state(&path).unwrap().count, 72);
+    assert_eq!(api::list(&path).unwrap(), before);
+    api::allow(&path, &rule(b'c', 240, 2, READ)).unwrap();
+    assert_eq!(api::state(&path).unwrap().count, 72);
 }
 
 #[test]
@@ -513,7 +524,7 @@ fn a_cgroup_set_up_by_libvirt_is_adopted_and_converted() {
         ],
     );
     assert_eq!(cg.attached(), vec![libvirt_id]);
-    devices::detect_prog(cg.p()).unwrap();
+    api::detect_prog(cg.p()).unwrap();
     let ids = cg.attached();
     assert_eq!(ids.len(), 1);
     assert_ne!(ids[0], libvirt_id, "our program replaced libvirt's");
@@ -535,7 +546,7 @@ fn a_cgroup_set_up_by_libvirt_is_adopted_and_converted() {
         ),
     ]);
     // And now the block rule no longer wipes the char one.
-    devices::allow(cg.p(), &rule(b'b', 1, 3, READ)).unwrap();
+    api::allow(cg.p(), &rule(b'b', 1, 3, READ)).unwrap();
     cg.expect(&[case("rw", &d.null, Some(rule(b'c', 1, 3, RW)), true)]);
 }
 
@@ -554,27 +565,27 @@ fn a_foreign_program_is_never_adopted_nor_replaced() {
     )
     .unwrap();
     let ids = cg.attached();
-    devices::detect_prog(cg.p()).unwrap();
+    api::detect_prog(cg.p()).unwrap();
     assert_eq!(cg.state().mapfd, -1);
-    let err = devices::allow(cg.p(), &rule(b'c', 1, 3, RW)).unwrap_err();
+    let err = api::allow(cg.p(), &rule(b'c', 1, 3, RW)).unwrap_err();
     assert_eq!(err.errno(), libc::EBUSY, "{err}");
     assert_eq!(cg.attached(), ids);
-    assert_eq!(devices::list(cg.p()).unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(api::list(cg.p()).unwrap_err().errno(), libc::ENOENT);
 }
 
 #[test]
 fn concurrent_calls_on_one_cgroup_are_serialized() {
     let Some(mount) = privileged() else { return };
     let cg = Scratch::new(&mount);
-    devices::deny_all(cg.p()).unwrap();
+    api::deny_all(cg.p()).unwrap();
     std::thread::scope(|s| {
         for t in 0..8 {
             let path = cg.p();
             s.spawn(move || {
                 for i in 0..40 {
-                    devices::allow(path, &rule(b'c', 240 + t, i, READ)).unwrap();
+                    api::allow(path, &rule(b'c', 240 + t, i, READ)).unwrap();
                     // Some re-allows, which must not count twice.
-                    devices::allow(path, &rule(b'c', 240 + t, i / 2, READ)).unwrap();
+                    api::allow(path, &rule(b'c', 240 + t, i / 2, READ)).unwrap();
                 }
             });
         }
@@ -601,25 +612,25 @@ fn spellings_of_one_path_share_one_state() {
         ),
     ];
     for (i, p) in spellings.iter().enumerate() {
-        devices::allow(p, &rule(b'c', 1, i as i32, RW)).unwrap();
+        api::allow(p, &rule(b'c', 1, i as i32, RW)).unwrap();
     }
     for p in &spellings {
-        assert_eq!(devices::state(p).unwrap().count, spellings.len());
+        assert_eq!(api::state(p).unwrap().count, spellings.len());
     }
     let dir = Nodes::new();
     let link = dir.dir.join("cg");
     std::os::unix::fs::symlink(&cg.path, &link).unwrap();
     let l = link.to_str().unwrap();
-    assert_eq!(devices::state(l).unwrap().count, spellings.len());
-    devices::allow(l, &rule(b'c', 2, 2, RW)).unwrap();
+    assert_eq!(api::state(l).unwrap().count, spellings.len());
+    api::allow(l, &rule(b'c', 2, 2, RW)).unwrap();
     std::fs::remove_file(&link).unwrap();
     std::os::unix::fs::symlink(&other.path, &link).unwrap();
     assert_eq!(
-        devices::state(l).unwrap().mapfd,
+        api::state(l).unwrap().mapfd,
         -1,
         "now names the other cgroup"
     );
-    devices::allow(l, &rule(b'c', 3, 3, RW)).unwrap();
+    api::allow(l, &rule(b'c', 3, 3, RW)).unwrap();
     assert_eq!(other.list(), "c 3:3 rw\n");
     assert_eq!(cg.state().count, spellings.len() + 1);
 }
@@ -629,14 +640,14 @@ fn a_program_detached_by_someone_else_is_not_trusted() {
     let Some(mount) = privileged() else { return };
     let cg = Scratch::new(&mount);
     let d = Devs::new();
-    devices::allow(cg.p(), &rule(b'c', 1, 3, RW)).unwrap();
+    api::allow(cg.p(), &rule(b'c', 1, 3, RW)).unwrap();
     let held = cg.state();
     let cgfd = std::fs::File::open(&cg.path).unwrap();
     // SAFETY: the fd is the library's and stays open during the call.
     let prog = unsafe { std::os::fd::BorrowedFd::borrow_raw(held.progfd) };
     sys::prog_detach(cgfd.as_fd(), prog, sys::BPF_CGROUP_DEVICE).unwrap();
     assert_eq!(cg.state().mapfd, -1);
-    devices::allow(cg.p(), &rule(b'c', 240, 1, READ)).unwrap();
+    api::allow(cg.p(), &rule(b'c', 240, 1, READ)).unwrap();
     assert_eq!(cg.list(), "c 240:1 r\n");
     cg.expect(&[case("r", &d.null, Some(rule(b'c', 1, 3, READ)), false)]);
 }
@@ -646,18 +657,18 @@ fn detach_prog_leaves_the_cgroup_unrestricted() {
     let Some(mount) = privileged() else { return };
     let cg = Scratch::new(&mount);
     let d = Devs::new();
-    devices::deny_all(cg.p()).unwrap();
+    api::deny_all(cg.p()).unwrap();
     cg.expect(&[case("r", &d.null, Some(rule(b'c', 1, 3, READ)), false)]);
-    devices::detach_prog(cg.p()).unwrap();
+    api::detach_prog(cg.p()).unwrap();
     assert!(cg.attached().is_empty());
     assert_eq!(cg.state().mapfd, -1);
     cg.expect(&[case("r", &d.null, Some(rule(b'c', 1, 3, READ)), true)]);
     // Nothing attached: nothing to do.
-    devices::detach_prog(cg.p()).unwrap();
+    api::detach_prog(cg.p()).unwrap();
 }
 
 /// A daemon restarted under a running VM that calls create_prog without
-/// detect_prog first (issue 12): the VM's rules, set by another process,
+/// detect_prog first: the VM's rules, set by another process,
 /// stay; the program is adopted, not replaced.
 #[test]
 fn create_prog_after_a_restart_keeps_the_running_vms_rules() {
@@ -667,7 +678,7 @@ fn create_prog_after_a_restart_keeps_the_running_vms_rules() {
     tool(&["deny", cg.p(), "a"]);
     tool(&["allow", cg.p(), "c 1:3 rw"]);
     let before = cg.attached();
-    devices::create_prog(cg.p()).unwrap();
+    api::create_prog(cg.p()).unwrap();
     assert_eq!(cg.attached(), before, "adopted, not replaced");
     assert_eq!(cg.list(), "c 1:3 rw\n");
     assert_eq!(cg.state().count, 1);

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! Locked memory (issue 12): before Linux 5.11 BPF maps and programs are
+//! Locked memory: before Linux 5.11 BPF maps and programs are
 //! charged to RLIMIT_MEMLOCK, whose default was 64 KiB. A daemon started
 //! with that limit must still hold 100 VMs' cgroups: the library raises
 //! the limit as far as the process may (as libbpf does) on the first
@@ -90,7 +90,7 @@ fn scenario_hundred_vms() {
 
 /// deny_all, then libvirt's default ACL and `c 136:*`.
 fn set_up_vm(p: &str, i: usize) {
-    vircgroup_v2_devices::devices::deny_all(p).unwrap_or_else(|e| panic!("VM {i}: deny_all: {e}"));
+    vircgroup_v2_devices::api::deny_all(p).unwrap_or_else(|e| panic!("VM {i}: deny_all: {e}"));
     for (t, ma, mi) in [
         (b'c', 1, 3),
         (b'c', 1, 5),
@@ -101,7 +101,7 @@ fn set_up_vm(p: &str, i: usize) {
         (b'c', 10, 232),
         (b'c', 136, -1),
     ] {
-        vircgroup_v2_devices::devices::allow(p, &rule(t, ma, mi, 3))
+        vircgroup_v2_devices::api::allow(p, &rule(t, ma, mi, 3))
             .unwrap_or_else(|e| panic!("VM {i}: allow {t}:{ma}:{mi}: {e}"));
     }
 }

@@ -5,12 +5,12 @@
 //!   decision), which knows nothing of the map encoding;
 //! - the exact instructions the library loaded, run by the userspace
 //!   interpreter (`program::interp`) on the maps read back from the kernel
-//!   (`devices::snapshot`);
+//!   (`vircgroup_v2_devices::testing::snapshot`);
 //! - the kernel: the program attached to a scratch cgroup and a probe child
 //!   in it opening device nodes, calling access(F_OK) and mknod (EPERM is a
 //!   denial, anything else got past the cgroup);
 //!
-//! and `devices::check`, `devices::list` and the rule count must answer
+//! and `api::check`, `api::list` and the rule count must answer
 //! like them. A case starts from a cgroup reset by deny-all, a new one, or
 //! one set up by libvirt's C code (its program and map, which the library
 //! adopts), then makes a random sequence of allow, deny and deny-all calls
@@ -56,7 +56,7 @@ use model::{Call, Model};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use vircgroup_v2_devices::devices;
+use vircgroup_v2_devices::api;
 use vircgroup_v2_devices::insn::Insn;
 use vircgroup_v2_devices::program::{hash_program, interp, table_program};
 use vircgroup_v2_devices::rules;
@@ -585,9 +585,9 @@ impl Worker {
             let node = w.nodes.node(ty, s.major.unwrap(), s.minor.unwrap());
             let perms = i32::from(s.perms);
             match if allow {
-                devices::allow_path(path, &node, perms)
+                api::allow_path(path, &node, perms)
             } else {
-                devices::deny_path(path, &node, perms)
+                api::deny_path(path, &node, perms)
             } {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(format!("{node} is not a device node, says the library")),
@@ -595,13 +595,13 @@ impl Worker {
             }
         };
         match call {
-            Call::Allow(s) => devices::allow(path, &s.rule()).map_err(|e| e.to_string()),
-            Call::Deny(s) => devices::deny(path, &s.rule()).map_err(|e| e.to_string()),
-            Call::DenyAll => devices::deny_all(path).map_err(|e| e.to_string()),
+            Call::Allow(s) => api::allow(path, &s.rule()).map_err(|e| e.to_string()),
+            Call::Deny(s) => api::deny(path, &s.rule()).map_err(|e| e.to_string()),
+            Call::DenyAll => api::deny_all(path).map_err(|e| e.to_string()),
             Call::AllowPath(s) => on_node(self, s, true),
             Call::DenyPath(s) => on_node(self, s, false),
-            Call::Forget => devices::remove_prog(path).map_err(|e| e.to_string()),
-            Call::Detach => devices::detach_prog(path).map_err(|e| e.to_string()),
+            Call::Forget => api::remove_prog(path).map_err(|e| e.to_string()),
+            Call::Detach => api::detach_prog(path).map_err(|e| e.to_string()),
         }
     }
 
@@ -611,7 +611,7 @@ impl Worker {
         self.nodes.trim();
         match &case.start {
             Start::DenyAll => {
-                if let Err(e) = devices::deny_all(self.cg.p()) {
+                if let Err(e) = api::deny_all(self.cg.p()) {
                     return vec![format!("reset by deny_all failed: {e}")];
                 }
             }
@@ -630,7 +630,7 @@ impl Worker {
         let model = case.model();
         let mut out = Vec::new();
 
-        match devices::list(&path) {
+        match api::list(&path) {
             Ok(list) if list == model.list() => {}
             Ok(list) => out.push(format!(
                 "list: the library says\n{list}the model says\n{}",
@@ -641,7 +641,7 @@ impl Worker {
         // After list, the library holds the cgroup's program when it is its
         // own; libvirt's stays libvirt's (list only reads it).
         let held = model.attached && !model.libvirts;
-        match devices::state(&path) {
+        match api::state(&path) {
             Ok(s)
                 if s.count != if held { model.count() } else { 0 }
                     || s.count > s.max
@@ -661,11 +661,11 @@ impl Worker {
             Ok(s) => {
                 self.stats.largest = self.stats.largest.max(s.count);
                 self.stats.largest_max = self.stats.largest_max.max(s.max);
-                self.stats.grown += u64::from(s.count > devices::INITIAL_MAX as usize);
+                self.stats.grown += u64::from(s.count > api::INITIAL_MAX as usize);
             }
             Err(e) => out.push(format!("state failed: {e}")),
         }
-        let snapshot = match devices::snapshot(&path) {
+        let snapshot = match vircgroup_v2_devices::testing::snapshot(&path) {
             Ok(s) => s,
             Err(e) => return [out, vec![format!("snapshot failed: {e}")]].concat(),
         };
@@ -687,7 +687,7 @@ impl Worker {
                     minor: Some(mi),
                     perms,
                 };
-                answers[2] = match devices::check(&path, &spec.rule()) {
+                answers[2] = match api::check(&path, &spec.rule()) {
                     Ok(allowed) => Answer::of(allowed),
                     Err(e) => Answer::Failed(e.to_string()),
                 };
@@ -725,7 +725,7 @@ impl Worker {
 
         for q in &case.queries {
             let expected = model.check(q);
-            match devices::check(&path, &q.rule()) {
+            match api::check(&path, &q.rule()) {
                 Ok(got) if got == expected => {}
                 Ok(got) => out.push(format!(
                     "check({q}): library {}, model {}",
@@ -860,7 +860,7 @@ fn shard(k: u64) {
         st.largest,
         st.largest_max,
         st.grown,
-        devices::INITIAL_MAX,
+        api::INITIAL_MAX,
         st.zero_probed
     );
     // The generator reaches what it is meant to.
@@ -935,13 +935,15 @@ type Offline = dyn Fn(&HashMap<u64, u32>) -> (Vec<Insn>, interp::Maps);
 /// Format 5 (fds 3 and 4): the hash map and the index the library writes.
 fn hash_offline(prog: Vec<Insn>) -> impl Fn(&HashMap<u64, u32>) -> (Vec<Insn>, interp::Maps) {
     move |map| {
-        let words = rules::index_words(map).into_iter().collect();
+        let words = vircgroup_v2_devices::hash::layout::index_words(map)
+            .into_iter()
+            .collect();
         let maps = interp::Maps::from([
             (3, interp::Map::Hash(map.clone())),
             (
                 4,
                 interp::Map::Array {
-                    len: vircgroup_v2_devices::program::hash::INDEX_ENTRIES,
+                    len: vircgroup_v2_devices::hash::layout::INDEX_ENTRIES,
                     words,
                 },
             ),
@@ -1095,7 +1097,7 @@ fn a_wrong_instruction_of_the_table_program_is_caught() {
         .collect();
     for &(what, text, wrong) in mutants {
         let program = table_offline(move |prog: &mut Vec<Insn>| {
-            let listing = vircgroup_v2_devices::program::asm::disassemble(prog);
+            let listing = vircgroup_v2_devices::testing::disasm::disassemble(prog);
             // Only programs that have the instruction are mutated (the *:m
             // probe is in tables with *:m rules only).
             let Some(at) = listing.lines().find(|l| l.contains(text)).map(|l| {

@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use std::os::fd::AsFd;
 use std::process::Command;
-use vircgroup_v2_devices::devices;
+use vircgroup_v2_devices::api;
 use vircgroup_v2_devices::rules::{get_key, get_perms, READ, RW, RWM};
 use vircgroup_v2_devices::sys;
 
@@ -70,7 +70,7 @@ fn the_rules_move_into_libvirts_encoding_and_stock_libvirt_can_add_more() {
     let now = cg.attached();
     assert_eq!(now.len(), 1, "one program replaced by one");
     assert_ne!(now, ours);
-    let seen = devices::inspect(cg.p()).unwrap();
+    let seen = api::inspect(cg.p()).unwrap();
     assert!(seen.libvirt, "the library recognises libvirt's program");
     assert_eq!(ok(&["list", cg.p()]), before, "same rules");
 
@@ -128,7 +128,7 @@ fn beside_allow_multi_programs_only_its_own_is_replaced() {
     let now = cg.attached();
     assert_eq!(now.len(), 2, "{now:?}");
     assert!(now.contains(&prog_id(&foreign)), "the foreign one stays");
-    assert!(devices::inspect(cg.p()).unwrap().libvirt);
+    assert!(api::inspect(cg.p()).unwrap().libvirt);
     assert!(cg.allowed("rw:/dev/null"));
     assert!(!cg.allowed("r:/dev/zero"));
 }

@@ -13,7 +13,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::time::Instant;
-use vircgroup_v2_devices::devices::INITIAL_MAX;
+use vircgroup_v2_devices::api::INITIAL_MAX;
 use vircgroup_v2_devices::program::libvirt_program;
 use vircgroup_v2_devices::sys::{self, hook, BPF_CGROUP_DEVICE};
 use vircgroup_v2_devices::table::Table;
@@ -185,7 +185,10 @@ fn load_alone(ours: bool) -> Res<f64> {
     // The map stays open until the load is done.
     let (insns, _map) = if ours {
         let table = Table::create(INITIAL_MAX, &HashMap::new())?;
-        (table.program(), table.into_map())
+        (
+            vircgroup_v2_devices::program::table::for_table(&table),
+            table.into_map(),
+        )
     } else {
         let map = sys::map_create(sys::BPF_MAP_TYPE_HASH, 8, 4, 64, "")?;
         (libvirt_program(map.as_raw_fd()), map)

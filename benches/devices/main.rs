@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! The benchmark of issues 7 and 15: what one device check costs the
-//! kernel, and what the control plane costs, side by side with the
-//! alternatives, in one run, with a verdict on each of issue 15's targets.
+//! The benchmark: what one device check costs the kernel, and what the
+//! control plane costs, side by side with the alternatives, in one run,
+//! with a verdict on each target (`targets.rs`).
 //! Everything it claims is a comparison of things measured side by side in
 //! the same run.
 //!
@@ -77,7 +77,7 @@
 //! - `syscalls.rs`: every syscall of an allow or deny, counted by strace;
 //! - `control_plane.rs`: QEMU starts and 10,000 allows, timed;
 //! - `stats.rs`: medians, quantiles, confidence intervals, paired ratios;
-//! - `targets.rs`: issue 15's targets and their verdicts;
+//! - `targets.rs`: the targets and their verdicts;
 //! - `report.rs`: the markdown report.
 
 mod cases;

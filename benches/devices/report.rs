@@ -103,6 +103,25 @@ pub(crate) fn report(
         solo: &samples.0,
         pairs: &samples.1,
     };
+    run_section(w, o, info);
+    let targets = targets_section(w, &net, s, steady);
+    per_check_section(w, &net);
+    same_opens_section(w, &net);
+    gross_section(w, &net);
+    syscalls_section(w, steady);
+    sequences_section(w, g, s);
+    start_parts_section(w, g, s);
+    every_check_section(w, &targets);
+    out
+}
+
+/// A paired ratio formatted by `f`, or a dash where there is none.
+fn or_dash(p: Option<Paired>, f: fn(&Paired) -> String) -> String {
+    p.map_or("–".into(), |p| f(&p))
+}
+
+/// How the run was made: command, machine, load, commit, method.
+fn run_section(w: &mut String, o: &Options, info: &RunInfo) {
     let _ = writeln!(w, "### Run\n");
     let mut command = "cargo bench --features testing --bench devices".to_string();
     if !o.given.is_empty() {
@@ -150,7 +169,10 @@ pub(crate) fn report(
         "- wall time of the run: {:.0} s",
         info.took.as_secs_f64()
     );
+}
 
+/// The targets and their verdicts (worst case of each).
+fn targets_section(w: &mut String, net: &Net, s: &Starts, steady: &Counts) -> Vec<Target> {
     let _ = writeln!(
         w,
         "\n### Targets (issue 15)\n\n\
@@ -159,7 +181,7 @@ pub(crate) fn report(
          | target | worst case | measured [95% CI] | verdict |\n\
          | --- | --- | --- | --- |"
     );
-    let targets = targets(&net, s, steady);
+    let targets = targets(net, s, steady);
     for t in &targets {
         let (place, measured) = t.worst().map_or(("–".into(), "–".into()), |c| {
             (c.place.clone(), c.measured.clone())
@@ -171,7 +193,11 @@ pub(crate) fn report(
             t.verdict().text()
         );
     }
+    targets
+}
 
+/// Each program alone on its cgroup: net ns per check and the ratios.
+fn per_check_section(w: &mut String, net: &Net) {
     let floors: Vec<f64> = net
         .solo
         .iter()
@@ -192,7 +218,6 @@ pub(crate) fn report(
         "| case | rules | seed | ours | runc-style | ours/seed | ours/runc | ours vs 10 |\n\
          | --- | --: | --: | --: | --: | --: | --: | --: |"
     );
-    let or_dash = |p: Option<Paired>, f: fn(&Paired) -> String| p.map_or("–".into(), |p| f(&p));
     for (c, case) in CASES.iter().enumerate() {
         for (i, &n) in SIZES.iter().enumerate() {
             let _ = writeln!(
@@ -222,7 +247,10 @@ pub(crate) fn report(
             );
         }
     }
+}
 
+/// The pairs measured on the same opens.
+fn same_opens_section(w: &mut String, net: &Net) {
     let _ = writeln!(
         w,
         "\n### On the same opens\n\n\
@@ -259,7 +287,10 @@ pub(crate) fn report(
             or_dash(net.same_opens(CONTROL_PAIR, c, 1.0), percent_ci),
         );
     }
+}
 
+/// Gross ns per check, with quartiles.
+fn gross_section(w: &mut String, net: &Net) {
     let _ = writeln!(
         w,
         "\n<details><summary>Gross ns per check: median [p25–p75] over rounds</summary>\n\n\
@@ -295,7 +326,10 @@ pub(crate) fn report(
         }
     }
     let _ = writeln!(w, "\n</details>");
+}
 
+/// System calls per operation, ours against libvirt's C code.
+fn syscalls_section(w: &mut String, steady: &Counts) {
     let _ = writeln!(
         w,
         "\n### Control plane\n\n\
@@ -314,6 +348,10 @@ pub(crate) fn report(
             op.libvirt
         );
     }
+}
+
+/// A QEMU start and 10,000 allows, timed and counted against references.
+fn sequences_section(w: &mut String, g: &Growth, s: &Starts) {
     let grow = paired(&g.ours, &g.floor, 1.0);
     let start = paired(&s.ours.total, &s.libvirt.total, 1.0);
     let _ = writeln!(
@@ -341,6 +379,10 @@ pub(crate) fn report(
         g.ours_calls.describe(1),
         g.floor_calls.describe(1)
     );
+}
+
+/// Where a QEMU start's time goes, and the absolute times for scale.
+fn start_parts_section(w: &mut String, g: &Growth, s: &Starts) {
     let rest = |side: &Side| -> Vec<f64> {
         side.total
             .iter()
@@ -388,14 +430,17 @@ pub(crate) fn report(
         median(&g.ours) * 1e3,
         median(&g.floor) * 1e3
     );
+}
 
+/// Every check of every target.
+fn every_check_section(w: &mut String, targets: &[Target]) {
     let _ = writeln!(
         w,
         "\n<details><summary>Every check of the targets</summary>\n\n\
          | target | case | measured [95% CI] | verdict |\n\
          | --- | --- | --- | --- |"
     );
-    for t in &targets {
+    for t in targets {
         for (i, c) in t.checks.iter().enumerate() {
             let _ = writeln!(
                 w,
@@ -408,5 +453,4 @@ pub(crate) fn report(
         }
     }
     let _ = writeln!(w, "\n</details>");
-    out
 }

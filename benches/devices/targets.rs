@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! Issue 15's targets, each checked on this run's numbers with a verdict.
+//! The targets the library is held to (BENCHMARKS.md), each checked on
+//! this run's numbers with a verdict.
 //!
 //! A timed comparison is MET when its whole 95% confidence interval is on
 //! the right side of the line, NOT MET when the whole interval is on the

@@ -4,7 +4,7 @@
 //! README's demo. `vircgroup-devices --help` is the manual.
 //!
 //! Arguments are parsed by hand so that the library gains no dependency.
-//! `list` and `check` only read (`devices::inspect`): looking at a VM's
+//! `list` and `check` only read (`api::inspect`): looking at a VM's
 //! cgroup never replaces libvirt's program. `run` and `demo` block the
 //! signals that end them, so a Ctrl-C or SIGTERM at any moment is forwarded
 //! to the child and followed by the removal of the scratch cgroup.
@@ -19,8 +19,8 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use vircgroup_v2_devices::api::{self, Edit, Inspection, Program};
 use vircgroup_v2_devices::cgroup::cgroup2_mount;
-use vircgroup_v2_devices::devices::{self, Edit, Inspection, Program};
 use vircgroup_v2_devices::rollback;
 use vircgroup_v2_devices::rules::{self, Rule};
 
@@ -249,6 +249,44 @@ fn strings(args: &[OsString]) -> Res<Vec<&str>> {
         .collect()
 }
 
+/// Runs `cmd` (not `run`) on CGROUP `cg` and the other arguments.
+fn command(cmd: &str, cg: Option<&std::ffi::OsStr>, args: &[&str]) -> Res<u8> {
+    let usage = |what: &str| Fail::Usage(format!("{cmd}: {what} (see '{NAME} {cmd} --help')"));
+    match (cmd, cg, args) {
+        ("demo", None, []) => demo(),
+        ("list", Some(cg), []) => list(&cgroup_path(cg)?),
+        ("detach", Some(cg), []) => detach(&cgroup_path(cg)?),
+        ("to-libvirt", Some(cg), []) => to_libvirt(&cgroup_path(cg)?),
+        ("check", Some(cg), [rule]) => {
+            let rule = parse_rule(rule)?;
+            check(&cgroup_path(cg)?, &rule)
+        }
+        ("allow" | "deny", Some(cg), rules) if !rules.is_empty() => {
+            // Rules first: a usage error before any note about CGROUP.
+            let changes = rules
+                .iter()
+                .map(|r| parse_change(r, cmd == "allow"))
+                .collect::<Res<Vec<_>>>()?;
+            change(&cgroup_path(cg)?, cg, &changes)
+        }
+        ("demo", ..) => Err(usage("takes no argument")),
+        ("list" | "detach" | "to-libvirt", ..) => Err(usage("expected CGROUP")),
+        ("check", ..) => Err(usage("expected CGROUP and one RULE")),
+        _ => Err(usage("expected CGROUP and at least one RULE")),
+    }
+}
+
+/// `help [COMMAND]`: the manual, or one command's.
+fn print_help(rest: &[OsString]) -> Res<u8> {
+    let help = match strings(rest)?.first() {
+        None => USAGE,
+        Some(topic) => help_of(topic)
+            .ok_or_else(|| Fail::Usage(format!("no command '{topic}' (see '{NAME} --help')")))?,
+    };
+    print!("{help}");
+    Ok(0)
+}
+
 fn dispatch(args: &[OsString]) -> Res<u8> {
     let Some((cmd, rest)) = args.split_first() else {
         eprint!("{USAGE}");
@@ -262,16 +300,7 @@ fn dispatch(args: &[OsString]) -> Res<u8> {
         _ => {}
     }
     let help = match cmd {
-        "-h" | "--help" | "help" => {
-            let help = match strings(rest)?.first() {
-                None => USAGE,
-                Some(topic) => help_of(topic).ok_or_else(|| {
-                    Fail::Usage(format!("no command '{topic}' (see '{NAME} --help')"))
-                })?,
-            };
-            print!("{help}");
-            return Ok(0);
-        }
+        "-h" | "--help" | "help" => return print_help(rest),
         "-V" | "--version" => {
             println!("{NAME} {}", env!("CARGO_PKG_VERSION"));
             return Ok(0);
@@ -301,28 +330,7 @@ fn dispatch(args: &[OsString]) -> Res<u8> {
         Some((cg, args)) => (Some(cg.as_os_str()), strings(args)?),
         None => (None, Vec::new()),
     };
-    match (cmd, cg, &args[..]) {
-        ("demo", None, []) => demo(),
-        ("list", Some(cg), []) => list(&cgroup_path(cg)?),
-        ("detach", Some(cg), []) => detach(&cgroup_path(cg)?),
-        ("to-libvirt", Some(cg), []) => to_libvirt(&cgroup_path(cg)?),
-        ("check", Some(cg), [rule]) => {
-            let rule = parse_rule(rule)?;
-            check(&cgroup_path(cg)?, &rule)
-        }
-        ("allow" | "deny", Some(cg), rules) if !rules.is_empty() => {
-            // Rules first: a usage error before any note about CGROUP.
-            let changes = rules
-                .iter()
-                .map(|r| parse_change(r, cmd == "allow"))
-                .collect::<Res<Vec<_>>>()?;
-            change(&cgroup_path(cg)?, cg, &changes)
-        }
-        ("demo", ..) => Err(usage("takes no argument")),
-        ("list" | "detach" | "to-libvirt", ..) => Err(usage("expected CGROUP")),
-        ("check", ..) => Err(usage("expected CGROUP and one RULE")),
-        _ => Err(usage("expected CGROUP and at least one RULE")),
-    }
+    command(cmd, cg, &args)
 }
 
 fn help_of(cmd: &str) -> Option<&'static str> {
@@ -339,6 +347,44 @@ fn help_of(cmd: &str) -> Option<&'static str> {
     })
 }
 
+/// `rel` (leading slashes dropped) under the cgroup2 mount.
+fn under_mount(mount: &Path, rel: &[u8]) -> PathBuf {
+    let rel = &rel[rel.iter().take_while(|&&b| b == b'/').count()..];
+    mount.join(OsStr::from_bytes(rel))
+}
+
+/// Says on stderr that the CGROUP typed (`bytes`) is taken as `path`.
+fn note(bytes: &[u8], path: &Path, why: &str) {
+    eprintln!(
+        "{NAME}: note: {} {why}: using {}",
+        rules::quoted_bytes(bytes),
+        rules::quoted_path(path)
+    );
+}
+
+/// The cgroup of a `/proc/PID/cgroup` line of cgroup v2, `0::` then `rel`.
+fn proc_line_path(bytes: &[u8], rel: &[u8]) -> Res<PathBuf> {
+    let typed = || rules::quoted_bytes(bytes);
+    if !rel.starts_with(b"/") {
+        return Err(Fail::Usage(format!(
+            "CGROUP {}: a /proc/PID/cgroup line of cgroup v2 is '0::/PATH'",
+            typed()
+        )));
+    }
+    let mount = cgroup2_mount().ok_or_else(|| failed("no cgroup2 filesystem is mounted"))?;
+    let path = under_mount(&mount, rel);
+    if !path.exists() {
+        return Err(failed(format!(
+            "cgroup path {} (of the /proc/PID/cgroup line {}): {}",
+            rules::quoted_path(&path),
+            typed(),
+            nix::errno::Errno::ENOENT.desc()
+        )));
+    }
+    note(bytes, &path, "is a /proc/PID/cgroup line");
+    Ok(path)
+}
+
 /// CGROUP as an absolute path. A relative path is under the cgroup2 mount,
 /// and so are the paths /proc/PID/cgroup shows: its cgroup v2 line
 /// `0::/PATH`, or `/PATH` alone when no such absolute path exists but the
@@ -352,35 +398,8 @@ fn cgroup_path(arg: &OsStr) -> Res<PathBuf> {
     }
     let typed = || rules::quoted_bytes(bytes);
     let mount = || cgroup2_mount().ok_or_else(|| failed("no cgroup2 filesystem is mounted"));
-    let under = |mount: &Path, rel: &[u8]| {
-        let rel = &rel[rel.iter().take_while(|&&b| b == b'/').count()..];
-        mount.join(OsStr::from_bytes(rel))
-    };
-    let note = |path: &Path, why: &str| {
-        eprintln!(
-            "{NAME}: note: {} {why}: using {}",
-            typed(),
-            rules::quoted_path(path)
-        );
-    };
     if let Some(rel) = bytes.strip_prefix(b"0::") {
-        if !rel.starts_with(b"/") {
-            return Err(Fail::Usage(format!(
-                "CGROUP {}: a /proc/PID/cgroup line of cgroup v2 is '0::/PATH'",
-                typed()
-            )));
-        }
-        let path = under(&mount()?, rel);
-        if !path.exists() {
-            return Err(failed(format!(
-                "cgroup path {} (of the /proc/PID/cgroup line {}): {}",
-                rules::quoted_path(&path),
-                typed(),
-                nix::errno::Errno::ENOENT.desc()
-            )));
-        }
-        note(&path, "is a /proc/PID/cgroup line");
-        return Ok(path);
+        return proc_line_path(bytes, rel);
     }
     if let Some((hierarchy, controllers)) = arg.to_str().and_then(v1_proc_line) {
         return Err(Fail::Usage(format!(
@@ -400,9 +419,9 @@ fn cgroup_path(arg: &OsStr) -> Res<PathBuf> {
     if typed_path.exists() || typed_path.starts_with(&mount) {
         return Ok(typed_path.to_path_buf());
     }
-    let under = under(&mount, bytes);
+    let under = under_mount(&mount, bytes);
     if under.exists() {
-        note(&under, "does not exist");
+        note(bytes, &under, "does not exist");
         return Ok(under);
     }
     Err(failed(format!(
@@ -440,7 +459,7 @@ fn parse_rule(text: &str) -> Res<Rule> {
         .ok_or_else(|| invalid(&"expected a device node and permissions ('/dev/kvm rw')"))?;
     let perms = rules::parse_perms(perms).map_err(|e| invalid(&e))?;
     let path = path.trim_end();
-    devices::device_rule(path, perms)?
+    api::device_rule(path, perms)?
         .ok_or_else(|| failed(format!("{} is not a device node", rules::quoted(path))))
 }
 
@@ -501,7 +520,7 @@ fn unknown(cg: &Path, others: &[Program]) -> String {
 
 fn list(cg: &Path) -> Res<u8> {
     let shown = show(cg);
-    let Inspection { rules, others, .. } = devices::inspect(cg)?;
+    let Inspection { rules, others, .. } = api::inspect(cg)?;
     let Some((prog, entries)) = rules else {
         if !others.is_empty() {
             return Err(failed(format!(
@@ -527,7 +546,7 @@ fn list(cg: &Path) -> Res<u8> {
 }
 
 fn check(cg: &Path, rule: &Rule) -> Res<u8> {
-    let Inspection { rules, others, .. } = devices::inspect(cg)?;
+    let Inspection { rules, others, .. } = api::inspect(cg)?;
     let allowed = match rules {
         None if others.is_empty() => true,
         None => return Err(failed(format!("cannot tell: {}", unknown(cg, &others)))),
@@ -544,7 +563,7 @@ fn check(cg: &Path, rule: &Rule) -> Res<u8> {
 
 fn change(cg: &Path, arg: &OsStr, changes: &[Edit]) -> Res<u8> {
     let shown = show(cg);
-    let seen = devices::inspect(cg)?;
+    let seen = api::inspect(cg)?;
     if seen.rules.is_none() && !matches!(changes[0], Edit::DenyAll) {
         let why = if seen.others.is_empty() {
             format!("'{shown}' has no device program, so every device is allowed")
@@ -558,7 +577,7 @@ fn change(cg: &Path, arg: &OsStr, changes: &[Edit]) -> Res<u8> {
         )));
     }
     // All of them in one step, or none.
-    devices::change(cg, changes)?;
+    api::change(cg, changes)?;
     Ok(0)
 }
 
@@ -578,7 +597,7 @@ fn detach(cg: &Path) -> Res<u8> {
         rules,
         libvirt,
         others,
-    } = devices::inspect(cg)?;
+    } = api::inspect(cg)?;
     let Some((prog, _)) = rules else {
         if !others.is_empty() {
             return Err(failed(format!(
@@ -589,7 +608,7 @@ fn detach(cg: &Path) -> Res<u8> {
         println!("no device program is attached to '{shown}'");
         return Ok(0);
     };
-    devices::detach_prog(cg)?;
+    api::detach_prog(cg)?;
     let whose = if libvirt {
         "libvirt's"
     } else {
@@ -643,9 +662,9 @@ fn run(cmd: &str, args: &[OsString]) -> Res<u8> {
 
     let signals = Signals::block()?;
     let mut scratch = Scratch::create("run")?;
-    devices::deny_all(&scratch.path)?;
+    api::deny_all(&scratch.path)?;
     for rule in &rules {
-        devices::allow(&scratch.path, rule)?;
+        api::allow(&scratch.path, rule)?;
     }
     let mut child = Command::new(self_exe()?)
         .arg("__join")
@@ -783,7 +802,7 @@ impl Scratch {
     /// SIGKILL to each process in cgroup.procs) and removes it.
     fn remove(&mut self) -> Res<()> {
         self.removed = true;
-        let _ = devices::remove_prog(&self.path);
+        let _ = api::remove_prog(&self.path);
         let mut killed = false;
         for _ in 0..250 {
             match std::fs::remove_dir(&self.path) {
@@ -839,11 +858,11 @@ fn demo() -> Res<u8> {
     let before = demo_probe(&cg, &devs)?;
     println!("\nDeny every device, then allow /dev/null (c 1:3):");
     println!("  $ {NAME} deny {name} a");
-    devices::deny_all(&cg)?;
+    api::deny_all(&cg)?;
     println!("  $ {NAME} allow {name} 'c 1:3 rw'");
-    devices::allow(&cg, &"c 1:3 rw".parse()?)?;
+    api::allow(&cg, &"c 1:3 rw".parse()?)?;
     println!("  $ {NAME} list {name}");
-    let seen = devices::inspect(&cg)?;
+    let seen = api::inspect(&cg)?;
     let entries = seen.rules.map(|r| r.1).unwrap_or_default();
     for line in rules::list_text(&entries).lines() {
         println!("  {line}");

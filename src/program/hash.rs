@@ -5,25 +5,19 @@
 //! [`NAME`]. Its instructions are those of format 4 (the releases before
 //! the table), unchanged, so its tag is theirs: formats 4 and 5 differ in
 //! their name and in the index, which in format 5 has one more slot, the
-//! generation word ([`GENERATION_SLOT`]) that tells other writers that the
+//! generation word (`hash::layout::GENERATION_SLOT`) that tells other writers that the
 //! map changed.
 #![forbid(unsafe_code)]
 
+use crate::hash::layout::{INDEX_GLOBAL, INDEX_PRESENT};
 use crate::insn::op::*;
 use crate::insn::reg::*;
 use crate::insn::*;
-use crate::rules::{INDEX_GLOBAL, INDEX_PRESENT};
 
 /// The format of this program and its maps.
 pub const FORMAT: u32 = 5;
 /// The program's name: the format is readable from `bpftool prog show`.
 pub const NAME: &str = "vcg2dev_f5";
-/// The index slot every writer bumps after changing the rule map.
-pub const GENERATION_SLOT: u32 = INDEX_GLOBAL + 1;
-/// Slots of the format 5 index: one per major, the global one, the
-/// generation.
-pub const INDEX_ENTRIES: u32 = GENERATION_SLOT + 1;
-
 /// The library's device program for the rule map `rules` and its wildcard
 /// index `index`.
 ///

@@ -15,10 +15,9 @@
 //! cgroup has.
 #![forbid(unsafe_code)]
 
-use crate::insn::Insn;
-
 pub mod asm;
 pub mod hash;
+#[cfg(any(test, feature = "testing"))]
 pub mod interp;
 pub mod legacy;
 pub mod libvirt;
@@ -31,16 +30,13 @@ pub use table::table_program;
 /// The license the programs are loaded with.
 pub const LICENSE: &str = "GPL";
 
-/// The instructions as the bytes the kernel receives.
-pub fn to_bytes(prog: &[Insn]) -> Vec<u8> {
-    prog.iter().flat_map(|i| i.to_bytes()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::insn::op::BPF_JEQ;
-    use crate::rules::{self, Rule, DEV_BLOCK, DEV_CHAR};
+    use crate::insn::Insn;
+    use crate::rules::{self, DEV_BLOCK, DEV_CHAR};
+    use crate::testing::{map_of, rule, rules_map};
     use std::collections::HashMap;
 
     /// The seed's program, one instruction per line as 16 hex digits
@@ -108,8 +104,13 @@ mod tests {
             rule(b'c', -1, -1, rules::MKNOD),
             rule(b'c', 1, 3, rules::RW),
         ]);
-        let full: HashMap<u32, u32> = (0..rules::INDEX_SLOTS)
-            .map(|s| (s, rules::INDEX_PRESENT | rules::INDEX_PRESENT >> 1))
+        let full: HashMap<u32, u32> = (0..crate::hash::layout::INDEX_SLOTS)
+            .map(|s| {
+                (
+                    s,
+                    crate::hash::layout::INDEX_PRESENT | crate::hash::layout::INDEX_PRESENT >> 1,
+                )
+            })
             .collect();
         let (everything, exact) = (maps(&map), with_index(&map, full));
         let none = with_index(&map, HashMap::new());
@@ -136,18 +137,12 @@ mod tests {
     const ACC_READ: u32 = 2;
     const ACC_WRITE: u32 = 4;
 
-    fn map_of(rules: &[Rule]) -> HashMap<u64, u32> {
-        let mut map = HashMap::new();
-        for r in rules {
-            *map.entry(r.key()).or_insert(0) |= r.value();
-        }
-        map
-    }
-
     /// Our program's maps (fds 3 and 4) for `rules`, with the index the
     /// library writes for them.
     fn maps(rules: &HashMap<u64, u32>) -> interp::Maps {
-        let index = rules::index_words(rules).into_iter().collect();
+        let index = crate::hash::layout::index_words(rules)
+            .into_iter()
+            .collect();
         with_index(rules, index)
     }
 
@@ -157,7 +152,7 @@ mod tests {
             (
                 4,
                 interp::Map::Array {
-                    len: rules::INDEX_SLOTS,
+                    len: crate::hash::layout::INDEX_SLOTS,
                     words: index,
                 },
             ),
@@ -174,18 +169,9 @@ mod tests {
         run_with(&maps(map), ty, acc, major, minor)
     }
 
-    fn rule(t: u8, ma: i32, mi: i32, p: i32) -> Rule {
-        Rule::new(t, ma, mi, p).unwrap()
-    }
-
     #[test]
     fn our_program_decides_like_cgroup_v1() {
-        let map = map_of(&[
-            rule(b'c', 1, 3, rules::RW),
-            rule(b'b', 1, 3, rules::READ),
-            rule(b'c', 136, -1, rules::RW),
-            rule(b'b', -1, 7, rules::MKNOD),
-        ]);
+        let map = rules_map(&["c 1:3 rw", "b 1:3 r", "c 136:* rw", "b *:7 m"]);
         let (c, b) = (DEV_CHAR, DEV_BLOCK);
         let rw = ACC_READ | ACC_WRITE;
         assert!(run(&map, c, rw, 1, 3));
@@ -227,12 +213,13 @@ mod tests {
     /// every type, access and device of a grid of rules.
     #[test]
     fn program_and_check_model_agree() {
-        let map = map_of(&[
-            rule(b'c', 1, 3, rules::RW),
-            rule(b'b', 1, 3, rules::READ),
-            rule(b'c', 1, -1, rules::MKNOD),
-            rule(b'a', -1, 3, rules::WRITE),
-            rule(b'b', 8, 0, rules::RWM),
+        let map = rules_map(&[
+            "c 1:3 rw",
+            "b 1:3 r",
+            "c 1:* m",
+            "c *:3 w",
+            "b *:3 w",
+            "b 8:0 rwm",
         ]);
         for ty in [b'b', b'c'] {
             for perms in 1..=7 {

@@ -10,6 +10,8 @@ use crate::insn::op::*;
 use crate::insn::reg::*;
 use crate::insn::*;
 use crate::table::layout::*;
+use crate::table::Table;
+use std::os::fd::AsRawFd;
 
 /// The format this program and its table are: the number in [`NAME`] and
 /// in the table's magic word.
@@ -19,6 +21,13 @@ pub const NAME: &str = "vcg2dev_f6";
 
 const R4: u8 = 4;
 const R5: u8 = 5;
+
+/// The program for `table`: its map, bucket bits, multipliers and whether
+/// it has `*:m` rules, all read from the table's header.
+pub fn for_table(table: &Table) -> Vec<Insn> {
+    let (bits, mult) = table.params();
+    table_program(table.map().as_raw_fd(), bits, mult, table.has_minor_code())
+}
 
 /// The program for the table map `table` (fd) with `2^bits` buckets and
 /// the hash multipliers `mult` (both in the table's header too); with the
@@ -157,18 +166,12 @@ fn probe(a: &mut Asm, bits: u32, mult: [u64; 2], next: Label, allow: Label) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::program::{asm::disassemble, hash_program, interp};
+    use crate::program::{hash_program, interp};
     use crate::rules::{self, Rule, DEV_BLOCK, DEV_CHAR};
     use crate::table::Image;
+    use crate::testing::disasm::disassemble;
+    use crate::testing::{map_of, rule, rules_map};
     use std::collections::HashMap;
-
-    fn map_of(rules: &[Rule]) -> HashMap<u64, u32> {
-        let mut map = HashMap::new();
-        for r in rules {
-            *map.entry(r.key()).or_insert(0) |= r.value();
-        }
-        map
-    }
 
     /// The table program and the format 5 program (the reference: the
     /// releases before the table decided with it) on the same rules.
@@ -180,7 +183,9 @@ mod tests {
     impl Both {
         fn new(rules: &HashMap<u64, u32>, max: u32) -> Both {
             let image = Image::build(max, rules).unwrap();
-            let words = rules::index_words(rules).into_iter().collect();
+            let words = crate::hash::layout::index_words(rules)
+                .into_iter()
+                .collect();
             Both {
                 table: (
                     table_program(3, image.bits, image.mult, image.minor_code()),
@@ -193,7 +198,7 @@ mod tests {
                         (
                             6,
                             interp::Map::Array {
-                                len: crate::program::hash::INDEX_ENTRIES,
+                                len: crate::hash::layout::INDEX_ENTRIES,
                                 words,
                             },
                         ),
@@ -212,21 +217,18 @@ mod tests {
         }
     }
 
-    fn rule(t: u8, ma: i32, mi: i32, p: i32) -> Rule {
-        Rule::new(t, ma, mi, p).unwrap()
-    }
-
     #[test]
     fn decides_like_the_format_5_program() {
-        let map = map_of(&[
-            rule(b'c', 1, 3, rules::RW),
-            rule(b'b', 1, 3, rules::READ),
-            rule(b'c', 136, -1, rules::RW),
-            rule(b'b', -1, 7, rules::MKNOD),
-            rule(b'c', 1, -1, rules::MKNOD),
-            rule(b'a', -1, 3, rules::WRITE),
-            rule(b'c', 0, 0, rules::READ),
-            rule(b'b', 4095, 1_048_575, rules::RWM),
+        let map = rules_map(&[
+            "c 1:3 rw",
+            "b 1:3 r",
+            "c 136:* rw",
+            "b *:7 m",
+            "c 1:* m",
+            "c *:3 w",
+            "b *:3 w",
+            "c 0:0 r",
+            "b 4095:1048575 rwm",
         ]);
         let both = Both::new(&map, 64);
         let mut allowed = 0;
@@ -289,8 +291,8 @@ mod tests {
     /// there.
     #[test]
     fn keys_in_their_second_bucket_are_found() {
+        use crate::table::layout::slot_key;
         use crate::table::layout::{bucket, BUCKETS_OFF};
-        use crate::table::slot_key;
         let mut in_second = 0;
         for round in 0..50 {
             let list: Vec<Rule> = (0..15)

@@ -1,27 +1,13 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
+//! bpf(2): one function per command, each filling only the `bpf_attr`
+//! fields it uses, all through the one entry [`bpf`].
+use super::cmd;
+use super::features::{Feature, Since, BASE};
+use super::memlock::memlock_retry;
 use crate::insn::Insn;
 use crate::{Error, Result};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-
-/// `enum bpf_cmd` values used here.
-#[allow(missing_docs)]
-pub mod cmd {
-    pub const MAP_CREATE: i32 = 0;
-    pub const MAP_LOOKUP_ELEM: i32 = 1;
-    pub const MAP_UPDATE_ELEM: i32 = 2;
-    pub const MAP_DELETE_ELEM: i32 = 3;
-    pub const MAP_GET_NEXT_KEY: i32 = 4;
-    pub const PROG_LOAD: i32 = 5;
-    pub const PROG_ATTACH: i32 = 8;
-    pub const PROG_DETACH: i32 = 9;
-    pub const PROG_GET_FD_BY_ID: i32 = 13;
-    pub const MAP_GET_FD_BY_ID: i32 = 14;
-    pub const OBJ_GET_INFO_BY_FD: i32 = 15;
-    pub const PROG_QUERY: i32 = 16;
-    pub const MAP_LOOKUP_BATCH: i32 = 24;
-    pub const MAP_UPDATE_BATCH: i32 = 26;
-}
 
 /// `BPF_MAP_TYPE_HASH`.
 pub const BPF_MAP_TYPE_HASH: u32 = 1;
@@ -41,16 +27,6 @@ pub const BPF_F_REPLACE: u32 = 4;
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 /// `BPF_ANY` update flag.
 pub const BPF_ANY: u64 = 0;
-
-/// The first Linux release that has what a call needs: the command, or a
-/// flag or instruction it passes. Documented per call; in test builds the
-/// hook can emulate an older kernel by refusing calls newer than it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Since(pub u32, pub u32);
-
-/// What every call of this library needs at least: `BPF_PROG_TYPE_CGROUP_DEVICE`,
-/// `BPF_PROG_QUERY` and object names came with Linux 4.15.
-pub const BASE: Since = Since(4, 15);
 
 /// Bytes of the attr every command passes: more than the kernel's
 /// `union bpf_attr` (144 bytes in Linux 6.1's UAPI header; later kernels
@@ -296,18 +272,14 @@ fn elem_attr<K>(map: BorrowedFd<'_>, key: *const K, value: u64, flags: u64) -> M
 pub fn map_lookup<K: Key>(map: BorrowedFd<'_>, key: K) -> Result<Option<u32>> {
     let mut value = 0u32;
     let mut attr = elem_attr(map, &key, ptr(&mut value as *mut u32), 0);
-    match bpf(cmd::MAP_LOOKUP_ELEM, &mut attr, BASE) {
-        Ok(_) => Ok(Some(value)),
-        Err(libc::ENOENT) => Ok(None),
-        Err(e) => Err(failed(
-            cmd::MAP_LOOKUP_ELEM,
-            format_args!(
-                "bpf(BPF_MAP_LOOKUP_ELEM, map fd {}, key {key:#x})",
-                map.as_raw_fd()
-            ),
-            e,
-        )),
-    }
+    let ret = bpf(cmd::MAP_LOOKUP_ELEM, &mut attr, BASE);
+    let found = key_found(ret, cmd::MAP_LOOKUP_ELEM, || {
+        format!(
+            "bpf(BPF_MAP_LOOKUP_ELEM, map fd {}, key {key:#x})",
+            map.as_raw_fd()
+        )
+    })?;
+    Ok(found.then_some(value))
 }
 
 /// `BPF_MAP_UPDATE_ELEM` with `BPF_ANY`.
@@ -330,17 +302,27 @@ pub fn map_update<K: Key>(map: BorrowedFd<'_>, key: K, value: u32) -> Result<()>
 /// `BPF_MAP_DELETE_ELEM`; `Ok(false)` when the key was absent.
 pub fn map_delete<K: Key>(map: BorrowedFd<'_>, key: K) -> Result<bool> {
     let mut attr = elem_attr(map, &key, 0, 0);
-    match bpf(cmd::MAP_DELETE_ELEM, &mut attr, BASE) {
+    let ret = bpf(cmd::MAP_DELETE_ELEM, &mut attr, BASE);
+    key_found(ret, cmd::MAP_DELETE_ELEM, || {
+        format!(
+            "bpf(BPF_MAP_DELETE_ELEM, map fd {}, key {key:#x})",
+            map.as_raw_fd()
+        )
+    })
+}
+
+/// What a lookup, delete or next-key answered: true when the kernel found
+/// the key, false for `ENOENT` (an expected answer, not an error), else the
+/// error of the call `call` describes.
+fn key_found(
+    ret: std::result::Result<i64, i32>,
+    command: i32,
+    call: impl FnOnce() -> String,
+) -> Result<bool> {
+    match ret {
         Ok(_) => Ok(true),
         Err(libc::ENOENT) => Ok(false),
-        Err(e) => Err(failed(
-            cmd::MAP_DELETE_ELEM,
-            format_args!(
-                "bpf(BPF_MAP_DELETE_ELEM, map fd {}, key {key:#x})",
-                map.as_raw_fd()
-            ),
-            e,
-        )),
+        Err(e) => Err(failed(command, call(), e)),
     }
 }
 
@@ -371,7 +353,7 @@ pub fn map_update_batch<K: Key>(map: BorrowedFd<'_>, entries: &[(K, u32)]) -> Re
     if entries.is_empty() {
         return Ok(());
     }
-    if super::features::has(super::Feature::Batch) != Some(false) {
+    if super::features::has(Feature::Batch) != Some(false) {
         let keys: Vec<K> = entries.iter().map(|e| e.0).collect();
         let values: Vec<u32> = entries.iter().map(|e| e.1).collect();
         let mut attr = BatchAttr {
@@ -384,12 +366,12 @@ pub fn map_update_batch<K: Key>(map: BorrowedFd<'_>, entries: &[(K, u32)]) -> Re
         };
         match bpf(cmd::MAP_UPDATE_BATCH, &mut attr, Since(5, 6)) {
             Ok(_) => {
-                super::features::set(super::Feature::Batch, true);
+                super::features::set(Feature::Batch, true);
                 return Ok(());
             }
             // Before 5.6 the command does not exist: nothing was written.
-            Err(libc::EINVAL) if super::features::has(super::Feature::Batch).is_none() => {
-                super::features::set(super::Feature::Batch, false);
+            Err(libc::EINVAL) if super::features::has(Feature::Batch).is_none() => {
+                super::features::set(Feature::Batch, false);
             }
             Err(e) => {
                 return Err(failed(
@@ -415,7 +397,7 @@ pub fn map_update_batch<K: Key>(map: BorrowedFd<'_>, entries: &[(K, u32)]) -> Re
 /// (Linux 5.6) in as few calls as the kernel allows, or on a kernel without
 /// it (remembered) one `BPF_MAP_GET_NEXT_KEY` and one lookup per entry.
 pub fn map_lookup_batch<K: Key>(map: BorrowedFd<'_>, max: usize) -> Result<Vec<(K, u32)>> {
-    if super::features::has(super::Feature::Batch) == Some(false) {
+    if super::features::has(Feature::Batch) == Some(false) {
         return map_entries(map);
     }
     let chunk = max.max(1);
@@ -442,8 +424,8 @@ pub fn map_lookup_batch<K: Key>(map: BorrowedFd<'_>, max: usize) -> Result<Vec<(
         let done = match bpf(cmd::MAP_LOOKUP_BATCH, &mut attr, Since(5, 6)) {
             Ok(_) => false,
             Err(libc::ENOENT) => true,
-            Err(libc::EINVAL) if first && super::features::has(super::Feature::Batch).is_none() => {
-                super::features::set(super::Feature::Batch, false);
+            Err(libc::EINVAL) if first && super::features::has(Feature::Batch).is_none() => {
+                super::features::set(Feature::Batch, false);
                 return map_entries(map);
             }
             Err(e) => {
@@ -454,7 +436,7 @@ pub fn map_lookup_batch<K: Key>(map: BorrowedFd<'_>, max: usize) -> Result<Vec<(
                 ))
             }
         };
-        super::features::set(super::Feature::Batch, true);
+        super::features::set(Feature::Batch, true);
         let n = attr.count as usize;
         out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
         if done || n == 0 {
@@ -476,19 +458,15 @@ pub fn map_next_key<K: Key>(map: BorrowedFd<'_>, key: Option<K>) -> Result<Optio
         std::ptr::null()
     };
     let mut attr = elem_attr(map, key_ptr, ptr(&mut next as *mut K), 0);
-    match bpf(cmd::MAP_GET_NEXT_KEY, &mut attr, BASE) {
-        Ok(_) => Ok(Some(next)),
-        Err(libc::ENOENT) => Ok(None),
-        Err(e) => Err(failed(
-            cmd::MAP_GET_NEXT_KEY,
-            format_args!(
-                "bpf(BPF_MAP_GET_NEXT_KEY, map fd {}, key {})",
-                map.as_raw_fd(),
-                key.map_or("NULL".to_string(), |k| format!("{k:#x}"))
-            ),
-            e,
-        )),
-    }
+    let ret = bpf(cmd::MAP_GET_NEXT_KEY, &mut attr, BASE);
+    let found = key_found(ret, cmd::MAP_GET_NEXT_KEY, || {
+        format!(
+            "bpf(BPF_MAP_GET_NEXT_KEY, map fd {}, key {})",
+            map.as_raw_fd(),
+            key.map_or("NULL".to_string(), |k| format!("{k:#x}"))
+        )
+    })?;
+    Ok(found.then_some(next))
 }
 
 /// Every (key, value) of a map with 8-byte or 4-byte keys and 4-byte
@@ -567,6 +545,17 @@ pub fn prog_load(prog_type: u32, insns: &[Insn], license: &str, name: &str) -> R
         Ok(fd) => return Ok(fd),
         Err(e) => e,
     };
+    load_with_log(attempt, &call, errno)
+}
+
+/// A failed load again with the verifier log on, in a buffer that grows
+/// until the log fits: the error (`errno` of the first try unless this one
+/// fails otherwise) then carries the log. Loaded this time: the fd.
+fn load_with_log(
+    attempt: impl Fn(&mut [u8], u32) -> std::result::Result<OwnedFd, i32>,
+    call: &str,
+    errno: i32,
+) -> Result<OwnedFd> {
     let mut size = LOG_START;
     loop {
         let mut log = vec![0u8; size];
@@ -580,7 +569,7 @@ pub fn prog_load(prog_type: u32, insns: &[Insn], license: &str, name: &str) -> R
                 let text = text.trim_end();
                 let err = failed(
                     cmd::PROG_LOAD,
-                    &call,
+                    call,
                     if e == libc::ENOSPC { errno } else { e },
                 );
                 return Err(if text.is_empty() {
@@ -888,20 +877,6 @@ pub fn map_info(map: BorrowedFd<'_>) -> Result<MapInfo> {
     Ok(info)
 }
 
-/// What an fd refers to, as `/proc/self/fd` names it (`anon_inode:bpf-map`
-/// for a BPF map).
-pub fn fd_kind(fd: RawFd) -> Result<String> {
-    let link = format!("/proc/self/fd/{fd}");
-    std::fs::read_link(&link)
-        .map(|p| p.to_string_lossy().into_owned())
-        .map_err(|e| {
-            Error::sys(
-                format_args!("readlink({link})"),
-                e.raw_os_error().unwrap_or(libc::EIO),
-            )
-        })
-}
-
 #[cfg(feature = "testing")]
 /// `BPF_ENABLE_STATS` with `BPF_STATS_RUN_TIME`: the kernel counts every
 /// program's `run_time_ns` and `run_cnt` (see [`prog_info`]) while the
@@ -924,82 +899,6 @@ pub fn enable_stats() -> Result<OwnedFd> {
     bpf(ENABLE_STATS, &mut attr, Since(5, 8))
         .map(fd_result)
         .map_err(|e| Error::sys("bpf(BPF_ENABLE_STATS, BPF_STATS_RUN_TIME)", e))
-}
-
-/// Runs a map creation or program load; when it fails with `EPERM` or
-/// `ENOMEM`, raises `RLIMIT_MEMLOCK` (once per process) and, if the limit
-/// was raised, runs it once more. Before Linux 5.11 maps and programs are
-/// charged to that limit, which used to default to 64 KiB; like libbpf,
-/// the library lifts the soft limit to the hard one, and both to unlimited
-/// when the process may (`CAP_SYS_RESOURCE`). Kernels since 5.11 charge the
-/// memory cgroup instead, and never get here for the limit.
-///
-/// Threads that fail while another raises the limit wait for it (bounded,
-/// without a lock, so that a child forked meanwhile cannot hang) and then
-/// retry too: each of them may have been refused by the old limit.
-fn memlock_retry(
-    attempt: impl Fn() -> std::result::Result<OwnedFd, i32>,
-) -> std::result::Result<OwnedFd, i32> {
-    use std::sync::atomic::{AtomicU8, Ordering};
-    const UNTRIED: u8 = 0;
-    const RAISING: u8 = 1;
-    const RAISED: u8 = 2;
-    const NOT_RAISED: u8 = 3;
-    static STATE: AtomicU8 = AtomicU8::new(UNTRIED);
-    let e = match attempt() {
-        Err(e @ (libc::EPERM | libc::ENOMEM)) => e,
-        other => return other,
-    };
-    let state = match STATE.compare_exchange(UNTRIED, RAISING, Ordering::AcqRel, Ordering::Acquire)
-    {
-        Ok(_) => {
-            let state = if super::raise_memlock() {
-                RAISED
-            } else {
-                NOT_RAISED
-            };
-            STATE.store(state, Ordering::Release);
-            state
-        }
-        Err(mut state) => {
-            // setrlimit takes microseconds; 100 ms bounds a raise that
-            // never ends (a thread of the parent, in a forked child).
-            for _ in 0..100 {
-                if state != RAISING {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(1));
-                state = STATE.load(Ordering::Acquire);
-            }
-            state
-        }
-    };
-    if state == RAISED {
-        attempt()
-    } else {
-        Err(e)
-    }
-}
-
-/// Makes `onto`'s fd number refer to `from`'s object (`dup3`), closing
-/// what `onto` referred to and `from`'s own number: the object keeps the
-/// number a caller gave the library.
-pub fn dup_onto(from: OwnedFd, onto: OwnedFd) -> Result<OwnedFd> {
-    // SAFETY: both fds are open and owned here; dup3 atomically closes
-    // onto's old object and makes the number refer to from's, with
-    // O_CLOEXEC as every fd of the library.
-    let r = unsafe { libc::dup3(from.as_raw_fd(), onto.as_raw_fd(), libc::O_CLOEXEC) };
-    if r < 0 {
-        let errno = std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO);
-        return Err(Error::sys(
-            format_args!("dup3({}, {})", from.as_raw_fd(), onto.as_raw_fd()),
-            errno,
-        ));
-    }
-    drop(from);
-    Ok(onto)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! | `BPF_MAP_UPDATE_BATCH`, `BPF_MAP_LOOKUP_BATCH` | 5.6 | one call per entry |
 //! | `BPF_F_REPLACE` | 5.6 | beside `BPF_F_ALLOW_MULTI` programs: attach the new program, then detach the old (in between both run: allowed only what both allow) |
 //! | `BPF_F_MMAPABLE` arrays, `BPF_LD_MAP_VALUE` | 5.5, 5.2 | the format 5 program on a hash map and an index (`install`) |
-//! | memory cgroup accounting of BPF | 5.11 | raise `RLIMIT_MEMLOCK` (`memlock_retry`) |
+//! | memory cgroup accounting of BPF | 5.11 | raise `RLIMIT_MEMLOCK` (`memlock.rs`) |
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// A probed kernel feature.
@@ -69,32 +69,12 @@ pub fn set(f: Feature, yes: bool) {
     }
 }
 
-/// Raises `RLIMIT_MEMLOCK` as far as this process may: the soft limit to
-/// the hard one, then both to unlimited (which needs `CAP_SYS_RESOURCE`).
-/// True when the limit changed.
-pub fn raise_memlock() -> bool {
-    let Ok((soft, hard)) = super::memlock_limit() else {
-        return false;
-    };
-    let unlimited = super::UNLIMITED;
-    if soft == unlimited {
-        return false;
-    }
-    let raised = if super::set_memlock_limit(unlimited, unlimited).is_ok() {
-        unlimited
-    } else if hard > soft && super::set_memlock_limit(hard, hard).is_ok() {
-        hard
-    } else {
-        return false;
-    };
-    log::info!(
-        "raised RLIMIT_MEMLOCK from {soft} to {}: before Linux 5.11 BPF maps and programs \
-         are charged to it",
-        if raised == unlimited {
-            "unlimited".to_string()
-        } else {
-            raised.to_string()
-        }
-    );
-    true
-}
+/// The first Linux release that has what a call needs: the command, or a
+/// flag or instruction it passes. Documented per call; in test builds the
+/// hook can emulate an older kernel by refusing calls newer than it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Since(pub u32, pub u32);
+
+/// What every call of this library needs at least: `BPF_PROG_TYPE_CGROUP_DEVICE`,
+/// `BPF_PROG_QUERY` and object names came with Linux 4.15.
+pub const BASE: Since = Since(4, 15);

@@ -7,7 +7,7 @@
 //!
 //! Only in builds with the `testing` feature (tests and the benchmark);
 //! the release library has no hook.
-use super::bpf::Since;
+use super::features::Since;
 use std::cell::Cell;
 use std::sync::OnceLock;
 
@@ -60,7 +60,7 @@ pub fn emulate_query_revision(on: bool) {
 /// shows what this does to it.
 pub(crate) unsafe fn wrote_back(cmd: i32, attr: *mut u8) {
     let kernel = emulated().is_some_and(|k| Since(6, 17) <= k && k < Since(7, 2));
-    if cmd == super::bpf::cmd::PROG_QUERY && (kernel || OUT_OF_BOUNDS.with(Cell::get)) {
+    if cmd == super::cmd::PROG_QUERY && (kernel || OUT_OF_BOUNDS.with(Cell::get)) {
         // SAFETY: per this function's contract.
         unsafe {
             std::ptr::write_unaligned(

@@ -91,31 +91,32 @@ impl MapMemory {
         self.len == 0
     }
 
-    /// The 8-byte word at byte `offset`. Panics unless it is aligned and
-    /// inside the mapping.
-    pub fn word(&self, offset: usize) -> &AtomicU64 {
+    /// The address of the `size`-byte word at byte `offset`. Panics unless
+    /// it is aligned to its size and inside the mapping.
+    fn at(&self, offset: usize, size: usize) -> *mut u8 {
         assert!(
-            offset % 8 == 0 && offset + 8 <= self.len,
+            offset % size == 0 && offset + size <= self.len,
             "word at {offset} of {}",
             self.len
         );
-        // SAFETY: in bounds and 8-byte aligned (the mapping is page-aligned);
-        // the memory lives as long as `self`, and is only accessed through
-        // atomics.
-        unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(offset).cast()) }
+        // SAFETY: offset is inside the mapping (checked above).
+        unsafe { self.ptr.as_ptr().add(offset) }
+    }
+
+    /// The 8-byte word at byte `offset`. Panics unless it is aligned and
+    /// inside the mapping.
+    pub fn word(&self, offset: usize) -> &AtomicU64 {
+        // SAFETY: `at` checked bounds and alignment (the mapping is
+        // page-aligned); the memory lives as long as `self`, and is only
+        // accessed through atomics.
+        unsafe { AtomicU64::from_ptr(self.at(offset, 8).cast()) }
     }
 
     /// The 4-byte word at byte `offset`. Panics unless it is aligned and
     /// inside the mapping.
     pub fn word32(&self, offset: usize) -> &AtomicU32 {
-        assert!(
-            offset % 4 == 0 && offset + 4 <= self.len,
-            "word at {offset} of {}",
-            self.len
-        );
-        // SAFETY: in bounds and 4-byte aligned; lives as long as `self`;
-        // only accessed through atomics.
-        unsafe { AtomicU32::from_ptr(self.ptr.as_ptr().add(offset).cast()) }
+        // SAFETY: as for `word`.
+        unsafe { AtomicU32::from_ptr(self.at(offset, 4).cast()) }
     }
 
     /// The byte at `offset`. Panics unless it is inside the mapping.

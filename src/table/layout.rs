@@ -37,6 +37,8 @@
 //! when one of the rules naming the device grants it, which is one bit.
 #![forbid(unsafe_code)]
 
+use crate::rules::{BLOCK_SHIFT, CHAR_SHIFT, PRESENT, WILDCARD};
+
 /// `b"vcg2tab\0"` with the format number in the last byte.
 pub const MAGIC: u64 = u64::from_be_bytes(*b"vcg2tab\0") | 6;
 /// First hash multiplier.
@@ -110,4 +112,118 @@ pub const fn value_size(bits: u32) -> usize {
 /// multiplier: what the program computes.
 pub const fn bucket(key: u64, mult: u64, bits: u32) -> usize {
     (key.wrapping_mul(mult) >> (64 - bits)) as usize
+}
+
+/// The 16 mask bits of a value in the rule encoding (`rules`): for each
+/// type with a rule, the bits of the access sets its permissions include.
+pub fn masks_of(value: u32) -> u64 {
+    let mut out = 0;
+    for (shift, at) in [(BLOCK_SHIFT, 0), (CHAR_SHIFT, 8)] {
+        let half = (value >> shift) & 0xf;
+        if half & PRESENT == 0 {
+            continue;
+        }
+        let perms = half & 7;
+        for access in 0..8u32 {
+            if access & !perms == 0 {
+                out |= 1 << (at + access);
+            }
+        }
+    }
+    out
+}
+
+/// The value in the rule encoding of 16 mask bits; None when they are not
+/// what [`masks_of`] makes (not a rule of this library).
+pub fn value_of(masks: u64) -> Option<u32> {
+    if masks >> 16 != 0 {
+        return None;
+    }
+    let mut value = 0;
+    for (shift, at) in [(BLOCK_SHIFT, 0), (CHAR_SHIFT, 8)] {
+        let byte = (masks >> at) & 0xff;
+        if byte == 0 {
+            continue;
+        }
+        let perms = (0..8u32)
+            .filter(|a| byte & 1 << a != 0)
+            .fold(0, |p, a| p | a);
+        value |= (perms | PRESENT) << shift;
+    }
+    (crate::rules::valid_value(value) && masks_of(value) == masks).then_some(value)
+}
+
+/// The slot key (as it sits in a slot: shifted) of a rule key; None for
+/// `*:*`, which lives in the header.
+pub fn slot_key(key: u64) -> Option<u64> {
+    let (major, minor) = ((key >> 32) as u32, key as u32);
+    let (dev, kind) = match (major != WILDCARD, minor != WILDCARD) {
+        (true, true) => ((major as u64) << 20 | minor as u64, KIND_EXACT),
+        (true, false) => ((major as u64) << 20, KIND_MAJOR),
+        (false, true) => (minor as u64, KIND_MINOR),
+        (false, false) => return None,
+    };
+    Some((dev << 2 | kind) << KEY_SHIFT)
+}
+
+/// The rule key of an occupied slot; None for a slot no writer of this
+/// library makes.
+pub fn rule_key(slot: u64) -> Option<u64> {
+    let key = slot >> KEY_SHIFT;
+    let (dev, kind) = (key >> 2, key & 3);
+    let (major, minor) = (dev >> 20, dev & 0xf_ffff);
+    if dev >> 32 != 0 {
+        return None;
+    }
+    Some(match kind {
+        KIND_EXACT => major << 32 | minor,
+        KIND_MAJOR if minor == 0 => major << 32 | WILDCARD as u64,
+        KIND_MINOR if major == 0 => (WILDCARD as u64) << 32 | minor,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules;
+
+    #[test]
+    fn masks_encode_every_subset_of_the_permissions() {
+        // c 1:3 rw: char byte has bits 0 (F_OK), 2 (read), 4 (write), 6 (rw).
+        let v = rules::Rule::new(b'c', 1, 3, rules::RW).unwrap().value();
+        assert_eq!(masks_of(v), 0b0101_0101 << 8);
+        assert_eq!(value_of(masks_of(v)), Some(v));
+        let a = rules::Rule::new(b'a', -1, -1, rules::RWM).unwrap().value();
+        assert_eq!(masks_of(a), 0xffff);
+        for value in 1..0x1000u32 {
+            if rules::valid_value(value) {
+                assert_eq!(value_of(masks_of(value)), Some(value), "{value:#x}");
+            }
+        }
+        // Not a principal downset: read and write without read-write.
+        assert_eq!(value_of(0b0001_0101), None);
+        assert_eq!(value_of(1), None);
+        assert_eq!(value_of(1 << 16), None);
+    }
+
+    #[test]
+    fn slot_keys_round_trip_and_never_collide() {
+        let keys = [
+            rules::key_of(Some(0), Some(0)),
+            rules::key_of(Some(4095), Some(1_048_575)),
+            rules::key_of(Some(136), None),
+            rules::key_of(None, Some(77)),
+            rules::key_of(Some(0), None),
+            rules::key_of(None, Some(0)),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for k in keys {
+            let s = slot_key(k).unwrap();
+            assert!(s >= 1 << KEY_SHIFT && s & 0xffff == 0);
+            assert_eq!(rule_key(s), Some(k));
+            assert!(seen.insert(s));
+        }
+        assert_eq!(slot_key(u64::MAX), None);
+    }
 }

@@ -48,11 +48,14 @@
 //! that is what the kernel enforces until the next writer repairs it.
 #![forbid(unsafe_code)]
 
+mod image;
 pub mod layout;
+
+pub use image::Image;
 
 use crate::cgroup::{Cgroup, Locked};
 use crate::process;
-use crate::rules::{self, BLOCK_SHIFT, CHAR_SHIFT, PRESENT, WILDCARD};
+use crate::rules::{self, BLOCK_SHIFT, CHAR_SHIFT, PRESENT};
 use crate::sys::{self, MapMemory, BPF_F_MMAPABLE, BPF_MAP_TYPE_ARRAY};
 use crate::{Error, Result};
 use layout::*;
@@ -65,101 +68,6 @@ use std::time::{Duration, Instant};
 pub const MAP_NAME: &str = "vcg2dev_f6_tab";
 /// How long a writer waits for another process's change to finish.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
-
-/// The 16 mask bits of a value in the rule encoding (`rules`): for each
-/// type with a rule, the bits of the access sets its permissions include.
-pub fn masks_of(value: u32) -> u64 {
-    let mut out = 0;
-    for (shift, at) in [(BLOCK_SHIFT, 0), (CHAR_SHIFT, 8)] {
-        let half = (value >> shift) & 0xf;
-        if half & PRESENT == 0 {
-            continue;
-        }
-        let perms = half & 7;
-        for access in 0..8u32 {
-            if access & !perms == 0 {
-                out |= 1 << (at + access);
-            }
-        }
-    }
-    out
-}
-
-/// The value in the rule encoding of 16 mask bits; None when they are not
-/// what [`masks_of`] makes (not a rule of this library).
-pub fn value_of(masks: u64) -> Option<u32> {
-    if masks >> 16 != 0 {
-        return None;
-    }
-    let mut value = 0;
-    for (shift, at) in [(BLOCK_SHIFT, 0), (CHAR_SHIFT, 8)] {
-        let byte = (masks >> at) & 0xff;
-        if byte == 0 {
-            continue;
-        }
-        let perms = (0..8u32)
-            .filter(|a| byte & 1 << a != 0)
-            .fold(0, |p, a| p | a);
-        value |= (perms | PRESENT) << shift;
-    }
-    (crate::rules::valid_value(value) && masks_of(value) == masks).then_some(value)
-}
-
-/// The slot key (as it sits in a slot: shifted) of a rule key; None for
-/// `*:*`, which lives in the header.
-pub fn slot_key(key: u64) -> Option<u64> {
-    let (major, minor) = ((key >> 32) as u32, key as u32);
-    let (dev, kind) = match (major != WILDCARD, minor != WILDCARD) {
-        (true, true) => ((major as u64) << 20 | minor as u64, KIND_EXACT),
-        (true, false) => ((major as u64) << 20, KIND_MAJOR),
-        (false, true) => (minor as u64, KIND_MINOR),
-        (false, false) => return None,
-    };
-    Some((dev << 2 | kind) << KEY_SHIFT)
-}
-
-/// The rule key of an occupied slot; None for a slot no writer of this
-/// library makes.
-fn rule_key(slot: u64) -> Option<u64> {
-    let key = slot >> KEY_SHIFT;
-    let (dev, kind) = (key >> 2, key & 3);
-    let (major, minor) = (dev >> 20, dev & 0xf_ffff);
-    if dev >> 32 != 0 {
-        return None;
-    }
-    Some(match kind {
-        KIND_EXACT => major << 32 | minor,
-        KIND_MAJOR if minor == 0 => major << 32 | WILDCARD as u64,
-        KIND_MINOR if major == 0 => (WILDCARD as u64) << 32 | minor,
-        _ => return None,
-    })
-}
-
-/// Bucket bits of a table holding up to `max` rules: two buckets (8
-/// slots) per rule, so that a full table has an eighth of its slots used
-/// and a new key almost always finds a free slot in one of its two
-/// buckets (when it does not, the caller builds a new table with new
-/// multipliers). At 10,000 rules (a table of 16,384) a new key is then the
-/// first slot its probe reads about three times in four; with one bucket
-/// per rule it was about every other time, and an exact hit cost 5-11%
-/// more than at 10 rules (`BENCHMARKS.md`). The largest table keeps one bucket
-/// per rule: 2^17 buckets would make a value larger than the kernel's
-/// largest (`KMALLOC_MAX_SIZE`, 4 MiB). Tables made with one bucket per
-/// rule by earlier builds are read as they are: the bits are in the header.
-fn bits_for(max: u32) -> Result<u32> {
-    let buckets = max.max(2).checked_next_power_of_two().unwrap_or(u32::MAX);
-    let bits = buckets.trailing_zeros();
-    if bits > MAX_BUCKET_BITS || buckets == u32::MAX {
-        return Err(Error::new(
-            libc::E2BIG,
-            format!(
-                "a table of {max} rules is too large (at most {})",
-                1u32 << MAX_BUCKET_BITS
-            ),
-        ));
-    }
-    Ok((bits + 1).min(MAX_BUCKET_BITS))
-}
 
 /// A table map, mapped into this process.
 #[derive(Debug)]
@@ -243,16 +151,6 @@ impl Table {
         self.map
     }
 
-    /// The program for this table.
-    pub fn program(&self) -> Vec<crate::insn::Insn> {
-        crate::program::table_program(
-            self.map.as_raw_fd(),
-            self.bits,
-            self.mult,
-            self.has_minor_code(),
-        )
-    }
-
     /// Bucket bits and multipliers, which the program has as immediates.
     pub fn params(&self) -> (u32, [u64; 2]) {
         (self.bits, self.mult)
@@ -269,6 +167,7 @@ impl Table {
         self.header(COUNT_OFF) as usize
     }
 
+    #[cfg(feature = "testing")]
     /// The value bytes, for the oracle's interpreter.
     pub fn bytes(&self) -> Vec<u8> {
         (0..self.mem.len() / 8)
@@ -482,6 +381,7 @@ impl Table {
         out
     }
 
+    #[cfg(feature = "testing")]
     /// Whether what the program reads agrees with the rules: every major's
     /// masks are those of its `M:*` rule and of `*:*`, and the hints
     /// (`HAS_EXACT`, `ANY_MINOR`, the `*:m` probe) announce every rule.
@@ -640,27 +540,11 @@ impl<'a> Writer<'a> {
     /// nothing changed, and the caller builds a larger table.
     pub fn put(&self, key: u64, value: u32) -> Result<bool> {
         let t = self.table;
-        let count = t.word(COUNT_OFF);
         let Some(k) = slot_key(key) else {
-            let wild = t.word(WILD_OFF);
-            let old = wild.load(Ordering::Acquire);
-            let new = (old & !0xffff) | masks_of(value);
-            if new != old {
-                self.begin();
-                wild.store(new, Ordering::Release);
-                match (old & 0xffff != 0, value != 0) {
-                    (false, true) => count.fetch_add(1, Ordering::AcqRel),
-                    (true, false) => count.fetch_sub(1, Ordering::AcqRel),
-                    _ => 0,
-                };
-                // What every major's word says changes: one store each,
-                // each the old masks or the new.
-                for m in 0..=MAX_MAJOR {
-                    t.refresh_major(m);
-                }
-            }
+            self.put_wild(value);
             return Ok(true);
         };
+        let count = t.word(COUNT_OFF);
         let kind = (k >> KEY_SHIFT) & 3;
         let new = if value == 0 { 0 } else { k | masks_of(value) };
         let held = t.candidates(k).find(|&i| {
@@ -705,6 +589,31 @@ impl<'a> Writer<'a> {
 }
 
 impl Writer<'_> {
+    /// Sets the `*:*` rule's value (0 removes it): its masks in the wild
+    /// word, then in every major's word.
+    fn put_wild(&self, value: u32) {
+        let t = self.table;
+        let count = t.word(COUNT_OFF);
+        let wild = t.word(WILD_OFF);
+        let old = wild.load(Ordering::Acquire);
+        let new = (old & !0xffff) | masks_of(value);
+        if new == old {
+            return;
+        }
+        self.begin();
+        wild.store(new, Ordering::Release);
+        match (old & 0xffff != 0, value != 0) {
+            (false, true) => count.fetch_add(1, Ordering::AcqRel),
+            (true, false) => count.fetch_sub(1, Ordering::AcqRel),
+            _ => 0,
+        };
+        // What every major's word says changes: one store each,
+        // each the old masks or the new.
+        for m in 0..=MAX_MAJOR {
+            t.refresh_major(m);
+        }
+    }
+
     /// Removes every rule, in place: slot by slot, so that each check in
     /// between sees a subset of the old rules (the new policy, every device
     /// denied, is a subset of all of them); then the program's hints.
@@ -732,216 +641,5 @@ impl Drop for Writer<'_> {
             self.table.word(SEQ_OFF).fetch_add(1, Ordering::AcqRel);
         }
         self.table.word(LOCK_OFF).store(0, Ordering::Release);
-    }
-}
-
-/// A table's value, made in memory: what `Table::create` copies into a new
-/// map (and what the program's tests run on).
-#[derive(Debug, Clone)]
-pub struct Image {
-    /// Bucket bits.
-    pub bits: u32,
-    /// The hash multipliers.
-    pub mult: [u64; 2],
-    /// The value, as native-endian words.
-    pub words: Vec<u64>,
-}
-
-impl Image {
-    /// The value of a table of capacity `max` holding `rules`.
-    pub fn build(max: u32, rules: &HashMap<u64, u32>) -> Result<Image> {
-        let mut bits = bits_for(max)?;
-        let keyed: Vec<(u64, u64)> = rules
-            .iter()
-            .filter_map(|(&k, &v)| Some((slot_key(k)?, masks_of(v))))
-            .collect();
-        loop {
-            for _ in 0..8 {
-                let mult = random_mults();
-                if let Some(slots) = place(&keyed, bits, mult) {
-                    return Ok(Self::with_slots(max, bits, mult, rules, &slots));
-                }
-            }
-            // Eight draws that cannot place the keys: more buckets.
-            bits += 1;
-            if bits > MAX_BUCKET_BITS {
-                return Err(Error::new(
-                    libc::E2BIG,
-                    format!("cannot place {} rules in a table", rules.len()),
-                ));
-            }
-        }
-    }
-
-    fn with_slots(
-        max: u32,
-        bits: u32,
-        mult: [u64; 2],
-        rules: &HashMap<u64, u32>,
-        slots: &[u64],
-    ) -> Image {
-        let mut words = vec![0u64; value_size(bits) / 8];
-        words[0] = MAGIC;
-        words[MULT1_OFF / 8] = mult[0];
-        words[MULT2_OFF / 8] = mult[1];
-        words[BITS_OFF / 8] = bits as u64;
-        words[MAX_OFF / 8] = max as u64;
-        words[COUNT_OFF / 8] = rules.len() as u64;
-        let mut majors = vec![0u32; 4096];
-        let mut wild = 0;
-        let mut any_minor = false;
-        for (&key, &value) in rules {
-            match slot_key(key) {
-                None => wild |= masks_of(value),
-                Some(k) => {
-                    let k = k >> KEY_SHIFT;
-                    let major = (k >> 22) as usize;
-                    match k & 3 {
-                        KIND_EXACT => majors[major] |= HAS_EXACT,
-                        KIND_MAJOR => majors[major] |= masks_of(value) as u32,
-                        _ => any_minor = true,
-                    }
-                }
-            }
-        }
-        for m in majors.iter_mut() {
-            *m |= wild as u32;
-        }
-        if any_minor {
-            wild |= ANY_MINOR;
-            words[FLAGS_OFF / 8] = MINOR_CODE;
-        }
-        words[WILD_OFF / 8] = wild;
-        for (i, pair) in majors.chunks(2).enumerate() {
-            let (a, b) = (pair[0].to_ne_bytes(), pair[1].to_ne_bytes());
-            let bytes = [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]];
-            words[MAJORS_OFF / 8 + i] = u64::from_ne_bytes(bytes);
-        }
-        words[BUCKETS_OFF / 8..].copy_from_slice(slots);
-        Image { bits, mult, words }
-    }
-
-    /// Whether the table's program has the `*:m` probe.
-    pub fn minor_code(&self) -> bool {
-        self.words[FLAGS_OFF / 8] & MINOR_CODE != 0
-    }
-
-    /// The value as bytes.
-    pub fn bytes(&self) -> Vec<u8> {
-        self.words.iter().flat_map(|w| w.to_ne_bytes()).collect()
-    }
-}
-
-/// Places every (slot key, masks) in `2^bits` buckets of 4 with the
-/// multipliers `mult` (cuckoo placement: a key whose buckets are full
-/// evicts one that moves to its other bucket), in a table that is not
-/// in use. None when it does not fit.
-fn place(keyed: &[(u64, u64)], bits: u32, mult: [u64; 2]) -> Option<Vec<u64>> {
-    let mut slots = vec![0u64; SLOTS_PER_BUCKET << bits];
-    let buckets = |key: u64| mult.map(|m| bucket(key, m, bits));
-    let mut rng = mult[0] ^ mult[1].rotate_left(17);
-    for &(key, masks) in keyed {
-        let mut item = key | masks;
-        let mut kicks = 0;
-        'placing: loop {
-            let k = item & !0xffff;
-            for b in buckets(k) {
-                let range = b * SLOTS_PER_BUCKET..(b + 1) * SLOTS_PER_BUCKET;
-                if let Some(s) = range.clone().find(|&s| slots[s] == 0) {
-                    slots[s] = item;
-                    break 'placing;
-                }
-            }
-            kicks += 1;
-            if kicks > 500 {
-                return None;
-            }
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let b = buckets(k)[(rng & 1) as usize];
-            let s = b * SLOTS_PER_BUCKET + (rng >> 1) as usize % SLOTS_PER_BUCKET;
-            std::mem::swap(&mut slots[s], &mut item);
-        }
-    }
-    Some(slots)
-}
-
-/// Two random odd multipliers (the kernel's entropy: one `getrandom(2)`).
-fn random_mults() -> [u64; 2] {
-    let mut b = [0u8; 16];
-    if sys::getrandom(&mut b).is_err() {
-        // Any odd multipliers work; poor ones only cost a retry.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let x = (t ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        b[..8].copy_from_slice(&x.to_ne_bytes());
-        b[8..].copy_from_slice(
-            &x.rotate_left(29)
-                .wrapping_mul(0x94d0_49bb_1331_11eb)
-                .to_ne_bytes(),
-        );
-    }
-    let word = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().expect("8 bytes")) | 1;
-    [word(0), word(8)]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rules;
-
-    #[test]
-    fn masks_encode_every_subset_of_the_permissions() {
-        // c 1:3 rw: char byte has bits 0 (F_OK), 2 (read), 4 (write), 6 (rw).
-        let v = rules::Rule::new(b'c', 1, 3, rules::RW).unwrap().value();
-        assert_eq!(masks_of(v), 0b0101_0101 << 8);
-        assert_eq!(value_of(masks_of(v)), Some(v));
-        let a = rules::Rule::new(b'a', -1, -1, rules::RWM).unwrap().value();
-        assert_eq!(masks_of(a), 0xffff);
-        for value in 1..0x1000u32 {
-            if rules::valid_value(value) {
-                assert_eq!(value_of(masks_of(value)), Some(value), "{value:#x}");
-            }
-        }
-        // Not a principal downset: read and write without read-write.
-        assert_eq!(value_of(0b0001_0101), None);
-        assert_eq!(value_of(1), None);
-        assert_eq!(value_of(1 << 16), None);
-    }
-
-    #[test]
-    fn slot_keys_round_trip_and_never_collide() {
-        let keys = [
-            rules::key_of(Some(0), Some(0)),
-            rules::key_of(Some(4095), Some(1_048_575)),
-            rules::key_of(Some(136), None),
-            rules::key_of(None, Some(77)),
-            rules::key_of(Some(0), None),
-            rules::key_of(None, Some(0)),
-        ];
-        let mut seen = std::collections::HashSet::new();
-        for k in keys {
-            let s = slot_key(k).unwrap();
-            assert!(s >= 1 << KEY_SHIFT && s & 0xffff == 0);
-            assert_eq!(rule_key(s), Some(k));
-            assert!(seen.insert(s));
-        }
-        assert_eq!(slot_key(u64::MAX), None);
-    }
-
-    #[test]
-    fn cuckoo_placement_places_every_key() {
-        for n in [1usize, 10, 64, 1000, 10_000] {
-            let max = (n as u32).next_power_of_two().max(64);
-            let bits = bits_for(max).unwrap();
-            let keyed: Vec<(u64, u64)> = (0..n as u64)
-                .map(|i| (slot_key(((i % 4000) << 32) | (i / 4000)).unwrap(), 1))
-                .collect();
-            let placed = (0..8).find_map(|_| place(&keyed, bits, random_mults()));
-            let slots = placed.unwrap_or_else(|| panic!("{n} keys in a table of {max}"));
-            assert_eq!(slots.iter().filter(|&&s| s != 0).count(), n);
-        }
     }
 }

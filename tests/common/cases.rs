@@ -263,7 +263,7 @@ pub fn block_zero_checked() -> bool {
     *CHECKED.get_or_init(|| {
         let mount = vircgroup_v2_devices::cgroup::cgroup2_mount().expect("a cgroup2 mount");
         let cg = super::Scratch::new(&mount);
-        vircgroup_v2_devices::devices::deny_all(cg.p()).expect("deny_all");
+        vircgroup_v2_devices::api::deny_all(cg.p()).expect("deny_all");
         let nodes = Nodes::new();
         let node = nodes.node("b0_0", 'b', 0, 0);
         let got = cg.probe(&[format!("r:{node}")]);

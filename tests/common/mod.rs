@@ -8,8 +8,8 @@ pub mod cases;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use vircgroup_v2_devices::api;
 use vircgroup_v2_devices::cgroup::cgroup2_mount;
-use vircgroup_v2_devices::devices;
 use vircgroup_v2_devices::rules::Rule;
 
 /// The cgroup2 mount when the test can run (root, cgroup2 mounted); else
@@ -87,11 +87,11 @@ impl Scratch {
     }
 
     pub fn list(&self) -> String {
-        devices::list(&self.path).expect("list")
+        api::list(&self.path).expect("list")
     }
 
-    pub fn state(&self) -> devices::State {
-        devices::state(&self.path).expect("state")
+    pub fn state(&self) -> api::State {
+        api::state(&self.path).expect("state")
     }
 
     /// Ids of the device programs attached to this cgroup.
@@ -117,7 +117,7 @@ impl Scratch {
             );
             if let Some(rule) = rule {
                 assert_eq!(
-                    devices::check(&self.path, rule).expect("check"),
+                    api::check(&self.path, rule).expect("check"),
                     *allowed,
                     "check({rule}) disagrees with the kernel on {access}"
                 );
@@ -130,7 +130,7 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         use std::os::unix::fs::MetadataExt;
         let id = std::fs::metadata(&self.path).map(|m| (m.dev(), m.ino()));
-        let _ = devices::remove_prog(&self.path);
+        let _ = api::remove_prog(&self.path);
         remove_cgroup(&self.path);
         // On a kernel without cgroup.kill (or emulating one), other
         // processes (the tool, attackers) may have made the cgroup's lock
@@ -465,9 +465,13 @@ pub fn map_content(map: std::os::fd::BorrowedFd<'_>) -> String {
         e.sort_unstable();
         return format!("{e:x?}");
     }
-    let fd = sys::map_get_fd_by_id(info.id).unwrap();
-    let table = vircgroup_v2_devices::table::Table::open(fd)
-        .unwrap()
-        .expect("a table");
-    format!("{:x?}", table.bytes())
+    let mem = sys::MapMemory::map(map, info.value_size as usize).unwrap();
+    let bytes: Vec<u8> = (0..mem.len() / 8)
+        .flat_map(|i| {
+            mem.word(8 * i)
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .to_ne_bytes()
+        })
+        .collect();
+    format!("{bytes:x?}")
 }

@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! Scenario: a change of many rules (`devices::change`, which the admin
+//! Scenario: a change of many rules (`api::change`, which the admin
 //! tool's `allow` and `deny` use) is all or nothing: a fault at any bpf(2)
 //! call it makes, or more rules than a table holds, changes nothing.
 
 use crate::common::*;
 use crate::helpers::*;
-use ::vircgroup_v2_devices::devices::{self, Edit};
+use ::vircgroup_v2_devices::api::{self, Edit};
 use ::vircgroup_v2_devices::rules::{READ, RW, WRITE};
 use ::vircgroup_v2_devices::sys::{self, hook};
 use std::path::Path;
@@ -13,9 +13,9 @@ use std::path::Path;
 /// deny_all, then `c 1:3 rw` and `c 136:* rw`: a map of 64.
 fn base(mount: &Path) -> Scratch {
     let cg = Scratch::new(mount);
-    devices::deny_all(cg.p()).unwrap();
-    devices::allow(cg.p(), &rule(b'c', 1, 3, RW)).unwrap();
-    devices::allow(cg.p(), &rule(b'c', 136, -1, RW)).unwrap();
+    api::deny_all(cg.p()).unwrap();
+    api::allow(cg.p(), &rule(b'c', 1, 3, RW)).unwrap();
+    api::allow(cg.p(), &rule(b'c', 136, -1, RW)).unwrap();
     cg
 }
 
@@ -55,7 +55,7 @@ fn a_fault_at_any_bpf_call_of_a_change_of_many_rules_changes_nothing() {
     for (name, edits) in batches() {
         let cg = base(&mount);
         let before = hook::total_calls();
-        devices::change(cg.p(), &edits).unwrap();
+        api::change(cg.p(), &edits).unwrap();
         let n = hook::total_calls() - before;
         let want = kernel_view(cg.p()).1;
         drop(cg);
@@ -63,7 +63,7 @@ fn a_fault_at_any_bpf_call_of_a_change_of_many_rules_changes_nothing() {
             let cg = base(&mount);
             let was = kernel_view(cg.p());
             hook::fail(None, k as u32, libc::EIO);
-            let ret = devices::change(cg.p(), &edits);
+            let ret = api::change(cg.p(), &edits);
             let fired = hook::fired();
             hook::disarm();
             let what = format!("{name}: EIO at bpf call {k} of {n} ({fired:?})");
@@ -98,7 +98,7 @@ fn a_change_over_the_table_limit_changes_nothing() {
     let edits: Vec<Edit> = (0..66_000)
         .map(|i| Edit::Allow(rule(b'c', 1000 + i / 1000, i % 1000, READ)))
         .collect();
-    let ret = devices::change(cg.p(), &edits);
+    let ret = api::change(cg.p(), &edits);
     let now = kernel_view(cg.p());
     if hook::emulated().is_some_and(|k| k < sys::Since(5, 5)) {
         // No table before Linux 5.5: hash maps of that size are fine.

@@ -3,8 +3,8 @@
 
 use crate::common::*;
 use crate::helpers::*;
+use ::vircgroup_v2_devices::api;
 use ::vircgroup_v2_devices::capi::*;
-use ::vircgroup_v2_devices::devices;
 use ::vircgroup_v2_devices::rules::{Rule, READ, RW};
 use ::vircgroup_v2_devices::sys::{self, hook};
 use std::ffi::CStr;
@@ -333,7 +333,7 @@ fn a_fault_at_any_bpf_call_changes_nothing() {
     // detection like any other; it is not retried or cached.)
     for start in [Start::BaseForgotten, Start::Libvirt] {
         let cg = set_up(&mount, start);
-        devices::detect_prog(cg.p()).unwrap();
+        api::detect_prog(cg.p()).unwrap();
         drop(cg);
     }
     let mut report = Vec::new();

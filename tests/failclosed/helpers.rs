@@ -5,8 +5,8 @@
 //! nodes and the assertion on what the kernel enforces.
 
 use crate::common::*;
+use ::vircgroup_v2_devices::api;
 use ::vircgroup_v2_devices::capi::*;
-use ::vircgroup_v2_devices::devices;
 use ::vircgroup_v2_devices::sys;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -129,7 +129,7 @@ pub(crate) fn kernel_view(path: &str) -> KernelView {
         .and_then(|c| c.attached())
         .expect("query")
         .ids;
-    let i = devices::inspect(path).expect("inspect");
+    let i = api::inspect(path).expect("inspect");
     let rules = i
         .rules
         .map(|(_, entries)| (i.libvirt, entries.into_iter().collect()));

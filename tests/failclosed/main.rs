@@ -1,9 +1,8 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! Fail closed and lose nothing (issue 6), against the real kernel. Runs
+//! Fail closed and lose nothing, against the real kernel. Runs
 //! as root; under CI=true a test that cannot run fails. One scenario per
 //! file:
 //!
-//! - `upgrade`: an upgrade from libvirt's C code under a probe loop;
 //! - `restart`: a restart after SIGKILL in the middle of a batch of allows;
 //! - `growth`: growth from 64 to 8192 rules under probing;
 //! - `faults`: a fault at every bpf(2) call of every operation changes nothing;
@@ -16,8 +15,8 @@
 //!   all or nothing.
 //!
 //! `helpers` holds what they share (the fd lock, the heap counter, the C
-//! ABI as C calls it, the kernel's view of a cgroup); `../common` what
-//! every privileged test binary shares.
+//! ABI as C calls it, the kernel's view of a cgroup; `tests/upgrade` uses
+//! them too); `../common` what every privileged test binary shares.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -32,4 +31,3 @@ mod restart;
 mod stale;
 mod threads;
 mod unprivileged;
-mod upgrade;

@@ -3,8 +3,8 @@
 
 use crate::common::*;
 use crate::helpers::*;
+use ::vircgroup_v2_devices::api;
 use ::vircgroup_v2_devices::capi::*;
-use ::vircgroup_v2_devices::devices;
 use ::vircgroup_v2_devices::program::interp;
 use ::vircgroup_v2_devices::rules::{self, Rule, READ, RW, WRITE};
 use std::collections::BTreeMap;
@@ -59,17 +59,17 @@ fn victim_access(n: &Nodes, i: u32, round: usize) -> String {
 #[ignore = "run by a_restart_after_sigkill_finds_each_rule_whole_or_absent"]
 fn restart_victim() {
     let path = std::env::var("VCG2_VICTIM_CGROUP").expect("run by the restart test");
-    devices::deny_all(&path).unwrap();
+    api::deny_all(&path).unwrap();
     for i in 0..VICTIM_BASE {
-        devices::allow(&path, &victim_rule(i)).unwrap();
+        api::allow(&path, &victim_rule(i)).unwrap();
     }
     println!("configured");
     for i in VICTIM_BASE..VICTIM_BASE + VICTIM_BATCH {
-        let s = devices::state(&path).unwrap();
+        let s = api::state(&path).unwrap();
         if s.count == s.max {
             println!("growing {i}");
         }
-        devices::allow(&path, &victim_rule(i)).unwrap();
+        api::allow(&path, &victim_rule(i)).unwrap();
         println!("done {i}");
     }
     println!("finished");
@@ -85,7 +85,7 @@ fn raw_maps(path: &str) -> (BTreeMap<u64, u32>, u32, bool) {
         .unwrap()
         .ids;
     assert_eq!(ids.len(), 1, "one program attached: {ids:?}");
-    let view = devices::kernel_view(path)
+    let view = ::vircgroup_v2_devices::testing::kernel_view(path)
         .unwrap()
         .expect("a program of the library");
     assert!(is_our_program(&view.program.name), "{:?}", view.program);
@@ -220,7 +220,9 @@ fn a_restart_after_sigkill_finds_each_rule_whole_or_absent() {
         assert_enforced(&cg, &cases, &what);
         // And the program the library loaded decides as check does, for
         // every rule, on the maps read back from the kernel.
-        let (prog, maps) = devices::snapshot(cg.p()).unwrap().unwrap();
+        let (prog, maps) = ::vircgroup_v2_devices::testing::snapshot(cg.p())
+            .unwrap()
+            .unwrap();
         for i in (0..=never).step_by(7).chain([last, in_flight, never]) {
             let r = victim_rule(i);
             let (ty, dev) = match r.ty {
@@ -233,7 +235,7 @@ fn a_restart_after_sigkill_finds_each_rule_whole_or_absent() {
             let exact = rule(dev, major as i32, minor as i32, r.perms);
             assert_eq!(
                 kernel,
-                devices::check(cg.p(), &exact).unwrap(),
+                api::check(cg.p(), &exact).unwrap(),
                 "{what}: {exact}"
             );
             assert_eq!(

@@ -3,7 +3,7 @@
 
 use crate::common::*;
 use crate::helpers::*;
-use ::vircgroup_v2_devices::devices;
+use ::vircgroup_v2_devices::api;
 use ::vircgroup_v2_devices::rules::{self, MKNOD, READ, WRITE};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -98,7 +98,7 @@ fn thread_calls(t: usize, paths: &[String]) -> Model {
         );
         match rng.below(20) {
             0..=6 => {
-                devices::allow(path, &rule(ty, major, minor, perms)).expect(&what);
+                api::allow(path, &rule(ty, major, minor, perms)).expect(&what);
                 for t in [b'b', b'c'] {
                     if ty == b'a' || ty == t {
                         *model.entry((g, t, major, minor)).or_default() |= perms;
@@ -106,7 +106,7 @@ fn thread_calls(t: usize, paths: &[String]) -> Model {
                 }
             }
             7..=11 => {
-                devices::deny(path, &rule(ty, major, minor, perms)).expect(&what);
+                api::deny(path, &rule(ty, major, minor, perms)).expect(&what);
                 for t in [b'b', b'c'] {
                     if ty == b'a' || ty == t {
                         *model.entry((g, t, major, minor)).or_default() &= !perms;
@@ -121,11 +121,11 @@ fn thread_calls(t: usize, paths: &[String]) -> Model {
                 let minor = minor.max(0);
                 let has = |m: i32| model.get(&(g, t_, major, m)).copied().unwrap_or(0);
                 let expected = has(minor) & perms == perms || has(-1) & perms == perms;
-                let got = devices::check(path, &rule(t_, major, minor, perms)).expect(&what);
+                let got = api::check(path, &rule(t_, major, minor, perms)).expect(&what);
                 assert_eq!(got, expected, "{what}: check");
             }
             _ => {
-                let text = devices::list(path).expect(&what);
+                let text = api::list(path).expect(&what);
                 assert_eq!(
                     list_lines(&text, major..major + 1),
                     model_lines(&model, g, major..major + 1),
@@ -148,7 +148,7 @@ fn threads_on_many_cgroups_match_a_model() {
     let cgs: Vec<Scratch> = (0..CGROUPS).map(|_| Scratch::new(&mount)).collect();
     let paths: Vec<String> = cgs.iter().map(|cg| cg.p().to_string()).collect();
     for p in &paths {
-        devices::deny_all(p).unwrap();
+        api::deny_all(p).unwrap();
     }
     let fds = fd_count();
     let started = Instant::now();
@@ -177,7 +177,7 @@ fn threads_on_many_cgroups_match_a_model() {
     let majors = 240..240 + THREADS as i32;
     let mut max_rules = 0;
     for (g, p) in paths.iter().enumerate() {
-        let text = devices::list(p).unwrap();
+        let text = api::list(p).unwrap();
         assert_eq!(
             list_lines(&text, majors.clone()),
             model_lines(&model, g, majors.clone()),
@@ -188,7 +188,7 @@ fn threads_on_many_cgroups_match_a_model() {
             list_lines(&text, majors.clone()).len()
         );
         // What the library holds is what the kernel has.
-        let kernel: Vec<(u64, u32)> = devices::kernel_view(p)
+        let kernel: Vec<(u64, u32)> = ::vircgroup_v2_devices::testing::kernel_view(p)
             .unwrap()
             .expect("our program")
             .rules

@@ -3,8 +3,8 @@
 
 use crate::common::*;
 use crate::helpers::*;
+use ::vircgroup_v2_devices::api;
 use ::vircgroup_v2_devices::capi::*;
-use ::vircgroup_v2_devices::devices;
 use ::vircgroup_v2_devices::rules::{READ, RW};
 use ::vircgroup_v2_devices::sys::{self, hook};
 use std::collections::HashMap;
@@ -149,8 +149,8 @@ fn an_unprivileged_caller_gets_eperm_naming_the_privilege() {
     let _s = shared();
     let devs = Devs::new();
     let held = Scratch::new(&mount);
-    devices::deny_all(held.p()).unwrap();
-    devices::allow(held.p(), &rule(b'c', 1, 3, RW)).unwrap();
+    api::deny_all(held.p()).unwrap();
+    api::allow(held.p(), &rule(b'c', 1, 3, RW)).unwrap();
     let held_ids = held.attached();
     let eperm = |calls: &HashMap<String, Call>, name: &str, words: &[&str]| {
         let call = &calls[name];

@@ -6,7 +6,7 @@
 //!
 //! The kernel's maps are the truth. The library keeps a copy of the rules
 //! so that a check or a count needs no walk of the map, and trusts it only
-//! while the index's generation word ([`GENERATION_SLOT`]) is the one it
+//! while the index's generation word ([`layout::GENERATION_SLOT`]) is the one it
 //! last saw: every writer (in any process) bumps the word after each
 //! change, with the cgroup's lock (`Cgroup::lock`) held, so a change made
 //! by another process is seen at the next call and the copy read again.
@@ -18,10 +18,12 @@
 //! maps are rebuilt.
 #![forbid(unsafe_code)]
 
-use crate::program::hash::{GENERATION_SLOT, INDEX_ENTRIES};
+pub mod layout;
+
 use crate::rules;
 use crate::sys::{self, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH};
 use crate::Result;
+use layout::{index_bits, index_words, GENERATION_SLOT, INDEX_ENTRIES};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -57,7 +59,7 @@ impl HashMaps {
     /// map.
     pub fn with_map(map: OwnedFd, max: u32, rules: HashMap<u64, u32>) -> Result<HashMaps> {
         let index = sys::map_create(BPF_MAP_TYPE_ARRAY, 4, 4, INDEX_ENTRIES, INDEX_NAME)?;
-        let words = rules::index_words(&rules);
+        let words = index_words(&rules);
         sys::map_update_batch(index.as_fd(), &words)?;
         Ok(HashMaps {
             map,
@@ -142,7 +144,7 @@ impl HashMaps {
             return Ok(false);
         }
         if value != 0 {
-            if let Some((slot, bits)) = rules::index_bits(key, value) {
+            if let Some((slot, bits)) = index_bits(key, value) {
                 self.widen(slot, bits)?;
             }
         }

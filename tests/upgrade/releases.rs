@@ -1,15 +1,8 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! Upgrades of the library itself (issue 12): a distro upgrades the
-//! package under running VMs, the daemon restarts, and the new library
-//! must adopt what every earlier release attached. Each earlier format is
-//! built from this repository's own history (`scripts/old-builds.sh`,
-//! cached), set up a cgroup in a process of its own, and is then adopted
-//! by this build in another: the old rules are enforced throughout (a
-//! probe loops in the cgroup all along) and a change works at once.
-mod common;
-
-use ::vircgroup_v2_devices::{devices, program, sys};
-use common::*;
+//! Upgrades of the library itself: each earlier format, built from this
+//! repository's history, sets up a cgroup that this build then adopts.
+use crate::common::*;
+use ::vircgroup_v2_devices::{api, program, sys};
 use std::ffi::{c_char, c_int, CString};
 use std::path::PathBuf;
 use std::process::Command;
@@ -67,7 +60,12 @@ fn every_earlier_format_is_adopted_without_a_gap() {
         }
         let cg = Scratch::new(&mount);
         let status = Command::new(std::env::current_exe().unwrap())
-            .args(["scenario_old_client", "--exact", "--ignored", "--nocapture"])
+            .args([
+                "releases::scenario_old_client",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
             .env("VCG2_OLD_SO", &so)
             .env("VCG2_OLD_CGROUP", cg.p())
             .status()
@@ -76,7 +74,7 @@ fn every_earlier_format_is_adopted_without_a_gap() {
             status.success(),
             "format {format}: the old build's process failed"
         );
-        let old = devices::kernel_view(cg.p())
+        let old = vircgroup_v2_devices::testing::kernel_view(cg.p())
             .unwrap()
             .unwrap_or_else(|| panic!("format {format}: the old program is not recognised"));
         assert_eq!(old.format, format, "recognised as its format");
@@ -102,8 +100,10 @@ fn every_earlier_format_is_adopted_without_a_gap() {
         ];
         let probe = ProbeLoop::start(&cg.path, &accesses);
         std::thread::sleep(std::time::Duration::from_millis(100));
-        devices::detect_prog(cg.p()).unwrap();
-        let new = devices::kernel_view(cg.p()).unwrap().unwrap();
+        api::detect_prog(cg.p()).unwrap();
+        let new = vircgroup_v2_devices::testing::kernel_view(cg.p())
+            .unwrap()
+            .unwrap();
         assert!(
             new.format >= 5,
             "format {format}: adopted as {}",
@@ -118,7 +118,7 @@ fn every_earlier_format_is_adopted_without_a_gap() {
         assert_eq!(new.rules, old.rules, "format {format}: every rule kept");
         assert_eq!(cg.attached(), vec![new.program.id], "in one step, alone");
         // A change works at once.
-        devices::allow(cg.p(), &rule(b'c', 241, 1, 1)).unwrap();
+        api::allow(cg.p(), &rule(b'c', 241, 1, 1)).unwrap();
         let counts = probe.stop();
         for (i, access) in accesses.iter().enumerate() {
             match i {

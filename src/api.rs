@@ -1,16 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! The library's calls, as Rust functions (the C API in `capi` wraps each
-//! of them), gathered from the files that hold them:
-//!
-//! | what | where |
-//! | --- | --- |
-//! | detect / create / prepare / attach / allow / deny / deny-all / remove / detach | `policy.rs` |
-//! | check / list / inspect (read only) | `inspect.rs` |
-//! | where a program is recognised | `recognise.rs` |
-//! | where maps are built and a program installed | `install.rs` |
-//! | the table (format 6) and the hash maps (format 5) | `table/`, `hashmaps.rs` |
-//! | the state per cgroup | `registry.rs`, `held.rs` |
-//! | what the kernel runs, for the oracle (`testing` feature) | `snapshot.rs` |
+//! The library's calls as Rust functions, in one place: the C API
+//! (`capi`), the admin tool, the tests and the benchmark call these.
 #![forbid(unsafe_code)]
 
 pub use crate::held::State;
@@ -20,8 +10,6 @@ pub use crate::policy::{
     detect_prog, device_rule, prepare_prog, remove_prog, state, Edit, INITIAL_MAX,
 };
 pub use crate::recognise::Program;
-#[cfg(feature = "testing")]
-pub use crate::snapshot::{kernel_view, snapshot, KernelView};
 
 /// Whether a device program can be queried at `path`.
 pub fn available(path: impl AsRef<std::path::Path>) -> bool {

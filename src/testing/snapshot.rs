@@ -8,7 +8,8 @@
 use crate::cgroup::Cgroup;
 use crate::held::Maps;
 use crate::insn::Insn;
-use crate::program::{hash, interp};
+use crate::inspect::program_rules;
+use crate::program::interp;
 use crate::recognise::tag_of;
 use crate::recognise::{recognise, Found, Program};
 use crate::registry::with_cgroup;
@@ -44,16 +45,19 @@ pub fn snapshot(path: impl AsRef<std::path::Path>) -> Result<Option<(Vec<Insn>, 
             }
             Maps::Hash(m) => {
                 let rules = sys::map_entries::<u64>(m.map())?.into_iter().collect();
-                let words = sys::map_lookup_batch::<u32>(m.index(), hash::INDEX_ENTRIES as usize)?
-                    .into_iter()
-                    .filter(|&(_, w)| w != 0)
-                    .collect();
+                let words = sys::map_lookup_batch::<u32>(
+                    m.index(),
+                    crate::hash::layout::INDEX_ENTRIES as usize,
+                )?
+                .into_iter()
+                .filter(|&(_, w)| w != 0)
+                .collect();
                 interp::Maps::from([
                     (m.map().as_raw_fd(), interp::Map::Hash(rules)),
                     (
                         m.index().as_raw_fd(),
                         interp::Map::Array {
-                            len: hash::INDEX_ENTRIES,
+                            len: crate::hash::layout::INDEX_ENTRIES,
                             words,
                         },
                     ),
@@ -89,43 +93,44 @@ pub fn kernel_view(path: impl AsRef<std::path::Path>) -> Result<Option<KernelVie
     let path = path.as_ref();
     let cg = Cgroup::open(path)?;
     let attached = cg.attached()?;
-    Ok(match recognise(&cg, &attached)?.0 {
-        None => None,
-        Some(Found::Convert(f)) => Some(KernelView {
-            program: f.program,
+    let Some(found) = recognise(&cg, &attached)?.0 else {
+        return Ok(None);
+    };
+    let (program, rules) = program_rules(&cg, &found)?;
+    let rules = rules.into_iter().collect();
+    Ok(Some(match found {
+        Found::Convert(f) => KernelView {
+            program,
             format: f.format,
             max: f.max,
-            rules: f.rules.into_iter().collect(),
+            rules,
             hints_cover: true,
-        }),
-        Some(Found::Ours(h)) => {
-            let rules = h.maps.rules(&cg)?.into_iter().collect();
-            let program = Program {
-                id: h.prog_id,
-                name: h.maps.name().to_string(),
-            };
+        },
+        Found::Ours(h) => {
             let (format, hints_cover) = match &h.maps {
                 Maps::Table(t) => (6, t.hints_cover()),
                 Maps::Hash(m) => {
-                    let words: std::collections::HashMap<u32, u32> =
-                        sys::map_lookup_batch::<u32>(m.index(), hash::INDEX_ENTRIES as usize)?
-                            .into_iter()
-                            .collect();
+                    let words: std::collections::HashMap<u32, u32> = sys::map_lookup_batch::<u32>(
+                        m.index(),
+                        crate::hash::layout::INDEX_ENTRIES as usize,
+                    )?
+                    .into_iter()
+                    .collect();
                     let covered = m.rules().iter().all(|(&k, &v)| {
-                        crate::rules::index_bits(k, v).is_none_or(|(slot, bits)| {
+                        crate::hash::layout::index_bits(k, v).is_none_or(|(slot, bits)| {
                             words.get(&slot).copied().unwrap_or(0) & bits == bits
                         })
                     });
                     (5, covered)
                 }
             };
-            Some(KernelView {
+            KernelView {
                 program,
                 format,
                 max: h.maps.max(),
                 rules,
                 hints_cover,
-            })
+            }
         }
-    })
+    }))
 }

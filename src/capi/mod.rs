@@ -1,50 +1,32 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! The C ABI: every `extern "C"` export, in one module.
+//! Where C comes in: every `extern "C"` export. Each runs through the
+//! one boundary (`boundary.rs`: panics, errno, the last error, path
+//! arguments); the log callback is `log.rs`.
 //!
-//! # API conventions
-//!
-//! Every `int` function returns 0 on success and -1 on failure, with `errno`
-//! set (the failing system call's errno, or `EINVAL` for a bad argument) and
-//! a message for the calling thread in `vircgroup_v2_last_error()`. A bad
-//! argument changes nothing. `group_path` is an absolute path to a directory
-//! on a cgroup v2 filesystem; it is bytes, as the kernel takes them: a
-//! cgroup whose name is not UTF-8 works, and messages show such bytes (and
-//! control characters, such as a newline in a name) escaped (`\xff`, `\n`),
-//! so a message is one line. Every function is safe to call from several
-//! threads; calls on one cgroup are serialized. No Rust panic crosses this
-//! boundary: one becomes -1 with `errno` `EIO`.
-//!
-//! # The map encoding
-//!
-//! Keys are libvirt's: `(uint64_t)major << 32 | (uint32_t)minor`, with
-//! `0xffffffff` as the wildcard half. A value holds both rules on those
-//! numbers: bits 0-3 the block rule, bits 8-11 the char rule, each as
-//! `BPF_DEVCG_ACC_*` bits (mknod 1, read 2, write 4: not the order of
-//! `VIRCGROUP_DEVICE_*`, read 1, write 2, mknod 4) plus 8, set exactly
-//! when the rule exists; an `a` rule sets both; no other bit is set and a
-//! value is never 0. Example: `c 1:3 rw` is key 0x0000000100000003, value
-//! 0x00000e00. So a char and a block rule on the same numbers never affect
-//! each other. `count` counts map entries (one per key).
-//!
-//! Change rules through these functions only (in any process: the library
-//! in another process, such as the admin tool, is seen at once).
+//! The API's conventions (return values, errno, paths as bytes, messages,
+//! threads, fork, kernels) are written once, in the doc comment of
+//! [`vircgroup_v2_devices`], and the map encoding in that of
+//! [`vircgroup_v2_devices_attach_prog`]: cbindgen carries both into the
+//! header.
 
-use crate::devices::{self, State};
-use crate::logging;
+mod boundary;
+mod log;
+
+use boundary::{call, group_call, int_call, path_arg};
+
+use crate::api::{self, State};
 use crate::rules::{self, Rule};
 use crate::{Error, Result};
 use libc::{c_char, c_int, c_void, size_t, ssize_t};
-use std::cell::{Cell, RefCell};
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::CString;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 /// `VIR_CGROUP_DEVICE_READ`: read 1, write 2, mknod 4, the bits every
 /// `perms` argument takes. They are libvirt's, not the kernel's
 /// `BPF_DEVCG_ACC_*` bits (mknod 1, read 2, write 4) that the program sees
-/// and that the map encoding above and `vircgroup_v2_devices_get_perms`
+/// and that the map encoding (`vircgroup_v2_devices_attach_prog`) and
+/// `vircgroup_v2_devices_get_perms`
 /// use: read is 1 here and 2 there, write 2 here and 4 there, mknod 4 here
 /// and 1 there. The library converts; a caller never passes
 /// `BPF_DEVCG_ACC_*` bits.
@@ -60,6 +42,70 @@ pub const VIRCGROUP_DEVICE_RWM: c_int = VIRCGROUP_DEVICE_RW | VIRCGROUP_DEVICE_M
 
 /// The state of one cgroup, byte for byte the layout of libvirt's
 /// `virCgroupV2Devices`.
+///
+/// API conventions: every int function returns 0 on success and -1 on
+/// failure, with errno set and a message for the calling thread in
+/// vircgroup_v2_last_error(). A failed call changes nothing: the policy the
+/// kernel enforces, the state and the fds are as before. group_path is an
+/// absolute path to a directory on a cgroup v2 filesystem, as bytes: a
+/// cgroup whose name is not UTF-8 works.
+///
+/// errno, for every function that takes group_path:
+///   EINVAL  a bad argument: NULL, empty or relative path, not on cgroup2,
+///           type, numbers or perms out of range, a map of the wrong shape,
+///           an fd the library holds; a change asked of the cgroup2 root
+///   ENOENT  the path does not exist; check/list: only programs this
+///           library does not know are attached (their rules are unknown)
+///   EBUSY   a change asked where a program this library does not know is
+///           attached without BPF_F_ALLOW_MULTI (it is never replaced)
+///   E2BIG   the rules do not fit in the largest map (65,536 rules)
+///   EPERM   a privilege is missing (CAP_BPF/CAP_NET_ADMIN/CAP_SYS_ADMIN),
+///           or, before Linux 5.11, RLIMIT_MEMLOCK is too low even after
+///           the library raised it; the message says which
+///   ENOMEM  the kernel is out of memory for BPF (memory cgroup limit)
+///   EAGAIN  another process of this library kept the cgroup locked for
+///           more than 5 s (10 s for a new program), or kept replacing it
+///   other   the failing system call's errno; the message names the call
+///           and its arguments (and the verifier log, when a load fails)
+///
+/// Threads: every function may be called from any thread; calls on one
+/// cgroup are serialized, calls on different cgroups never wait for each
+/// other. The log function is called with no lock of the library held,
+/// after the call's work and before errno is set: it may call the library
+/// (the same cgroup too) and vircgroup_v2_set_log_func. fork: a child may
+/// call the library on its own state; it never waits for a lock a thread of
+/// the parent held (it may wait, at most 5 s, for a change another process
+/// is making). A call from a thread-exit destructor works (its message may
+/// be kept until the thread exits). No function is async-signal-safe: do
+/// not call the library from a signal handler.
+///
+/// vircgroup_v2_last_error(): the message of the calling thread's last
+/// failure, "" when none; valid until that thread's next failing call or its
+/// exit; never freed by another thread. A message (and a log message) is
+/// one line: control characters and bytes that are not UTF-8 in a path are
+/// escaped ("\n", "\xff").
+///
+/// Other writers: the rules in force are the kernel's. Another process
+/// changing the same cgroup through this library (the admin tool, another
+/// daemon) is seen by the next call: it is never reverted, never makes a
+/// call fail for a lack of room, never makes check or list answer wrong.
+/// The same cgroup through two paths (a symlink, a bind mount) is one state.
+///
+/// Kernels: Linux 4.15 and later. Newer features are probed once per
+/// process (the first EINVAL) and fall back with the same policy:
+///   5.5  BPF_F_MMAPABLE arrays (with 5.2's BPF_LD_MAP_VALUE): the rule
+///        table (format 6, program vcg2dev_f6); before, a hash map and an
+///        index read with bpf_map_lookup_elem (format 5, vcg2dev_f5)
+///   5.6  BPF_F_REPLACE: beside BPF_F_ALLOW_MULTI programs the new program
+///        is attached, then the old one detached (in between a device is
+///        allowed only if both allow it)
+///   5.6  batch map commands: one update or lookup per entry
+///   5.11 memory cgroup accounting of BPF: before, the first EPERM/ENOMEM of
+///        a map or program raises RLIMIT_MEMLOCK (soft to hard, then both
+///        unlimited with CAP_SYS_RESOURCE), as libbpf does, once per process
+/// Programs of every earlier release (formats 1-4, named vircgroup_v2dev)
+/// and libvirt's own are adopted: their rules converted, the program
+/// replaced in one step.
 #[allow(non_camel_case_types)]
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,71 +127,6 @@ pub struct vircgroup_v2_devices {
 pub type vircgroup_v2_log_func =
     Option<unsafe extern "C" fn(level: c_int, message: *const c_char, opaque: *mut c_void)>;
 
-thread_local! {
-    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
-    /// The last message of a call made while this thread's `LAST_ERROR`
-    /// is already destroyed (from a thread-exit destructor). No destructor
-    /// of its own, so it is always there; the string it points to is
-    /// leaked, one per such thread at most.
-    static EXITING_ERROR: Cell<*mut c_char> = const { Cell::new(std::ptr::null_mut()) };
-}
-
-/// Records `e` as the calling thread's last error and sets errno.
-fn fail(e: &Error) {
-    let mut message = Some(CString::new(e.message().replace('\0', "\\0")).unwrap_or_default());
-    let _ = LAST_ERROR.try_with(|l| *l.borrow_mut() = message.take().unwrap_or_default());
-    if let Some(message) = message {
-        let old = EXITING_ERROR.with(|x| x.replace(message.into_raw()));
-        if !old.is_null() {
-            // SAFETY: made by CString::into_raw above, replaced, not used again.
-            drop(unsafe { CString::from_raw(old) });
-        }
-    }
-    nix::errno::Errno::set_raw(e.errno());
-}
-
-/// Runs `f` with the panic boundary; on error sets errno and the message and
-/// returns `on_error`. Log messages of the call reach the callback after
-/// every lock is released and before errno is set, so a callback that
-/// calls the library does not change what the caller sees.
-fn boundary<T>(on_error: T, f: impl FnOnce() -> Result<T>) -> T {
-    let call = logging::Call::enter();
-    let result = catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        Err(Error::new(libc::EIO, format!("internal error: {what}")))
-    });
-    if let Err(e) = &result {
-        log::debug!("{e}");
-    }
-    drop(call);
-    result.unwrap_or_else(|e| {
-        fail(&e);
-        on_error
-    })
-}
-
-fn int_call(f: impl FnOnce() -> Result<()>) -> c_int {
-    boundary(-1, || f().map(|()| 0))
-}
-
-/// A path argument: bytes, as the kernel takes them (a cgroup's name need
-/// not be UTF-8).
-///
-/// # Safety
-/// `p` is NULL or a NUL-terminated string that outlives `'a`.
-unsafe fn path_arg<'a>(p: *const c_char, what: &str) -> Result<&'a Path> {
-    if p.is_null() {
-        return Err(Error::invalid(format!("{what} is NULL")));
-    }
-    // SAFETY: not NULL, and NUL-terminated per the caller's contract.
-    let s = unsafe { CStr::from_ptr(p) };
-    Ok(Path::new(OsStr::from_bytes(s.to_bytes())))
-}
-
 fn rule_arg(ty: c_char, major: c_int, minor: c_int, perms: c_int) -> Result<Rule> {
     Rule::new(ty as u8, major, minor, perms)
 }
@@ -158,10 +139,8 @@ fn rule_arg(ty: c_char, major: c_int, minor: c_int, perms: c_int) -> Result<Rule
 /// `group_path` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_devices_available(group_path: *const c_char) -> bool {
-    boundary(false, || {
-        // SAFETY: per this function's contract.
-        let path = unsafe { path_arg(group_path, "group_path") }?;
-        Ok(devices::available(path))
+    call(false, || {
+        Ok(api::available(path_arg(group_path, "group_path")?))
     })
 }
 
@@ -169,7 +148,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_available(group_path: *const c_cha
 /// replacing in one step a program this library or libvirt's C code
 /// attached. `mapfd` must be a BPF hash map with 8-byte keys and 4-byte
 /// values, `max` its `max_entries`, empty or holding rules in the encoding
-/// above; else -1 with `EINVAL` and nothing changes. `EBUSY` when a program
+/// below; else -1 with `EINVAL` and nothing changes. `EBUSY` when a program
 /// this library does not know is attached without `BPF_F_ALLOW_MULTI`.
 ///
 /// Ownership: the library always takes `mapfd`, and closes it on failure,
@@ -179,6 +158,17 @@ pub unsafe extern "C" fn vircgroup_v2_devices_available(group_path: *const c_cha
 /// `{mapfd, progfd, count, max}`. On kernels with the rule table (Linux
 /// 5.5) the rules are copied into a table, which takes over the number
 /// `mapfd` (the hash map itself is closed): `mapfd` is then the table.
+///
+/// The map encoding of attach_prog's map (and of libvirt's key): keys are
+/// (uint64_t)major << 32 | (uint32_t)minor, with 0xffffffff as the wildcard
+/// half. A value holds both rules on those numbers: bits 0-3 the block rule,
+/// bits 8-11 the char rule, each as BPF_DEVCG_ACC_* bits (mknod 1, read 2,
+/// write 4; not the VIRCGROUP_DEVICE_* values read 1, write 2, mknod 4) plus
+/// 8, set exactly when the rule exists; an 'a' rule sets both; no other bit
+/// is set and a value is never 0. Example: "c 1:3 rw" is key
+/// 0x0000000100000003, value 0x00000e00.
+/// A char and a block rule on the same numbers never affect each other.
+/// count counts map entries (one per key).
 ///
 /// # Safety
 /// `group_path` is NULL or a NUL-terminated string; `mapfd` is an fd the
@@ -197,8 +187,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_attach_prog(
         }
         // An fd that is not open must not be wrapped (closing it would close
         // whatever gets that number next).
-        // SAFETY: F_GETFD only reads the fd's flags.
-        if unsafe { libc::fcntl(mapfd, libc::F_GETFD) } < 0 {
+        if !crate::sys::fd_is_open(mapfd) {
             return Err(Error::invalid(format!(
                 "mapfd {mapfd} is not an open file descriptor"
             )));
@@ -213,9 +202,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_attach_prog(
         }
         // SAFETY: the fd is open and the caller hands it over.
         let map = unsafe { OwnedFd::from_raw_fd(mapfd) };
-        // SAFETY: per this function's contract.
-        let path = unsafe { path_arg(group_path, "group_path") }?;
-        devices::attach_prog(path, map, max)
+        api::attach_prog(path_arg(group_path, "group_path")?, map, max)
     })
 }
 
@@ -229,8 +216,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_attach_prog(
 /// `group_path` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_devices_detect_prog(group_path: *const c_char) -> c_int {
-    // SAFETY: per this function's contract.
-    int_call(|| devices::detect_prog(unsafe { path_arg(group_path, "group_path") }?))
+    group_call(group_path, |path| api::detect_prog(path))
 }
 
 /// Detects first (as `vircgroup_v2_devices_detect_prog`: a running VM's
@@ -243,8 +229,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_detect_prog(group_path: *const c_c
 /// `group_path` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_devices_create_prog(group_path: *const c_char) -> c_int {
-    // SAFETY: per this function's contract.
-    int_call(|| devices::create_prog(unsafe { path_arg(group_path, "group_path") }?))
+    group_call(group_path, |path| api::create_prog(path))
 }
 
 /// Detect, create, and when the map is full grow it to twice its size,
@@ -254,8 +239,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_create_prog(group_path: *const c_c
 /// `group_path` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_devices_prepare_prog(group_path: *const c_char) -> c_int {
-    // SAFETY: per this function's contract.
-    int_call(|| devices::prepare_prog(unsafe { path_arg(group_path, "group_path") }?))
+    group_call(group_path, |path| api::prepare_prog(path))
 }
 
 /// Closes the library's fds for the cgroup and forgets its state; the
@@ -268,8 +252,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_prepare_prog(group_path: *const c_
 /// `group_path` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_devices_remove_prog(group_path: *const c_char) -> c_int {
-    // SAFETY: per this function's contract.
-    int_call(|| devices::remove_prog(unsafe { path_arg(group_path, "group_path") }?))
+    group_call(group_path, |path| api::remove_prog(path))
 }
 
 /// Detaches the library's program (held or detected) from the cgroup, then
@@ -279,8 +262,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_remove_prog(group_path: *const c_c
 /// `group_path` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_devices_detach_prog(group_path: *const c_char) -> c_int {
-    // SAFETY: per this function's contract.
-    int_call(|| devices::detach_prog(unsafe { path_arg(group_path, "group_path") }?))
+    group_call(group_path, |path| api::detach_prog(path))
 }
 
 /// libvirt's value encoding: `access << 16 | type bits` (`'b'` 1, `'c'` 2,
@@ -289,14 +271,14 @@ pub unsafe extern "C" fn vircgroup_v2_devices_detach_prog(group_path: *const c_c
 /// `get_perms(VIRCGROUP_DEVICE_RW, 'c')` is `6 << 16 | 2`.
 #[no_mangle]
 pub extern "C" fn vircgroup_v2_devices_get_perms(perms: c_int, r#type: c_char) -> u32 {
-    rules::get_perms(perms, r#type as u8)
+    call(0, || Ok(rules::get_perms(perms, r#type as u8)))
 }
 
 /// libvirt's key: `(uint64_t)major << 32 | (uint32_t)minor`; -1 is the
 /// wildcard.
 #[no_mangle]
 pub extern "C" fn vircgroup_v2_devices_get_key(major: c_int, minor: c_int) -> u64 {
-    rules::get_key(major, minor)
+    call(0, || Ok(rules::get_key(major, minor)))
 }
 
 /// Grants `perms` (`VIRCGROUP_DEVICE_*`) for `type` (`'c'`, `'b'`, or `'a'`
@@ -317,8 +299,7 @@ pub unsafe extern "C" fn vircgroup_v2_allow_device(
 ) -> c_int {
     int_call(|| {
         let rule = rule_arg(r#type, major, minor, perms)?;
-        // SAFETY: per this function's contract.
-        devices::allow(unsafe { path_arg(group_path, "group_path") }?, &rule)
+        api::allow(path_arg(group_path, "group_path")?, &rule)
     })
 }
 
@@ -338,8 +319,7 @@ pub unsafe extern "C" fn vircgroup_v2_deny_device(
 ) -> c_int {
     int_call(|| {
         let rule = rule_arg(r#type, major, minor, perms)?;
-        // SAFETY: per this function's contract.
-        devices::deny(unsafe { path_arg(group_path, "group_path") }?, &rule)
+        api::deny(path_arg(group_path, "group_path")?, &rule)
     })
 }
 
@@ -357,8 +337,7 @@ pub unsafe extern "C" fn vircgroup_v2_allow_all_devices(
 ) -> c_int {
     int_call(|| {
         let rule = rule_arg(b'a' as c_char, -1, -1, perms)?;
-        // SAFETY: per this function's contract.
-        devices::allow(unsafe { path_arg(group_path, "group_path") }?, &rule)
+        api::allow(path_arg(group_path, "group_path")?, &rule)
     })
 }
 
@@ -368,8 +347,7 @@ pub unsafe extern "C" fn vircgroup_v2_allow_all_devices(
 /// `group_path` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_deny_all_devices(group_path: *const c_char) -> c_int {
-    // SAFETY: per this function's contract.
-    int_call(|| devices::deny_all(unsafe { path_arg(group_path, "group_path") }?))
+    group_call(group_path, |path| api::deny_all(path))
 }
 
 /// Copies the state held for the cgroup into `*out` (`{-1, -1, 0, 0}` when
@@ -389,8 +367,7 @@ pub unsafe extern "C" fn vircgroup_v2_devices_get_state(
         if out.is_null() {
             return Err(Error::invalid("out is NULL"));
         }
-        // SAFETY: per this function's contract.
-        let s: State = devices::state(unsafe { path_arg(group_path, "group_path") }?)?;
+        let s: State = api::state(path_arg(group_path, "group_path")?)?;
         let value = vircgroup_v2_devices {
             mapfd: s.mapfd,
             progfd: s.progfd,
@@ -409,11 +386,9 @@ fn device_path_call(
     perms: c_int,
     apply: fn(&Path, &Path, i32) -> Result<bool>,
 ) -> c_int {
-    boundary(-1, || {
-        // SAFETY: per the exported functions' contract.
-        let dev_path = unsafe { path_arg(dev_path, "dev_path") }?;
-        // SAFETY: per the exported functions' contract.
-        let group_path = unsafe { path_arg(group_path, "group_path") }?;
+    call(-1, || {
+        let dev_path = path_arg(dev_path, "dev_path")?;
+        let group_path = path_arg(group_path, "group_path")?;
         apply(group_path, dev_path, perms).map(|applied| if applied { 0 } else { 1 })
     })
 }
@@ -431,7 +406,7 @@ pub unsafe extern "C" fn vircgroup_v2_allow_device_path(
     perms: c_int,
 ) -> c_int {
     device_path_call(group_path, dev_path, perms, |g, d, p| {
-        devices::allow_path(g, d, p)
+        api::allow_path(g, d, p)
     })
 }
 
@@ -448,7 +423,7 @@ pub unsafe extern "C" fn vircgroup_v2_deny_device_path(
     perms: c_int,
 ) -> c_int {
     device_path_call(group_path, dev_path, perms, |g, d, p| {
-        devices::deny_path(g, d, p)
+        api::deny_path(g, d, p)
     })
 }
 
@@ -467,11 +442,9 @@ pub unsafe extern "C" fn vircgroup_v2_devices_check(
     minor: c_int,
     perms: c_int,
 ) -> c_int {
-    boundary(-1, || {
+    call(-1, || {
         let rule = rule_arg(r#type, major, minor, perms)?;
-        // SAFETY: per this function's contract.
-        let path = unsafe { path_arg(group_path, "group_path") }?;
-        devices::check(path, &rule).map(c_int::from)
+        api::check(path_arg(group_path, "group_path")?, &rule).map(c_int::from)
     })
 }
 
@@ -491,9 +464,8 @@ pub unsafe extern "C" fn vircgroup_v2_devices_check(
 /// `group_path` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn vircgroup_v2_devices_list(group_path: *const c_char) -> *mut c_char {
-    boundary(std::ptr::null_mut(), || {
-        // SAFETY: per this function's contract.
-        let text = devices::list(unsafe { path_arg(group_path, "group_path") }?)?;
+    call(std::ptr::null_mut(), || {
+        let text = api::list(path_arg(group_path, "group_path")?)?;
         let text = CString::new(text).map_err(|_| Error::new(libc::EIO, "NUL in list"))?;
         // SAFETY: `text` is a valid C string; strdup copies it into malloc'ed memory.
         let out = unsafe { libc::strdup(text.as_ptr()) };
@@ -510,22 +482,15 @@ pub unsafe extern "C" fn vircgroup_v2_devices_list(group_path: *const c_char) ->
 /// thread.
 #[no_mangle]
 pub extern "C" fn vircgroup_v2_last_error() -> *const c_char {
-    static EMPTY: &CStr = c"";
-    LAST_ERROR
-        .try_with(|l| l.borrow().as_ptr())
-        .unwrap_or_else(|_| {
-            let p = EXITING_ERROR.with(Cell::get);
-            if p.is_null() {
-                EMPTY.as_ptr()
-            } else {
-                p
-            }
-        })
+    call(std::ptr::null(), || Ok(boundary::last_error()))
 }
 
 /// Sends the library's log messages to `func` (with `opaque`), from any
 /// thread; NULL stops them. Nothing is logged by default.
 #[no_mangle]
 pub extern "C" fn vircgroup_v2_set_log_func(func: vircgroup_v2_log_func, opaque: *mut c_void) {
-    let _ = catch_unwind(|| logging::set(func, opaque));
+    call((), || {
+        log::set(func, opaque);
+        Ok(())
+    })
 }

@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! Scenario 1: an upgrade from libvirt's C code under a probe loop.
+//! An upgrade from libvirt's C code under a probe loop.
 
 use crate::common::*;
 use crate::helpers::*;
-use ::vircgroup_v2_devices::devices;
+use ::vircgroup_v2_devices::api;
 use ::vircgroup_v2_devices::rules::{READ, RW};
 use ::vircgroup_v2_devices::sys;
 use std::os::fd::BorrowedFd;
 
-/// Scenario 1: a cgroup set up by libvirt's C code (the seed's program, its
+/// A cgroup set up by libvirt's C code (the seed's program, its
 /// map encoding, attached without flags) is adopted by the next
 /// `allow_device`: every old rule and the new one enforced, count and max
 /// right, our program attached and libvirt's gone. A probe inside the
@@ -79,7 +79,7 @@ fn upgrade_from_libvirt_never_lets_a_listed_device_down_nor_another_in() {
         );
         let s = get_state(&p);
         assert_eq!((s.count, s.max), (6, 64), "round {round}");
-        let ours = devices::inspect(cg.p()).unwrap();
+        let ours = api::inspect(cg.p()).unwrap();
         let (prog, _) = ours.rules.expect("our program");
         assert!(!ours.libvirt, "round {round}: still libvirt's program");
         assert!(ours.others.is_empty(), "round {round}: {:?}", ours.others);

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! The few process-level system calls the library makes: `getpid`,
-//! `kill(pid, 0)`, `pthread_atfork`, `getrandom`, `setrlimit`.
+//! The system calls other than bpf(2): `getpid`, `kill(pid, 0)`,
+//! `pthread_atfork`, `getrandom`, `flock`, `openat`, `dup3`, `fcntl(F_GETFD)` and
+//! `readlink` of `/proc/self/fd`.
 use crate::{Error, Result};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 /// `getpid()`.
 pub fn getpid() -> u32 {
@@ -54,47 +56,6 @@ pub fn getrandom(buf: &mut [u8]) -> Result<()> {
     Ok(())
 }
 
-/// `RLIMIT_MEMLOCK` as (soft, hard).
-pub fn memlock_limit() -> Result<(u64, u64)> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: writes one rlimit into r.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) } != 0 {
-        let errno = std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO);
-        return Err(Error::sys("getrlimit(RLIMIT_MEMLOCK)", errno));
-    }
-    // rlim_t is 32 bits on some targets.
-    #[allow(clippy::unnecessary_cast)]
-    Ok((r.rlim_cur as u64, r.rlim_max as u64))
-}
-
-/// `setrlimit(RLIMIT_MEMLOCK, soft, hard)`.
-pub fn set_memlock_limit(soft: u64, hard: u64) -> Result<()> {
-    let r = libc::rlimit {
-        rlim_cur: soft as libc::rlim_t,
-        rlim_max: hard as libc::rlim_t,
-    };
-    // SAFETY: reads one rlimit.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) } != 0 {
-        let errno = std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO);
-        return Err(Error::sys(
-            format_args!("setrlimit(RLIMIT_MEMLOCK, {soft}, {hard})"),
-            errno,
-        ));
-    }
-    Ok(())
-}
-
-/// `RLIM_INFINITY`.
-#[allow(clippy::unnecessary_cast)]
-pub const UNLIMITED: u64 = libc::RLIM_INFINITY as u64;
-
 /// `flock(fd, LOCK_EX | LOCK_NB)`: Ok(false) when another open file holds
 /// the lock.
 pub fn try_lock_exclusive(fd: std::os::fd::BorrowedFd<'_>) -> Result<bool> {
@@ -141,4 +102,45 @@ pub fn open_at(
     }
     // SAFETY: a new fd that nothing else owns.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes `onto`'s fd number refer to `from`'s object (`dup3`), closing
+/// what `onto` referred to and `from`'s own number: the object keeps the
+/// number a caller gave the library.
+pub fn dup_onto(from: OwnedFd, onto: OwnedFd) -> Result<OwnedFd> {
+    // SAFETY: both fds are open and owned here; dup3 atomically closes
+    // onto's old object and makes the number refer to from's, with
+    // O_CLOEXEC as every fd of the library.
+    let r = unsafe { libc::dup3(from.as_raw_fd(), onto.as_raw_fd(), libc::O_CLOEXEC) };
+    if r < 0 {
+        let errno = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO);
+        return Err(Error::sys(
+            format_args!("dup3({}, {})", from.as_raw_fd(), onto.as_raw_fd()),
+            errno,
+        ));
+    }
+    drop(from);
+    Ok(onto)
+}
+
+/// What an fd refers to, as `/proc/self/fd` names it (`anon_inode:bpf-map`
+/// for a BPF map).
+pub fn fd_kind(fd: RawFd) -> Result<String> {
+    let link = format!("/proc/self/fd/{fd}");
+    std::fs::read_link(&link)
+        .map(|p| p.to_string_lossy().into_owned())
+        .map_err(|e| {
+            Error::sys(
+                format_args!("readlink({link})"),
+                e.raw_os_error().unwrap_or(libc::EIO),
+            )
+        })
+}
+
+/// Whether `fd` is an open file descriptor (`fcntl(F_GETFD)`).
+pub fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the fd's flags.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
 }

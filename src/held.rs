@@ -3,7 +3,6 @@
 //! adopted: the program and its maps, in one of the two current formats.
 #![forbid(unsafe_code)]
 
-use crate::cgroup::Cgroup;
 use crate::hash::HashMaps;
 use crate::insn::Insn;
 use crate::program;
@@ -87,17 +86,17 @@ impl Maps {
 
     /// The rules, read consistently (the table: with no writer at work;
     /// the hash maps: the copy, fresh when the caller refreshed it).
-    pub fn rules(&self, cg: &Cgroup) -> Result<HashMap<u64, u32>> {
+    pub fn rules(&self) -> Result<HashMap<u64, u32>> {
         match self {
-            Maps::Table(t) => Ok(t.read(cg, |t| t.entries())?.into_iter().collect()),
+            Maps::Table(t) => Ok(t.read(|t| t.entries())?.into_iter().collect()),
             Maps::Hash(h) => Ok(h.rules().clone()),
         }
     }
 
     /// Rules held.
-    pub fn count(&self, cg: &Cgroup) -> Result<usize> {
+    pub fn count(&self) -> Result<usize> {
         match self {
-            Maps::Table(t) => t.read(cg, |t| t.count()),
+            Maps::Table(t) => t.read(|t| t.count()),
             Maps::Hash(h) => Ok(h.rules().len()),
         }
     }
@@ -113,11 +112,11 @@ pub(crate) struct Held {
 
 impl Held {
     /// The state C callers see.
-    pub fn state(&self, cg: &Cgroup) -> Result<State> {
+    pub fn state(&self) -> Result<State> {
         Ok(State {
             mapfd: self.maps.map_fd(),
             progfd: self.prog.as_raw_fd(),
-            count: self.maps.count(cg)?,
+            count: self.maps.count()?,
             max: self.maps.max() as usize,
         })
     }

@@ -72,7 +72,7 @@ pub fn check(path: impl AsRef<std::path::Path>, rule: &Rule) -> Result<bool> {
     let path = path.as_ref();
     with_cgroup(path, |cg, held| match view(cg, held)? {
         View::Unrestricted => Ok(true),
-        View::Table(t) => t.read(cg, |t| t.allows(rule)),
+        View::Table(t) => t.read(|t| t.allows(rule)),
         View::Rules(r) => Ok(rules::grants(rule, |k| r.get(&k).copied())),
     })
 }
@@ -84,7 +84,7 @@ pub fn list(path: impl AsRef<std::path::Path>) -> Result<String> {
     with_cgroup(path, |cg, held| {
         let entries: Vec<(u64, u32)> = match view(cg, held)? {
             View::Unrestricted => return Ok(rules::UNRESTRICTED_LIST.to_string()),
-            View::Table(t) => t.read(cg, |t| t.enforced())?,
+            View::Table(t) => t.read(|t| t.enforced())?,
             View::Rules(r) => r.into_iter().collect(),
         };
         Ok(rules::list_text(&entries))
@@ -106,14 +106,14 @@ pub struct Inspection {
 }
 
 /// The program `recognise` found and its rules (current encoding).
-pub(crate) fn program_rules(cg: &Cgroup, found: &Found) -> Result<(Program, HashMap<u64, u32>)> {
+pub(crate) fn program_rules(found: &Found) -> Result<(Program, HashMap<u64, u32>)> {
     Ok(match found {
         Found::Ours(h) => (
             Program {
                 id: h.prog_id,
                 name: h.maps.name().to_string(),
             },
-            h.maps.rules(cg)?,
+            h.maps.rules()?,
         ),
         Found::Convert(f) => (f.program.clone(), f.rules.clone()),
     })
@@ -130,7 +130,7 @@ pub fn inspect(path: impl AsRef<std::path::Path>) -> Result<Inspection> {
     let rules = match found {
         None => None,
         Some(found) => {
-            let (program, rules) = program_rules(&cg, &found)?;
+            let (program, rules) = program_rules(&found)?;
             Some((program, rules.into_iter().collect()))
         }
     };

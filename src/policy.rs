@@ -39,7 +39,6 @@ enum Current<'a> {
     Table {
         held: &'a Held,
         writer: Writer<'a>,
-        _lock: cgroup::Locked<'a>,
     },
     Hash {
         held: &'a mut Held,
@@ -115,16 +114,11 @@ fn lock_current<'a>(cg: &'a Cgroup, held: &'a mut Held) -> Result<Option<Current
             let Maps::Table(t) = &held.maps else {
                 unreachable!()
             };
-            let lock = cg.lock()?;
-            let writer = t.lock(cg)?;
+            let writer = t.lock(registry::token()?)?;
             if !still(held.prog_id)? {
                 None
             } else {
-                Some(Current::Table {
-                    held,
-                    writer,
-                    _lock: lock,
-                })
+                Some(Current::Table { held, writer })
             }
         }
         Maps::Hash(_) => {
@@ -358,6 +352,9 @@ fn modify(cg: &Cgroup, held: &mut Slot<'_>, change: &dyn Change, room: usize) ->
 /// New maps and program for the held rules with `change` made, replacing
 /// the held program in one step (the change did not fit in place).
 fn rebuild(cg: &Cgroup, c: Current<'_>, change: &dyn Change, room: usize) -> Result<Held> {
+    // New maps and program need the cgroup's writers' lock too (format 5
+    // holds it already; the lock is re-entrant).
+    let _lock = cg.lock()?;
     let mut rules = c.rules();
     change.apply(&mut rules);
     let max = capacity(c.held().maps.max(), rules.len() + room)?;
@@ -543,7 +540,7 @@ pub fn state(path: impl AsRef<std::path::Path>) -> Result<State> {
                 m.refresh()?;
             }
         }
-        held.get().map_or(Ok(State::EMPTY), |h| h.state(cg))
+        held.get().map_or(Ok(State::EMPTY), Held::state)
     })
 }
 
@@ -688,7 +685,7 @@ pub fn attach_prog(path: impl AsRef<std::path::Path>, map: OwnedFd, max: usize) 
             // Other processes' writers wait until the held table is
             // replaced, then find it replaced.
             let _writer = match held.get().map(|h| &h.maps) {
-                Some(Maps::Table(t)) => Some(t.lock(cg)?),
+                Some(Maps::Table(t)) => Some(t.lock(registry::token()?)?),
                 _ => None,
             };
             let found = match held.get() {

@@ -10,6 +10,8 @@
 //! the library that its state belongs to the parent (`registry`).
 #![forbid(unsafe_code)]
 
+use crate::Result;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 static PID: AtomicU32 = AtomicU32::new(0);
@@ -66,27 +68,42 @@ fn start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// This process as a lock holder: its pid in the high half, the low half
-/// of its start time in the low half (never 0). Read once per process
-/// (a forked child reads its own).
-pub fn token() -> u64 {
-    static TOKEN: AtomicU64 = AtomicU64::new(0);
-    static FOR: AtomicU64 = AtomicU64::new(u64::MAX);
-    let forks = forks();
-    if FOR.load(Ordering::Acquire) == forks {
-        return TOKEN.load(Ordering::Acquire);
-    }
-    let pid = pid();
-    let t = (pid as u64) << 32 | (start_time(pid).unwrap_or(0) as u32 | 1) as u64;
-    TOKEN.store(t, Ordering::Release);
-    FOR.store(forks, Ordering::Release);
-    t
+/// The high half of a token of this release: no pid is that large.
+const BEACON: u64 = 0xffff_ffff;
+/// The name of a beacon map (`bpftool map show`).
+pub const BEACON_NAME: &str = "vcg2dev_beacon";
+
+/// A new beacon: a one-element BPF array map, and this process's token as
+/// a lock holder while it keeps the map open: [`BEACON`] in the high half,
+/// the map's id in the low half. When the process is gone, however it went
+/// and in whatever PID namespace it ran, the kernel frees the map and its
+/// id stops resolving ([`holder_alive`]): a waiter needs no pid, which
+/// would mean nothing across PID namespaces. The registry keeps one while
+/// the process holds any cgroup's state (`registry::token`).
+pub fn new_beacon() -> Result<(OwnedFd, u64)> {
+    let beacon = crate::sys::map_create(crate::sys::BPF_MAP_TYPE_ARRAY, 4, 4, 1, BEACON_NAME)?;
+    let id = crate::sys::map_info(beacon.as_fd())?.id;
+    Ok((beacon, BEACON << 32 | id as u64))
 }
 
-/// Whether the holder `token` (another process's [`token`]) still runs:
-/// its pid exists and started when the token says. A pid reused by
-/// another process is not the holder.
+/// Whether the holder `token` (another process's, see [`new_beacon`]) still runs:
+/// its beacon's id still names a beacon map. A token of an earlier
+/// release is a pid and the low half of its start time: that process
+/// exists and started then (in this PID namespace).
 pub fn holder_alive(token: u64) -> bool {
+    if token >> 32 == BEACON {
+        return match crate::sys::map_get_fd_by_id(token as u32) {
+            // The id may have been reused (after 2^31 maps): a beacon is a
+            // one-element array of 4-byte words.
+            Ok(fd) => crate::sys::map_info(fd.as_fd()).map_or(true, |i| {
+                (i.map_type, i.key_size, i.value_size, i.max_entries)
+                    == (crate::sys::BPF_MAP_TYPE_ARRAY, 4, 4, 1)
+            }),
+            Err(e) if e.errno() == libc::ENOENT => false,
+            // Cannot tell (no privilege to look): wait for it.
+            Err(_) => true,
+        };
+    }
     let pid = (token >> 32) as u32;
     match start_time(pid) {
         Some(t) => (t as u32 | 1) == token as u32,
@@ -100,16 +117,36 @@ pub fn holder_alive(token: u64) -> bool {
 mod tests {
     use super::*;
 
+    /// A token of this release is its beacon's id, alive while the
+    /// process is; an earlier release's is a pid and start time.
     #[test]
-    fn a_holder_is_its_pid_and_start_time() {
-        let me = token();
+    fn a_holder_is_its_beacon_or_an_earlier_releases_pid_and_start_time() {
+        // Making a BPF map needs root.
+        let Ok((beacon, me)) = new_beacon() else {
+            return;
+        };
+        assert_eq!(me >> 32, BEACON);
         assert!(holder_alive(me));
-        assert_eq!(me >> 32, pid() as u64);
-        // The same pid with another start time: a reused pid.
-        assert!(!holder_alive(me ^ 2));
+        drop(beacon);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!holder_alive(me));
+        // A beacon that is gone: a map made and closed again.
+        let gone = crate::sys::map_create(crate::sys::BPF_MAP_TYPE_ARRAY, 4, 4, 1, "x").unwrap();
+        let id = crate::sys::map_info(std::os::fd::AsFd::as_fd(&gone))
+            .unwrap()
+            .id;
+        drop(gone);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!holder_alive(BEACON << 32 | id as u64));
+        // An earlier release's token: this process, then a reused pid and
+        // a process that exited.
+        let pid = pid();
+        let old = (pid as u64) << 32 | (start_time(pid).unwrap() as u32 | 1) as u64;
+        assert!(holder_alive(old));
+        assert!(!holder_alive(old ^ 2));
         let mut child = std::process::Command::new("true").spawn().unwrap();
-        let gone = (child.id() as u64) << 32 | 1;
+        let exited = (child.id() as u64) << 32 | 1;
         child.wait().unwrap();
-        assert!(!holder_alive(gone));
+        assert!(!holder_alive(exited));
     }
 }

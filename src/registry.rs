@@ -25,7 +25,7 @@ use crate::process;
 use crate::{Error, Result};
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -49,6 +49,9 @@ struct Tables {
     /// An fd leaves the set before it is closed (`Slot`), so a number in it
     /// is never one another thread has just got back from the kernel.
     fds: HashSet<RawFd>,
+    /// This process's beacon and token as a table's lock holder
+    /// (`process::new_beacon`), while any entry exists.
+    beacon: Option<(OwnedFd, u64)>,
 }
 
 #[derive(Default)]
@@ -226,6 +229,34 @@ fn forget(t: &mut Tables, id: Id, entry: &Arc<Mutex<Entry>>) {
     drop(e);
     t.entries.remove(&id);
     t.names.retain(|_, v| *v != id);
+    drop_beacon_when_idle(t);
+}
+
+/// Closes the beacon once no entry is left: no call is under way then, so
+/// no table's lock word holds its token, and a process that holds no
+/// cgroup's state holds no fd of the library.
+fn drop_beacon_when_idle(t: &mut Tables) {
+    if t.entries.is_empty() {
+        if let Some((fd, _)) = t.beacon.take() {
+            t.fds.remove(&fd.as_raw_fd());
+        }
+    }
+}
+
+/// This process's token as a table's lock holder: its beacon's, made on
+/// the first change of a table (`process::new_beacon`).
+pub(crate) fn token() -> Result<u64> {
+    beacon(&mut lock(&registry()?.tables))
+}
+
+fn beacon(t: &mut Tables) -> Result<u64> {
+    if let Some((_, token)) = &t.beacon {
+        return Ok(*token);
+    }
+    let (fd, token) = process::new_beacon()?;
+    t.fds.insert(fd.as_raw_fd());
+    t.beacon = Some((fd, token));
+    Ok(token)
 }
 
 /// A path now names another cgroup: the entry of the one it named before
@@ -250,6 +281,7 @@ fn forget_if_gone(t: &mut Tables, old: Id) {
     drop(e);
     t.entries.remove(&old);
     t.names.retain(|_, v| *v != old);
+    drop_beacon_when_idle(t);
 }
 
 /// Releases the state held for `path`, also when its directory is gone

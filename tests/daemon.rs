@@ -161,6 +161,7 @@ fn remove_prog_after_the_cgroup_is_gone_leaks_nothing() {
 #[ignore = "run by remove_prog_after_the_cgroup_is_gone_leaks_nothing"]
 fn scenario_gone_lifecycles() {
     let mount = privileged().unwrap();
+    let _beacon = hold_beacon(&mount);
     let path = mount.join(format!("vcg2-test-gone-{}", std::process::id()));
     let p = c(path.to_str().unwrap());
     // Warm up (one-time probes, tags), then count.

@@ -144,3 +144,11 @@ pub fn fd_is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD only reads the fd's flags.
     unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
 }
+
+/// Closes `fd`, an fd a forked child inherited and owns alone (its
+/// parent's library state, which the child never uses).
+pub fn close_inherited(fd: std::os::fd::RawFd) {
+    // SAFETY: the caller owns `fd` and nothing else in this process
+    // refers to it.
+    unsafe { libc::close(fd) };
+}

@@ -16,7 +16,6 @@
 //! | 56 | [`MINOR_CODE`]: the program has the `*:m` probe |
 //! | 64 | writers' lock: 0, or the holder's token |
 //! | 72 | sequence: odd while a writer is changing the table |
-//! | 80 | owner: the token of the writer that took the lock holding the cgroup's lock |
 //! | 128 | majors: one `u32` per major (below) |
 //! | 16512 | buckets: `2^b` of 4 slots |
 //!
@@ -59,12 +58,6 @@ pub const FLAGS_OFF: usize = 56;
 pub const LOCK_OFF: usize = 64;
 /// Sequence word.
 pub const SEQ_OFF: usize = 72;
-/// Owner word: a writer that holds the cgroup's writers' lock (a `flock`,
-/// released by the kernel when the writer dies) stores its token here
-/// before it takes the lock word. A lock word equal to the owner word is
-/// held under the `flock`: whoever holds the `flock` knows that holder is
-/// gone, in whatever PID namespace it ran.
-pub const OWNER_OFF: usize = 80;
 /// The per-major words.
 pub const MAJORS_OFF: usize = 128;
 /// Bytes of a major's word.

@@ -30,17 +30,15 @@
 //!
 //! # Writers and readers in other processes
 //!
-//! Writers (this library in any process: the daemon, the admin tool) hold
-//! the cgroup's writers' lock (`Cgroup::lock`, a `flock` the kernel
-//! releases when its holder dies), then take the table's lock, a word in
-//! the table, by compare-and-swap. The lock word holds the writer's token,
-//! which the writer first stores in the owner word. A lock word equal to
-//! the owner word was taken under the `flock`: a writer that then gets the
-//! `flock` knows its holder died, and takes it over (the count is then
-//! recounted and the majors' words repaired); no pid is compared, so this
-//! holds across PID namespaces. A lock word that differs from the owner
-//! word was taken by an earlier release, which locks nothing else: its
-//! holder's liveness is its pid and start time (`process::holder_alive`).
+//! Writers (this library in any process: the daemon, the admin tool) take
+//! the table's lock, a word in the table itself, by compare-and-swap: no
+//! system call while it is free. It holds the holder's token
+//! (`process::new_beacon`): the id of a small BPF map the holder keeps open
+//! until it exits, which stops resolving when it is gone, in whatever PID
+//! namespace it ran. A holder that died (a process killed mid-change) is
+//! recognised that way and its lock taken over; the count is then
+//! recounted and the majors' words repaired. (An earlier release's token
+//! is a pid and start time, judged as before.)
 //! A change also makes the sequence word odd while it is under way, so
 //! that a reader in another process (`check`, `list`) reads again instead
 //! of reporting a mix; when the writer died half-way, the reader reads the
@@ -53,7 +51,6 @@ pub mod layout;
 
 pub use image::Image;
 
-use crate::cgroup::{Cgroup, Locked};
 use crate::process;
 use crate::rules::{self, BLOCK_SHIFT, CHAR_SHIFT, PRESENT};
 use crate::sys::{self, MapMemory, BPF_F_MMAPABLE, BPF_MAP_TYPE_ARRAY};
@@ -245,14 +242,14 @@ impl Table {
     /// retrying while a writer in another process is at work. When the
     /// writer died half-way the table is read as it is: that is what the
     /// kernel enforces.
-    pub fn read<R>(&self, cg: &Cgroup, f: impl Fn(&Table) -> R) -> Result<R> {
+    pub fn read<R>(&self, f: impl Fn(&Table) -> R) -> Result<R> {
         let seq = self.word(SEQ_OFF);
         let deadline = Instant::now() + LOCK_WAIT;
         loop {
             let before = seq.load(Ordering::Acquire);
             if before % 2 == 1 {
-                if let Some(_writers_out) = self.holder_died(cg)? {
-                    // No writer can start while the lock is held here.
+                let holder = self.header(LOCK_OFF);
+                if holder != 0 && !process::holder_alive(holder) {
                     return Ok(f(self));
                 }
             } else {
@@ -267,18 +264,6 @@ impl Table {
             }
             backoff();
         }
-    }
-
-    /// Whether the writer that left the sequence odd is gone. Some(guard)
-    /// when it is: a writer of this release if the cgroup's writers' lock
-    /// could be taken (the guard keeps others out while the caller reads),
-    /// or an earlier release's writer whose process no longer runs.
-    fn holder_died<'c>(&self, cg: &'c Cgroup) -> Result<Option<Option<Locked<'c>>>> {
-        let holder = self.header(LOCK_OFF);
-        if holder != 0 && holder == self.header(OWNER_OFF) {
-            return Ok(cg.try_lock()?.map(Some));
-        }
-        Ok((holder != 0 && !process::holder_alive(holder)).then_some(None))
     }
 
     /// The value of `key` (rule encoding), None when it has no rule. Read
@@ -406,38 +391,30 @@ impl Table {
             })
     }
 
-    /// Takes the table's lock; the caller holds `cg`'s writers' lock
-    /// (`Cgroup::lock`). A holder that died is taken over (and the count
-    /// recounted, the majors' words repaired); an earlier release's writer
-    /// at work finishes first.
-    pub fn lock(&self, cg: &Cgroup) -> Result<Writer<'_>> {
-        let _ = cg;
-        let (lock, owner) = (self.word(LOCK_OFF), self.word(OWNER_OFF));
-        let me = process::token();
+    /// Takes the table's lock for the holder `me` (this process's token,
+    /// `registry::token`): another process's change finishes first; a
+    /// holder that died is taken over (and the count recounted, the
+    /// majors' words repaired). No system call while the lock is free.
+    pub fn lock(&self, me: u64) -> Result<Writer<'_>> {
+        let lock = self.word(LOCK_OFF);
         let deadline = Instant::now() + LOCK_WAIT;
         loop {
-            let holder = lock.load(Ordering::Acquire);
-            // Under the cgroup's lock, a holder that took the lock under it
-            // (lock == owner) is gone; an earlier release's is gone when
-            // its process is.
-            let gone = holder != 0
-                && (holder == owner.load(Ordering::Acquire) || !process::holder_alive(holder));
-            if holder == 0 || gone {
-                owner.store(me, Ordering::Release);
-                if lock
-                    .compare_exchange(holder, me, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    if holder == 0 {
-                        return Ok(Writer::new(self));
+            match lock.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(Writer::new(self)),
+                Err(holder) if holder != me && !process::holder_alive(holder) => {
+                    if lock
+                        .compare_exchange(holder, me, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        log::warn!(
+                            "a writer died while changing the table of map fd {}: taking \
+                             its lock over",
+                            self.map.as_raw_fd()
+                        );
+                        return Ok(Writer::taken_over(self));
                     }
-                    log::warn!(
-                        "a writer died while changing the table of map fd {}: taking its \
-                         lock over",
-                        self.map.as_raw_fd()
-                    );
-                    return Ok(Writer::taken_over(self));
                 }
+                Err(_) => {}
             }
             if Instant::now() > deadline {
                 return Err(self.busy());

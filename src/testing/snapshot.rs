@@ -96,7 +96,7 @@ pub fn kernel_view(path: impl AsRef<std::path::Path>) -> Result<Option<KernelVie
     let Some(found) = recognise(&cg, &attached)?.0 else {
         return Ok(None);
     };
-    let (program, rules) = program_rules(&cg, &found)?;
+    let (program, rules) = program_rules(&found)?;
     let rules = rules.into_iter().collect();
     Ok(Some(match found {
         Found::Convert(f) => KernelView {

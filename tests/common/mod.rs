@@ -142,6 +142,20 @@ impl Drop for Scratch {
     }
 }
 
+/// A cgroup with the library's program, changed in place once, so that
+/// the process holds its beacon (the one fd the library holds per process
+/// from its first in-place change of a table for as long as it holds any
+/// cgroup's state): tests that count fds take their baseline with one of
+/// these alive.
+pub fn hold_beacon(mount: &Path) -> Scratch {
+    use vircgroup_v2_devices::rules::RW;
+    let s = Scratch::new(mount);
+    api::deny_all(&s.path).expect("deny_all");
+    api::allow(&s.path, &rule(b'c', 1, 3, RW)).expect("allow");
+    api::allow(&s.path, &rule(b'c', 1, 5, RW)).expect("allow in place");
+    s
+}
+
 /// Runs the admin tool with `args` in another process; fails the test
 /// unless it succeeds.
 pub fn tool(args: &[&str]) {

@@ -14,6 +14,7 @@ use std::time::Instant;
 #[test]
 fn a_thousand_create_remove_cycles_keep_fds_and_rss_flat() {
     let Some(mount) = privileged() else { return };
+    let _beacon = hold_beacon(&mount);
     let _x = exclusive();
     let cycle = |i: usize| {
         let cg = Scratch::new(&mount);

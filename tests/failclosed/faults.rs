@@ -325,6 +325,7 @@ fn fault_trial(
 fn a_fault_at_any_bpf_call_changes_nothing() {
     let Some(mount) = privileged() else { return };
     let _x = exclusive();
+    let _beacon = hold_beacon(&mount);
     let devs = Devs::new();
     // The kernel tags of the fixed programs (libvirt's, earlier
     // releases') are learnt once per process, at the first detection of

@@ -145,6 +145,7 @@ fn thread_calls(t: usize, paths: &[String]) -> Model {
 fn threads_on_many_cgroups_match_a_model() {
     let Some(mount) = privileged() else { return };
     let _x = exclusive();
+    let _beacon = hold_beacon(&mount);
     let cgs: Vec<Scratch> = (0..CGROUPS).map(|_| Scratch::new(&mount)).collect();
     let paths: Vec<String> = cgs.iter().map(|cg| cg.p().to_string()).collect();
     for p in &paths {

@@ -170,9 +170,9 @@ fn an_unprivileged_caller_gets_eperm_naming_the_privilege() {
     };
 
     // nobody: the writers' lock (cgroup.kill, or a file in a root-only
-    // directory before Linux 5.14), which the
-    // calls that may change the program take first, cannot be opened;
-    // deny_all, which makes its map first, cannot make it.
+    // directory before Linux 5.14), which the calls that may change the
+    // program take first, cannot be opened; deny_all, which makes its map
+    // first, cannot make it.
     let fresh = Scratch::new(&mount);
     let calls = unprivileged_run("nobody", &fresh, &held);
     for name in ["detect_prog held", "allow held", "allow fresh"] {

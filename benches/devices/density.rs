@@ -50,9 +50,11 @@ pub(crate) struct PerVm {
     pub(crate) fds: Vec<f64>,
     pub(crate) memlock: Vec<f64>,
     pub(crate) adopt: Vec<f64>,
-    /// Ours only: the two calls of an adoption.
+    /// Ours only: the two calls of an adoption, and next to each, the
+    /// program load that `detect_prog`'s tag check makes, timed alone.
     pub(crate) detect: Vec<f64>,
     pub(crate) state: Vec<f64>,
+    pub(crate) tag_load: Vec<f64>,
     /// bpf(2) calls of one set-up and of one adoption (the last VM's).
     pub(crate) setup_calls: Option<Calls>,
     pub(crate) adopt_calls: String,
@@ -235,8 +237,9 @@ fn adopt(exe: &Path, pairs: &[[Cg; 2]], d: &mut Density) -> Res<()> {
                 d.ours.adopt_calls = ours.to_string();
                 d.libvirt.adopt_calls = libvirt.to_string();
             }
-            [a, b, c] => {
+            [a, b, c, t] => {
                 let v = |s: &str| s.parse::<f64>().map_err(|e| format!("{line:?}: {e}"));
+                d.ours.tag_load.push(v(t)?);
                 d.ours.detect.push(v(a)?);
                 d.ours.state.push(v(b)?);
                 d.ours.adopt.push(v(a)? + v(b)?);
@@ -258,7 +261,7 @@ fn adopt(exe: &Path, pairs: &[[Cg; 2]], d: &mut Density) -> Res<()> {
 
 /// `__adopt LIST`: a fresh process adopts every VM of LIST (lines of
 /// "ours-cgroup TAB libvirt-cgroup"), the sides taking turns, and prints
-/// per VM "detect_prog get_state libvirt's-detect" (s), then the
+/// per VM "detect_prog get_state libvirt's-detect tag-load" (s), then the
 /// bpf(2) calls of the last VM's adoption on each side.
 pub(crate) fn adopt_child(args: &[String]) -> ExitCode {
     let run = || -> Res<()> {
@@ -305,7 +308,8 @@ pub(crate) fn adopt_child(args: &[String]) -> ExitCode {
                     libvirt_calls = Some(calls);
                 }
             }
-            let _ = writeln!(out, "{detect}\t{state}\t{theirs}");
+            let tag = tag_load(Path::new(a))?;
+            let _ = writeln!(out, "{detect}\t{state}\t{theirs}\t{tag}");
         }
         if let (Some(a), Some(b)) = (ours_calls, libvirt_calls) {
             let _ = writeln!(out, "calls\t{}\t{}", a.describe(1), b.describe(1));
@@ -320,6 +324,30 @@ pub(crate) fn adopt_child(args: &[String]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What the tag check of `detect_prog` costs on the table program attached
+/// at `cg`: its instructions (rebuilt from its map with the library's
+/// public `Table`) loaded once more and the tag read, as the library's
+/// `recognise::tag_of` does; the tags must agree. Time (s).
+fn tag_load(cg: &Path) -> Res<f64> {
+    use vircgroup_v2_devices::program::{table::NAME, LICENSE};
+    use vircgroup_v2_devices::table::Table;
+    let dir = std::fs::File::open(cg)?;
+    let attached = sys::prog_query(dir.as_fd(), sys::BPF_CGROUP_DEVICE)?;
+    let prog = sys::prog_get_fd_by_id(*attached.ids.first().ok_or("no program")?)?;
+    let info = sys::prog_info(prog.as_fd())?;
+    let map = sys::map_get_fd_by_id(*info.map_ids.first().ok_or("no map")?)?;
+    let table = Table::open(map)?.ok_or("the map is not a table")?;
+    let insns = table.program();
+    let start = Instant::now();
+    let again = sys::prog_load(sys::BPF_PROG_TYPE_CGROUP_DEVICE, &insns, LICENSE, NAME)?;
+    let tag = sys::prog_info(again.as_fd())?.tag;
+    let t = start.elapsed().as_secs_f64();
+    if tag != info.tag {
+        return Err(format!("{}: the program rebuilt has another tag", cg.display()).into());
+    }
+    Ok(t)
 }
 
 /// "8 [8–8]" style: median [min–max].
@@ -419,11 +447,16 @@ pub(crate) fn report(d: &Density) -> String {
     );
     let _ = writeln!(
         w,
-        "\nOf ours' adoption: `detect_prog` {} µs, `get_state` {} µs (median [min–max]). \
+        "\nOf ours' adoption: `detect_prog` {} µs, `get_state` {} µs (median [min–max]); \
+         next to each adoption, the program load of `detect_prog`'s tag check (the attached \
+         program's instructions loaded again, its tag read) timed alone: {} µs, {:.0}% of \
+         `detect_prog` (medians). \
          bpf(2) calls of one adoption: ours {}, libvirt's {}. Of one set-up: ours {}, \
          libvirt's {}.",
         spread(&o.detect, 1e6, 1),
         spread(&o.state, 1e6, 1),
+        spread(&o.tag_load, 1e6, 1),
+        100.0 * median(&o.tag_load) / median(&o.detect),
         o.adopt_calls,
         l.adopt_calls,
         o.setup_calls.map_or("–".into(), |c| c.describe(1)),

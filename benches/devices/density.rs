@@ -339,7 +339,7 @@ fn tag_load(cg: &Path) -> Res<f64> {
     let info = sys::prog_info(prog.as_fd())?;
     let map = sys::map_get_fd_by_id(*info.map_ids.first().ok_or("no map")?)?;
     let table = Table::open(map)?.ok_or("the map is not a table")?;
-    let insns = table.program();
+    let insns = vircgroup_v2_devices::program::table::for_table(&table);
     let start = Instant::now();
     let again = sys::prog_load(sys::BPF_PROG_TYPE_CGROUP_DEVICE, &insns, LICENSE, NAME)?;
     let tag = sys::prog_info(again.as_fd())?.tag;

@@ -4,28 +4,30 @@
 
 use crate::cases::*;
 use crate::cgroups::*;
+use crate::libvirt_c;
 use crate::options::*;
 use crate::ours;
 use crate::programs::*;
 use crate::Res;
 use std::collections::HashMap;
-use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::time::Instant;
 use vircgroup_v2_devices::api::INITIAL_MAX;
 use vircgroup_v2_devices::program::libvirt_program;
-use vircgroup_v2_devices::sys::{self, hook, BPF_CGROUP_DEVICE};
+use vircgroup_v2_devices::sys::{self, hook};
 use vircgroup_v2_devices::table::Table;
 
 /// bpf(2) calls made by this thread during `f`: the total and per command.
-fn count_calls<R>(f: impl FnOnce() -> R) -> (R, Calls) {
-    let before = hook::calls();
+/// The library's calls are counted by `sys::hook`, the replay's by
+/// `libvirt_c`.
+pub(crate) fn count_calls<R>(f: impl FnOnce() -> R) -> (R, Calls) {
+    let before = (hook::calls(), libvirt_c::calls());
     let r = f();
-    let after = hook::calls();
+    let after = (hook::calls(), libvirt_c::calls());
     let mut per = [0u64; hook::COMMANDS];
-    for (p, (a, b)) in per.iter_mut().zip(after.iter().zip(before)) {
-        *p = a - b;
+    for (i, p) in per.iter_mut().enumerate() {
+        *p = (after.0[i] - before.0[i]) + (after.1[i] - before.1[i]);
     }
     (r, Calls(per))
 }
@@ -144,25 +146,29 @@ pub(crate) fn growth(parent: &Path, o: &Options) -> Res<Growth> {
     Ok(g)
 }
 
-/// libvirt's C sequence for a QEMU start on a fresh cgroup
-/// (`virCgroupV2DevicesCreateProg` and `AttachProg`, then
-/// `virCgroupV2AllowDevice` per rule): a 64-entry map, the seed's program
-/// loaded and attached, then a lookup and an update per allow. (libvirt's
-/// detect query on the fresh cgroup is left out.) Returns when the first
-/// part (map, program, attach) ended.
+/// libvirt's C sequence for a QEMU start on a fresh cgroup, replayed
+/// call for call (`libvirt_c`): `virCgroupV2DenyAllDevices` (the detect
+/// query on the fresh cgroup, a 64-entry map, the seed's program loaded
+/// with the verifier log on and attached), then `virCgroupV2AllowDevice`
+/// per rule (a lookup and an update). Returns when the first part ended.
 fn libvirt_start(cg: &mut Cg) -> Res<Instant> {
-    let map = sys::map_create(sys::BPF_MAP_TYPE_HASH, 8, 4, 64, "")?;
-    let prog = load(&libvirt_program(map.as_raw_fd()), "")?;
-    let dir = File::open(&cg.path)?;
-    sys::prog_attach(dir.as_fd(), prog.as_fd(), BPF_CGROUP_DEVICE, 0, None)?;
-    cg.attached.push(prog);
+    let mut g = libvirt_c::Group::new(&cg.path);
+    let r = libvirt_replay(&mut g, &QEMU_ACL);
+    // What was attached is detached with the cgroup, even on error.
+    cg.attached.extend(g.progfd.take());
+    cg.keep.extend(g.mapfd.take());
+    r
+}
+
+/// `deny_all`, then an allow per rule, on `g`; returns when the first part
+/// ended.
+pub(crate) fn libvirt_replay(g: &mut libvirt_c::Group, rules: &[Spec]) -> Res<Instant> {
+    g.deny_all()?;
     let first = Instant::now();
-    for r in &QEMU_ACL {
+    for r in rules {
         let (key, value) = r.libvirt();
-        let _ = sys::map_lookup(map.as_fd(), key)?;
-        sys::map_update(map.as_fd(), key, value)?;
+        g.allow(key, value)?;
     }
-    cg.keep.push(map);
     Ok(first)
 }
 
@@ -190,11 +196,15 @@ fn load_alone(ours: bool) -> Res<f64> {
             table.into_map(),
         )
     } else {
-        let map = sys::map_create(sys::BPF_MAP_TYPE_HASH, 8, 4, 64, "")?;
+        let map = libvirt_c::create_map(sys::BPF_MAP_TYPE_HASH, 8, 4, libvirt_c::INITIAL_MAP_SIZE)?;
         (libvirt_program(map.as_raw_fd()), map)
     };
     let start = Instant::now();
-    let prog = load(&insns, "")?;
+    let prog = if ours {
+        load(&insns, "")?
+    } else {
+        libvirt_c::load_prog(&insns)?
+    };
     let t = start.elapsed().as_secs_f64();
     drop(prog);
     Ok(t)

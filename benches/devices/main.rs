@@ -76,6 +76,10 @@
 //! - `per_check.rs`: the rounds of per-check measurements;
 //! - `syscalls.rs`: every syscall of an allow or deny, counted by strace;
 //! - `control_plane.rs`: QEMU starts and 10,000 allows, timed;
+//! - `libvirt_c.rs`: libvirt's C sequence replayed call for call (the
+//!   attrs, the 256 KiB verifier log of every program load);
+//! - `density.rs`: many VMs: fds, kernel memory, set-up and adoption by a
+//!   restarted daemon per VM, against the replay (issue 23);
 //! - `stats.rs`: medians, quantiles, confidence intervals, paired ratios;
 //! - `targets.rs`: the targets and their verdicts;
 //! - `report.rs`: the markdown report.
@@ -84,6 +88,8 @@ mod cases;
 mod cgroups;
 mod child;
 mod control_plane;
+mod density;
+mod libvirt_c;
 mod options;
 mod ours;
 mod per_check;
@@ -130,12 +136,13 @@ fn run(o: &Options) -> Res<String> {
     let steady = steady(&exe, &parent.path)?;
     let g = growth(&parent.path, o)?;
     let s = starts(&parent.path, o)?;
+    let d = density::density(&exe, &parent.path, o.vms)?;
     let info = RunInfo {
         took: began.elapsed(),
         strace,
         load_before,
     };
-    Ok(report(o, &samples, &steady, &g, &s, &info))
+    Ok(report(o, &samples, &steady, &g, &s, &info) + &density::report(&d))
 }
 
 fn main() -> ExitCode {
@@ -143,6 +150,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some(CHILD) => return child(&args[1..]),
         Some(STEADY_CHILD) => return steady_child(&args[1..]),
+        Some(density::ADOPT_CHILD) => return density::adopt_child(&args[1..]),
         _ => {}
     }
     let o = match options(&args) {

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //! The command line: `--quick`, `--rounds`, `--opens`, `--reuse`, `--cp-rounds`,
-//! `--raw`.
+//! `--vms`, `--raw`.
 
 use crate::child::CHUNKS;
 
@@ -16,6 +16,8 @@ usage: cargo bench --features testing --bench devices -- [OPTIONS]   (as root)
   --reuse          set the programs up once, not every round (each map's
                    hash seed is then one draw for the whole run)
   --cp-rounds N    control-plane rounds (default 15)
+  --vms N          VMs per side for the many-VMs part (default 1000;
+                   20 with --quick)
   --raw FILE       also write every chunk's ns per check to FILE (TSV:
                    round, case, program, rules, chunk, ns; a pair's
                    program is pairP.O:KIND and COPY, O its cgroup's order)
@@ -27,6 +29,8 @@ pub(crate) struct Options {
     pub(crate) cp_rounds: usize,
     /// QEMU starts per side and control-plane round.
     pub(crate) starts: usize,
+    /// VMs per side for the many-VMs part (`density.rs`).
+    pub(crate) vms: usize,
     /// Set the programs up once instead of every round.
     pub(crate) reuse: bool,
     /// Where to write every chunk's measurement.
@@ -44,6 +48,7 @@ pub(crate) fn options(args: &[String]) -> Result<Option<Options>, String> {
         opens: if quick { 1000 } else { 5000 },
         cp_rounds: if quick { 3 } else { 15 },
         starts: if quick { 4 } else { 10 },
+        vms: if quick { 20 } else { 1000 },
         reuse: quick,
         raw: None,
         given: Vec::new(),
@@ -75,6 +80,7 @@ pub(crate) fn options(args: &[String]) -> Result<Option<Options>, String> {
                     .ok_or(format!("--opens: from {CHUNKS} to {}", u32::MAX))?
             }
             "--cp-rounds" => o.cp_rounds = value("--cp-rounds")?,
+            "--vms" => o.vms = value("--vms")?,
             "--raw" => o.raw = Some(it.next().ok_or("--raw needs a file")?.into()),
             "--help" | "-h" => return Ok(None),
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),

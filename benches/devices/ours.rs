@@ -57,6 +57,13 @@ pub(crate) fn deny(path: &Path, r: &Spec) -> Res<()> {
     check(ret, "deny_device", path)
 }
 
+/// `vircgroup_v2_devices_detect_prog`.
+pub(crate) fn detect_prog(path: &Path) -> Res<()> {
+    // SAFETY: a NUL-terminated string.
+    let ret = unsafe { capi::vircgroup_v2_devices_detect_prog(path.0.as_ptr()) };
+    check(ret, "detect_prog", path)
+}
+
 /// `vircgroup_v2_devices_get_state`: (count, max).
 pub(crate) fn state(path: &Path) -> Res<(isize, isize)> {
     let mut s = capi::vircgroup_v2_devices {

@@ -4,13 +4,13 @@
 
 use crate::cases::*;
 use crate::cgroups::*;
+use crate::libvirt_c;
 use crate::ours;
 use crate::Res;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use vircgroup_v2_devices::insn::op::*;
 use vircgroup_v2_devices::insn::reg::*;
 use vircgroup_v2_devices::insn::{alu32_imm, exit, jmp_imm, jmp_reg, ldx_mem, mov64_imm, Insn};
-use vircgroup_v2_devices::program::libvirt_program;
 use vircgroup_v2_devices::rules::{self, RWM};
 use vircgroup_v2_devices::sys::{self, BPF_PROG_TYPE_CGROUP_DEVICE};
 
@@ -139,12 +139,14 @@ pub(crate) fn set_up(
             }
         }
         Kind::Seed => {
-            let map = sys::map_create(sys::BPF_MAP_TYPE_HASH, 8, 4, libvirt_max(rules.len()), "")?;
+            // libvirt's calls (`libvirt_c`), the map made at its final size.
+            let map =
+                libvirt_c::create_map(sys::BPF_MAP_TYPE_HASH, 8, 4, libvirt_max(rules.len()))?;
             for r in rules {
                 let (key, value) = r.libvirt();
-                sys::map_update(map.as_fd(), key, value)?;
+                libvirt_c::update(map.as_raw_fd(), key, value)?;
             }
-            cg.attach(load(&libvirt_program(map.as_raw_fd()), "")?)?;
+            cg.attach(libvirt_c::load_libvirt_program(map.as_raw_fd())?)?;
         }
         Kind::Runc | Kind::Floor => {
             let prog = match fixed {

@@ -2,12 +2,17 @@
 //! Test helper: moves itself into a cgroup, then tries each access and
 //! prints one line per access: `ok` or the errno name (`EPERM`, `ENXIO`...).
 //!
-//! Usage: `vcg2-probe [--join DIR]... CGROUP_DIR ACCESS...` where ACCESS is
-//! `r:PATH`, `w:PATH`, `rw:PATH` (open with O_RDONLY / O_WRONLY / O_RDWR),
-//! `f:PATH` (access(F_OK)) or `mknod:c|b:MAJOR:MINOR:PATH`. Each `--join`
+//! Usage: `vcg2-probe [--join DIR]... [--thread DIR] CGROUP_DIR ACCESS...`
+//! where ACCESS is `r:PATH`, `w:PATH`, `rw:PATH` (open with O_RDONLY /
+//! O_WRONLY / O_RDWR), `f:PATH` (access(F_OK)), `ar:PATH`, `aw:PATH`
+//! (access(R_OK) / access(W_OK): the kernel asks the device cgroup without
+//! opening the device) or `mknod:c|b:MAJOR:MINOR:PATH`. Each `--join`
 //! names a cgroup of another hierarchy to join first (a process is in one
 //! cgroup of each, and the kernel checks a device access in the cgroup v1
-//! devices hierarchy and in cgroup v2).
+//! devices hierarchy and in cgroup v2). `--thread DIR`: after joining
+//! CGROUP_DIR (a domain cgroup), the probe's thread moves into the threaded
+//! cgroup DIR below it (its `cgroup.threads`), as QEMU's threads sit in
+//! libvirt's `emulator` and `vcpuN` cgroups.
 //!
 //! Loop mode, `vcg2-probe CGROUP_DIR loop:MS ACCESS...`: tries the accesses
 //! over and over until stdin is closed or MS milliseconds have passed,
@@ -54,6 +59,8 @@ fn probe(spec: &str) -> Result<nix::Result<()>, String> {
         "w" => open(rest, OFlag::O_WRONLY),
         "rw" => open(rest, OFlag::O_RDWR),
         "f" => access(rest, AccessFlags::F_OK),
+        "ar" => access(rest, AccessFlags::R_OK),
+        "aw" => access(rest, AccessFlags::W_OK),
         "mknod" => {
             let parts: Vec<&str> = rest.splitn(4, ':').collect();
             let [ty, major, minor, path] = parts[..] else {
@@ -127,8 +134,15 @@ fn main() -> ExitCode {
         cgroups.push(dir);
         args = rest;
     }
+    let mut thread = None;
+    if let [flag, dir, rest @ ..] = args {
+        if flag == "--thread" {
+            thread = Some(dir);
+            args = rest;
+        }
+    }
     let Some((cgroup, specs)) = args.split_first() else {
-        eprintln!("usage: vcg2-probe [--join DIR]... CGROUP_DIR ACCESS...");
+        eprintln!("usage: vcg2-probe [--join DIR]... [--thread DIR] CGROUP_DIR ACCESS...");
         return ExitCode::from(2);
     };
     let Some(specs) = specs.iter().map(|s| s.to_str()).collect::<Option<Vec<_>>>() else {
@@ -140,6 +154,14 @@ fn main() -> ExitCode {
         let procs = std::path::Path::new(cgroup).join("cgroup.procs");
         if let Err(e) = std::fs::write(&procs, "0") {
             eprintln!("vcg2-probe: cannot join {}: {e}", procs.display());
+            return ExitCode::from(2);
+        }
+    }
+    // "0" names the writing thread: the probe has only this one here.
+    if let Some(dir) = thread {
+        let threads = format!("{dir}/cgroup.threads");
+        if let Err(e) = std::fs::write(&threads, "0") {
+            eprintln!("vcg2-probe: cannot move the thread into {threads}: {e}");
             return ExitCode::from(2);
         }
     }

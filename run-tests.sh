@@ -24,6 +24,10 @@
 #            kernel (scripts/kernel-matrix.sh)
 #   libvirt: libvirt 9.0.0 and 11.3.0 built with the library, their own
 #            tests and real QEMU guests (libvirt/e2e.sh, docs/libvirt.md)
+#   distro:  Debian's libvirt package rebuilt with the series and this
+#            project's .debs, installed with apt over stock in a booted
+#            Debian 13 under systemd, VMs run with virsh
+#            (libvirt/distro-e2e.sh, docs/libvirt.md "On a distribution")
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -114,3 +118,6 @@ stage "kernel matrix: Debian's 5.10, 6.1, 6.12, 6.17 and newest under QEMU, and 
 
 stage "libvirt e2e: patched libvirt 9.0.0 and 11.3.0 with real QEMU guests (libvirt/e2e.sh)" \
     libvirt/e2e.sh 9.0.0 11.3.0
+
+stage "distro e2e: Debian 13's libvirt package rebuilt with the series, installed with apt over stock in a booted trixie under systemd (libvirt/distro-e2e.sh)" \
+    libvirt/distro-e2e.sh

@@ -65,7 +65,7 @@ stage() {
 }
 
 host_tools() {
-    apt_install mmdebstrap qemu-system-x86 qemu-utils e2fsprogs dpkg-dev \
+    apt_install mmdebstrap qemu-system-x86 qemu-utils e2fsprogs dpkg-dev apt-utils \
         debian-archive-keyring meson ninja-build python3 git
     command -v cargo >/dev/null || die "cargo is needed (the release tarball vendors the crates, the probe is built)"
 }
@@ -96,13 +96,15 @@ cleanup() {
 
 # The 9p share: the guest script, the probe, the lists, and a local apt
 # repository of this project's .debs, the rebuilt libvirt and the stock
-# libvirt .debs (the rollback's), indexed by dpkg-scanpackages.
+# libvirt .debs (the rollback's), indexed by dpkg-scanpackages, with an
+# (unsigned: the guest's source line says trusted=yes) Release file.
 make_share() {
     local share=$WORK/share pv f p
     mkdir -p "$share/repo" "$share/state"
     cp "$HERE/distro/guest.sh" "$PROBE_BIN" "$share/"
     cp "$DEBS"/*.deb "$LVDEBS"/*.deb "$IMAGE"/stock/*.deb "$share/repo/"
-    (cd "$share/repo" && dpkg-scanpackages --multiversion . >Packages 2>/dev/null)
+    (cd "$share/repo" && dpkg-scanpackages --multiversion . >Packages 2>/dev/null &&
+        apt-ftparchive release . >Release)
     cp "$IMAGE/stock.list" "$share/stock.list"
     : >"$share/upgrade.list"
     while read -r pv; do

@@ -214,11 +214,21 @@ wait_daemon() {
     done
     flunk "libvirtd does not answer after 120 s"
 }
-fds() { ls "/proc/$(daemon_pid)/fd" | wc -l; }
+fds() { find "/proc/$(daemon_pid)/fd" -mindepth 1 -maxdepth 1 | wc -l; }
 
 # ====================================================== boot 1: scenarios
 # Each sets SUMMARY, or REASON and returns 1. They run in main's order and
-# build on each other: VM up (stock), VM b (patched), LOOP1.
+# build on each other: VM up (stock), VM b (patched), LOOP1; one whose
+# predecessor failed says so.
+UP_LCG='' B_LCG='' B_QLINE='' STOCK_RULES='' LOOP1='' RULE1='' NODE1='' RB_LCG=''
+STOCK_FIRST='?' STOCK_WARM='?' PATCHED_FIRST='?' PATCHED_WARM='?' UPGRADE_S='?' CONC_S='?'
+need_b() { [ -n "$B_LCG" ] || flunk "VM ${TAG}b did not start (see placement)"; }
+# LOOP1 (made by the upgrade scenario, or here if that failed early).
+need_loop1() {
+    [ -z "$LOOP1" ] || return 0
+    new_loop || return 1
+    LOOP1=$LOOP RULE1=$RULE NODE1=$LNODE
+}
 
 # The admin tool from the local repository; no libvirt package changes.
 install_tool() {
@@ -297,6 +307,7 @@ scenario_placement() {
 }
 
 scenario_start_policy() {
+    need_b || return 1
     local got want
     got=$(admin list "$B_LCG" | sort)
     want=$(expected_acl | sort -u)
@@ -311,6 +322,7 @@ scenario_start_policy() {
 # cgroup, API.md "check", "list", "The admin tool"): the path QEMU's
 # /proc/PID/cgroup line names is …/libvirt/emulator, below the program.
 scenario_start_policy_nested_path() {
+    need_b || return 1
     local lib nested rule mm nd kernel
     lib=$(admin list "$B_LCG" | sort)
     nested=$(admin list "$B_QLINE" 2>"$WORK/nested.err" | sort) ||
@@ -333,6 +345,7 @@ scenario_start_policy_nested_path() {
 }
 
 scenario_enforcement() {
+    need_b || return 1
     local nul urnd out lmm
     nul=$(node c 1 3)
     urnd=$(node c 1 9)
@@ -345,11 +358,13 @@ scenario_enforcement() {
 }
 
 scenario_hotplug() {
+    need_b && need_loop1 || return 1
     hotplug "${TAG}b" "$LOOP1" "$RULE1" "$NODE1" || return 1
     SUMMARY="attach-disk of $LOOP1 to ${TAG}b adds '$RULE1' and the probe reaches it; detach-disk removes it and the probe is denied"
 }
 
 scenario_reload_restart() {
+    need_b || return 1
     local ids rules pid0
     ids=$(prog_ids "$B_LCG")
     rules=$(admin list "$B_LCG")
@@ -376,6 +391,7 @@ scenario_reload_restart() {
 SD_ON=
 scenario_systemd_program() {
     local sd nul out
+    need_b && need_loop1 || return 1
     virsh_ attach-disk "${TAG}b" "$LOOP1" sdb --targetbus usb --sourcetype block >"$WORK/attach" 2>&1 ||
         flunk "attach-disk $LOOP1 to ${TAG}b failed: $(tr '\n' ' ' <"$WORK/attach")" || return 1
     expect "'$RULE1' is not in the rules after the hot-plug" has_rule "$B_LCG" "$RULE1" || return 1
@@ -426,6 +442,7 @@ systemd_program_off() {
 # …/libvirt; the next attach-disk fails, and libvirtd logs the library's
 # message to the journal.
 scenario_logging() {
+    need_b || return 1
     local unit=${TAG}-foreign id since out
     systemd-run --quiet --unit="$unit" -p DevicePolicy=closed -p "DeviceAllow=/dev/null rw" sleep 600 ||
         { flunk "systemd-run of a unit with DevicePolicy=closed failed"; return 1; }
@@ -459,7 +476,13 @@ scenario_load_cleanup() {
     local base i pids=() bad=0 t alive=() id
     virsh_ destroy "${TAG}b" >/dev/null 2>&1
     virsh_ destroy "${TAG}up" >/dev/null 2>&1
+    # The baseline once the two VMs' clean-up has settled.
     base=$(fds)
+    for i in $(seq 10); do
+        sleep 1
+        [ "$(fds)" = "$base" ] && break
+        base=$(fds)
+    done
     local loops=() rules=() nodes=()
     for i in $(seq 0 9); do
         new_loop || return 1
@@ -537,6 +560,8 @@ scenario_reboot() {
 # versions (its scripts start libvirtd again).
 scenario_rollback() {
     local cg t n=0
+    [ -n "$RB_LCG" ] || { flunk "VM ${TAG}rb is not running (see reboot)"; return 1; }
+    [ -n "${LOOP2:-}" ] || { new_loop || return 1; LOOP2=$LOOP RULE2=$RULE NODE2=$LNODE; }
     systemctl stop libvirtd.service libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket ||
         { flunk "systemctl stop libvirtd failed"; return 1; }
     for cg in "$CG"/machine.slice/machine-qemu*.scope/libvirt; do

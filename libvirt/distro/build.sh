@@ -206,16 +206,17 @@ prepare_libvirt_tree() {
 }
 
 # Sets LVDEBS: Debian's libvirt rebuilt with the series, against this
-# project's -dev package installed in the chroot: dpkg-buildpackage -B
-# (the architecture-dependent packages, not the Architecture: all ones),
-# DEB_BUILD_OPTIONS="nocheck nodoc noopt parallel=2" (without libvirt's
+# project's -dev package installed in the chroot: dpkg-buildpackage -b
+# (every binary package: -B alone cannot be installed, libvirt-daemon-system
+# depends on libvirt-daemon-config-network, Architecture: all, of exactly
+# its version), DEB_BUILD_OPTIONS="nocheck nodoc noopt parallel=2" (without libvirt's
 # test suite, the documentation, and compiled with -O0) and
 # DEB_CFLAGS_APPEND=-g0 (no debug information): on 2 shared cores Debian's
 # -O2 -g build of its 1,600 compile steps took most of an hour, -O0 -g0
 # a fraction of it; the code is the same.
 build_libvirt_debs() {
     local key t work opts="nocheck nodoc noopt parallel=2" cflags=-g0
-    key=$( (echo "$RECIPE $LV_DEBVER $LOCAL_SUFFIX $opts $cflags"; basename "$CHROOT"
+    key=$( (echo "$RECIPE $LV_DEBVER $LOCAL_SUFFIX -b $opts $cflags"; basename "$CHROOT"
             cat "$REPO/libvirt/$LIBVIRT_UPSTREAM"/*.patch
             # What libvirt is built against: the -dev package's version
             # and files (its header, .pc), not the bytes of the .deb.
@@ -238,7 +239,7 @@ build_libvirt_debs() {
     if ! in_chroot "$CHROOT" sh -euc "
         dpkg -i /build/libvircgroup-v2-devices0_*.deb /build/libvircgroup-v2-devices-dev_*.deb >/dev/null
         cd /build/libvirt-$LIBVIRT_UPSTREAM
-        DEB_BUILD_OPTIONS='$opts' DEB_CFLAGS_APPEND='$cflags' unshare -n dpkg-buildpackage -B -us -uc" \
+        DEB_BUILD_OPTIONS='$opts' DEB_CFLAGS_APPEND='$cflags' unshare -n dpkg-buildpackage -b -us -uc" \
         >"$DCACHE/libvirt-build.log" 2>&1; then
         grep -n -m5 -A10 -i 'error' "$DCACHE/libvirt-build.log" | head -60
         tail -30 "$DCACHE/libvirt-build.log"

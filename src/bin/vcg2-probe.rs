@@ -159,9 +159,12 @@ fn main() -> ExitCode {
     }
     // "0" names the writing thread: the probe has only this one here.
     if let Some(dir) = thread {
-        let threads = format!("{dir}/cgroup.threads");
+        let threads = std::path::Path::new(&dir).join("cgroup.threads");
         if let Err(e) = std::fs::write(&threads, "0") {
-            eprintln!("vcg2-probe: cannot move the thread into {threads}: {e}");
+            eprintln!(
+                "vcg2-probe: cannot move the thread into {}: {e}",
+                threads.display()
+            );
             return ExitCode::from(2);
         }
     }

@@ -82,7 +82,7 @@ old_kernel() {
     VCG2_EMULATE_KERNEL=$1 VCG2_KILLS=20 cargo test --locked --features testing \
         --test kernel --test capi --test cli --test failclosed --test oracle \
         --test daemon --test upgrade --test memlock --test v1 --test rollback \
-        --test attacks
+        --test attacks --test effective
 }
 stage "rust tests, Linux 5.4 feature set" old_kernel 5.4
 stage "rust tests, Linux 4.15 feature set" old_kernel 4.15

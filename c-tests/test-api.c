@@ -303,6 +303,20 @@ int main(void)
     is_int(vircgroup_v2_devices_check(cg, 'c', 1, 3, RW), 1, "check c 1:3 rw: allowed");
     is_int(vircgroup_v2_devices_check(cg, 'c', 1, 3, M), 0, "check c 1:3 m: denied");
     is_int(vircgroup_v2_devices_check(cg, 'b', 1, 3, R), 0, "check b 1:3 r: denied");
+    /* explain: one line for the program, the rule that granted, the answer. */
+    char *why = vircgroup_v2_devices_explain(cg, 'c', 1, 3, RW);
+    ok(why && strncmp(why, "cgroup=", 7) == 0 && strstr(why, " owner=vircgroup-v2-devices/") &&
+           strstr(why, " verdict=allow rule=\"c 1:3 rw\"\nresult=allowed\n") &&
+           why[strlen(why) - 1] == '\n' && strchr(why, '\n') != strrchr(why, '\n'),
+       "explain c 1:3 rw: %s", why ? why : vircgroup_v2_last_error());
+    free(why);
+    why = vircgroup_v2_devices_explain(cg, 'b', 1, 3, R);
+    ok(why && strstr(why, " verdict=deny\nresult=denied\n"), "explain b 1:3 r: %s",
+       why ? why : vircgroup_v2_last_error());
+    free(why);
+    errno = 0;
+    ok(vircgroup_v2_devices_explain(cg, 'x', 1, 3, R) == NULL && errno == EINVAL,
+       "explain: a bad type is EINVAL");
     h_expect(cg, H_RW, "/dev/null", true, "c 1:3 rw: /dev/null");
     h_expect_mknod(cg, 'c', 1, 3, false, "c 1:3 rw: no m");
 

@@ -329,10 +329,14 @@ int vircgroup_v2_allow_device_path(const char *group_path, const char *dev_path,
 int vircgroup_v2_deny_device_path(const char *group_path, const char *dev_path, int perms);
 
 /*
- 1 if the rules held for the cgroup allow `perms` on every device that
- `type` `major`:`minor` names, 0 if not, -1 on error; it answers as the
- kernel program does. A cgroup with no device program allows everything
- (1); one whose program this library does not know fails with `ENOENT`.
+ 1 if a process in the cgroup may make the access `perms` to every
+ device that `type` `major`:`minor` names, 0 if not, -1 on error. The
+ answer is the kernel's: every device program it runs for a process
+ there (the cgroup's own and its ancestors') must allow it. Programs of
+ this library and of libvirt's C code are read through their maps; any
+ other is run from its instructions as the kernel reports them, and one
+ that cannot be evaluated fails with `EOPNOTSUPP` naming it. No program
+ on the way: every device is allowed (1).
 
  # Safety
  `group_path` is NULL or a NUL-terminated string.
@@ -348,14 +352,34 @@ int vircgroup_v2_devices_check(const char *group_path, char type, int major, int
  merged `a 8:* m`: in v1 a line starting with `a` means every device),
  `allow_all_devices(p)` lists as `b *:* p` and `c *:* p`, and `a *:* rwm`
  is the list of a cgroup no device program restricts, and only of that.
- An empty policy (every device denied) is the empty string. Returns a
- `malloc`ed string the caller frees with `free()`, or NULL with errno on
- failure.
+ The rules are those in force for a process in the cgroup: the
+ intersection of every device program's on the way (its own, its
+ ancestors'); a program whose rules cannot be read (not this library's
+ nor libvirt's) fails with `EOPNOTSUPP` naming it. An empty policy
+ (every device denied) is the empty string. Returns a `malloc`ed string
+ the caller frees with `free()`, or NULL with errno on failure.
 
  # Safety
  `group_path` is NULL or a NUL-terminated string.
  */
 char *vircgroup_v2_devices_list(const char *group_path);
+
+/*
+ Why an access is allowed or denied for a process in the cgroup: one
+ line per device program the kernel runs there, from the root down,
+ `cgroup=PATH prog=ID owner=OWNER verdict=allow|deny[ rule="V1 LINE"]`,
+ then `result=allowed` or `result=denied`. OWNER is
+ `vircgroup-v2-devices/N` (this library, format N), `libvirt` (libvirt's
+ C program) or `other:NAME`; `rule` is the line that granted the access,
+ where the owner's rules are known. Answers as `check` does (one
+ computation). Returns a `malloc`ed string the caller frees with
+ `free()`, or NULL with errno on failure (`EOPNOTSUPP` for a program
+ whose answer cannot be established, named in the message).
+
+ # Safety
+ `group_path` is NULL or a NUL-terminated string.
+ */
+char *vircgroup_v2_devices_explain(const char *group_path, char type, int major, int minor, int perms);
 
 /*
  The message of the calling thread's last failure ("" when none). The

@@ -3,8 +3,9 @@
 //! (`capi`), the admin tool, the tests and the benchmark call these.
 #![forbid(unsafe_code)]
 
+pub use crate::effective::{check, explain, list, rules_in_force, Explanation, Owner, Verdict};
 pub use crate::held::State;
-pub use crate::inspect::{check, inspect, list, Inspection};
+pub use crate::inspect::{inspect, Inspection};
 pub use crate::policy::{
     allow, allow_path, attach_prog, change, create_prog, deny, deny_all, deny_path, detach_prog,
     detect_prog, device_rule, prepare_prog, remove_prog, state, Edit, INITIAL_MAX,

@@ -23,7 +23,10 @@
 //! - `install`: maps built, a program loaded and attached in one step.
 //! - `policy`: the allow/deny logic: detect / create / prepare / attach /
 //!   allow / deny.
-//! - `inspect`: check / list / inspect, read only.
+//! - `inspect`: inspect (what one cgroup holds), read only.
+//! - `effective`: check / list / explain: what the kernel enforces for a
+//!   process in a cgroup, every program on the way (`interpret` runs
+//!   someone else's, from the instructions the kernel reports).
 //! - `rollback`: a cgroup converted back to libvirt's own program and map.
 //! - `testing`: what only tests use (`testing` feature).
 //! - `api`: all the library's calls in one place, as Rust functions.
@@ -39,6 +42,8 @@ pub mod capi;
 /// cbindgen:ignore
 pub mod cgroup;
 /// cbindgen:ignore
+mod effective;
+/// cbindgen:ignore
 pub mod error;
 /// cbindgen:ignore
 pub mod hash;
@@ -50,6 +55,8 @@ pub mod insn;
 mod inspect;
 /// cbindgen:ignore
 mod install;
+/// cbindgen:ignore
+pub mod interpret;
 /// cbindgen:ignore
 mod policy;
 /// cbindgen:ignore

@@ -374,8 +374,20 @@ fn a_program_it_does_not_recognise_is_named_and_left_alone() {
     let cg = Scratch::new(&mount);
     let id = attach_foreign(&cg);
     let named = format!("device program {id} 'foreign'");
-    tool(&["list", cg.p()]).fails(1, &[&named, "does not recognise", "cannot be read"]);
-    tool(&["check", cg.p(), "c 1:3 r"]).fails(3, &[&named, "cannot tell"]);
+    tool(&["list", cg.p()]).fails(1, &[&named, "not this library's", "cannot be read"]);
+    // check and explain run it (it allows everything); a query of many
+    // devices cannot be answered by running it.
+    let out = tool(&["check", cg.p(), "c 1:3 r"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "allowed\n"), "{out:?}");
+    let out = tool(&["explain", cg.p(), "c 1:3 r"]);
+    out.ok();
+    assert!(
+        out.stdout.ends_with(&format!(
+            "prog={id} owner=other:foreign verdict=allow\nresult=allowed\n"
+        )),
+        "{out:?}"
+    );
+    tool(&["check", cg.p(), "c 1:* r"]).fails(3, &[&named, "names many"]);
     tool(&["allow", cg.p(), "c 1:3 r"]).fails(1, &[&named]);
     tool(&["deny", cg.p(), "c 1:3 r"]).fails(1, &[&named]);
     tool(&["deny", cg.p(), "a"]).fails(1, &[&id.to_string(), "not replacing it"]);
@@ -826,4 +838,82 @@ fn a_cgroup_named_with_bytes_that_are_not_utf8_works() {
     let missing = std::ffi::OsStr::from_bytes(&missing);
     tool_os(&["list".as_ref(), missing]).fails(1, &["vcg2-\\xff\\xfe-", "No such file"]);
     tool_os(&["check".as_ref(), missing, "c 1:3 r".as_ref()]).fails(3, &["vcg2-\\xff\\xfe-"]);
+}
+
+/// `list`, `check` and `explain` answer for a process in a cgroup below
+/// the one with the program (QEMU's `emulator`); `--json` is one document,
+/// its strings escaped (a cgroup name may hold `"` and `\`).
+#[test]
+fn explain_and_json_answer_for_a_process_below() {
+    let Some(mount) = privileged() else { return };
+    let cg = Scratch::new(&mount);
+    let below = cg.path.join("em\"u\\lator");
+    std::fs::create_dir(&below).unwrap();
+    struct Rm(std::path::PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            remove_cgroup(&self.0);
+        }
+    }
+    let _rm = Rm(below.clone());
+    let b = below.to_str().unwrap();
+    tool(&["deny", cg.p(), "a"]).ok();
+    tool(&["allow", cg.p(), "c 1:3 rw", "c 136:* rw"]).ok();
+    let id = cg.attached()[0];
+    // 6, or 5 where the kernel (or its emulation) has no table.
+    let format = {
+        use std::os::fd::AsFd;
+        use vircgroup_v2_devices::{program, sys};
+        let fd = sys::prog_get_fd_by_id(id).unwrap();
+        let name = sys::prog_info(fd.as_fd()).unwrap().name;
+        if name == program::table::NAME {
+            program::table::FORMAT
+        } else {
+            program::hash::FORMAT
+        }
+    };
+    let out = tool(&["list", b]);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "c 1:3 rw\nc 136:* rw\n"),
+        "{out:?}"
+    );
+    let out = tool(&["check", b, "c 1:5 r"]);
+    assert_eq!((out.code, out.stdout.as_str()), (1, "denied\n"), "{out:?}");
+    let out = tool(&["explain", b, "c 136:7 w"]);
+    out.ok();
+    assert_eq!(
+        out.stdout,
+        format!(
+            "cgroup={} prog={id} owner=vircgroup-v2-devices/{format} verdict=allow \
+             rule=\"c 136:* rw\"\nresult=allowed\n",
+            cg.p()
+        )
+    );
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let out = tool(&["list", "--json", b]);
+    out.ok();
+    assert_eq!(
+        out.stdout,
+        format!(
+            "{{\"cgroup\":\"{}\",\"restricted\":true,\"rules\":[\
+             {{\"rule\":\"c 1:3 rw\",\"type\":\"c\",\"major\":1,\"minor\":3,\"access\":\"rw\"}},\
+             {{\"rule\":\"c 136:* rw\",\"type\":\"c\",\"major\":136,\"minor\":null,\"access\":\"rw\"}}]}}\n",
+            esc(b)
+        )
+    );
+    let out = tool(&["explain", b, "--json", "c 1:5 r"]);
+    out.ok();
+    assert_eq!(
+        out.stdout,
+        format!(
+            "{{\"cgroup\":\"{}\",\"rule\":\"c 1:5 r\",\"programs\":[{{\"cgroup\":\"{}\",\
+             \"prog\":{id},\"owner\":\"vircgroup-v2-devices/{format}\",\"verdict\":\"deny\",\
+             \"rule\":null}}],\"result\":\"denied\"}}\n",
+            esc(b),
+            esc(cg.p())
+        )
+    );
+    // --json is for list and explain only.
+    tool(&["check", "--json", b, "c 1:5 r"]).fails(2, &["unknown option '--json'"]);
 }

@@ -41,6 +41,11 @@
 //! V1_REPLAY=0x... cargo test --test v1       # one case, by the seed a failure prints
 //! ```
 //!
+//! Nested cgroups (a parent and a child made after its rules, calls on
+//! both afterwards) are compared the same way by the `nested` cases, on
+//! the cases where v1 keeps the intersection of the two; see `nested` and
+//! `nested_cases_where_v1_differs` for the others.
+//!
 //! A disagreement is shrunk to the fewest calls that still disagree and
 //! reported with the case seed. The v1 devices mount is found in
 //! `/proc/self/mountinfo`; without one (or without root) the test is
@@ -683,4 +688,659 @@ fn v1_reads_a_lines_as_every_device() {
     v1.write("devices.allow", "b *:* rwm").unwrap();
     v1.write("devices.allow", "c *:* rwm").unwrap();
     assert_eq!(v1.list().unwrap(), ["b *:* rwm", "c *:* rwm"]);
+}
+
+/// Nested cgroups in both hierarchies: a parent restricted by calls, a
+/// child made after them (v1 copies the parent's rules into a new child;
+/// the v2 child is given the same rules through the library), then calls
+/// on both, the parent's too. In v2 the parent's program is attached with
+/// `BPF_F_ALLOW_MULTI` (as systemd's slices have theirs) so the child can
+/// have its own, and the kernel runs both: `list` and `check` on the child
+/// answer for both programs, and must equal v1's child.
+///
+/// v1 keeps the intersection of the two only in some cases: it removes a
+/// child's rule whole when no single rule of the parent covers it any
+/// more (`revalidate_active_exceptions`), so a rule the parent gives back
+/// later does not come back to the child, and it refuses a child's allow
+/// that no single parent rule covers. A model of both runs ahead of each
+/// call, and a call after which they would differ is not made (counted);
+/// `nested_cases_where_v1_differs` shows those cases, where the library
+/// answers as the kernel enforces (the probe), not as v1.
+///
+/// ```sh
+/// cargo test --features testing --test v1 nested        # 1,000 cases
+/// V1N_CASES=10000 / V1N_SEED=... / V1N_REPLAY=0x... as for the flat cases
+/// ```
+mod nested {
+    use super::*;
+    use ::vircgroup_v2_devices::insn::{exit, mov64_imm, reg::R0};
+    use ::vircgroup_v2_devices::rules::Rule;
+    use ::vircgroup_v2_devices::{api, sys};
+    use std::collections::BTreeSet;
+    use std::os::fd::AsFd;
+
+    /// One v1 exception (or library rule): type b or c, numbers, perms.
+    type Ex = (u8, Option<u32>, Option<u32>, u8);
+
+    fn covers(a: &Ex, b: &Ex) -> bool {
+        a.0 == b.0
+            && a.1.is_none_or(|m| b.1 == Some(m))
+            && a.2.is_none_or(|m| b.2 == Some(m))
+            && a.3 & b.3 == b.3
+    }
+
+    fn add(set: &mut Vec<Ex>, e: Ex) {
+        match set.iter_mut().find(|x| (x.0, x.1, x.2) == (e.0, e.1, e.2)) {
+            Some(x) => x.3 |= e.3,
+            None => set.push(e),
+        }
+    }
+
+    /// `dev_exception_rm`: bits off the exception with exactly these numbers.
+    fn rm(set: &mut Vec<Ex>, e: Ex) {
+        for x in set.iter_mut() {
+            if (x.0, x.1, x.2) == (e.0, e.1, e.2) {
+                x.3 &= !e.3;
+            }
+        }
+        set.retain(|x| x.3 != 0);
+    }
+
+    /// The library's `list` of a child below a parent (`effective.rs`'s
+    /// restrict): a child rule kept whole where one parent rule covers
+    /// it, else cut to its parts inside the parent's rules.
+    fn restrict(own: &[Ex], above: &[Ex]) -> Vec<Ex> {
+        let meet = |a: &Ex, b: &Ex| -> Option<Ex> {
+            let n = |x: Option<u32>, y: Option<u32>| match (x, y) {
+                (Some(x), Some(y)) if x != y => Err(()),
+                (Some(x), _) | (_, Some(x)) => Ok(Some(x)),
+                _ => Ok(None),
+            };
+            let p = a.3 & b.3;
+            if a.0 != b.0 || p == 0 {
+                return None;
+            }
+            Some((a.0, n(a.1, b.1).ok()?, n(a.2, b.2).ok()?, p))
+        };
+        let mut out = Vec::new();
+        for r in own {
+            if above.iter().any(|a| covers(a, r)) {
+                out.push(*r);
+                continue;
+            }
+            let parts: Vec<Ex> = above.iter().filter_map(|a| meet(r, a)).collect();
+            for (i, p) in parts.iter().enumerate() {
+                let inside = parts
+                    .iter()
+                    .enumerate()
+                    .any(|(j, q)| j != i && covers(q, p) && (q != p || j < i));
+                if !inside {
+                    out.push(*p);
+                }
+            }
+        }
+        out
+    }
+
+    fn lines(set: &[Ex]) -> BTreeSet<String> {
+        set.iter()
+            .map(|&(ty, major, minor, perms)| {
+                Spec {
+                    ty,
+                    major,
+                    minor,
+                    perms,
+                }
+                .to_string()
+            })
+            .collect()
+    }
+
+    /// Both hierarchies' parent and child, as the kernel would hold them.
+    #[derive(Debug, Clone, Default)]
+    pub struct Model {
+        parent: Vec<Ex>,
+        /// v1's child exceptions.
+        v1_child: Vec<Ex>,
+        /// The library's rules on the v2 child (its own program).
+        v2_child: Vec<Ex>,
+    }
+
+    /// Who a call is made on.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum On {
+        Parent,
+        Child,
+    }
+
+    impl Model {
+        /// v1's lines for one call: (allow?, exception) each; None for `a`.
+        fn each(call: &Call) -> Vec<(bool, Option<Ex>)> {
+            call.v1_writes()
+                .into_iter()
+                .map(|(file, line)| {
+                    let allow = file == "devices.allow";
+                    if line == "a" {
+                        return (allow, None);
+                    }
+                    let r: Rule = line.parse().unwrap();
+                    let ty = r.ty.letter() as u8;
+                    (allow, Some((ty, r.major, r.minor, r.perms as u8)))
+                })
+                .collect()
+        }
+
+        /// The call on both; Err when v1 refuses it.
+        pub fn apply(&mut self, on: On, call: &Call) -> Result<(), String> {
+            for (allow, ex) in Self::each(call) {
+                match (on, allow, ex) {
+                    (On::Parent, _, None) => return Err("'a' on a parent with a child".into()),
+                    (On::Parent, true, Some(e)) => add(&mut self.parent, e),
+                    (On::Parent, false, Some(e)) => {
+                        rm(&mut self.parent, e);
+                        // v1 takes the bits from the child's same
+                        // exception, then drops every child exception no
+                        // single parent exception covers; the library's
+                        // child program is left as it is.
+                        rm(&mut self.v1_child, e);
+                        let parent = self.parent.clone();
+                        self.v1_child
+                            .retain(|c| parent.iter().any(|p| covers(p, c)));
+                    }
+                    (On::Child, _, None) => {
+                        self.v1_child.clear();
+                        self.v2_child.clear();
+                    }
+                    (On::Child, true, Some(e)) => {
+                        if !self.parent.iter().any(|p| covers(p, &e)) {
+                            return Err(format!("v1 refuses the child's allow of {e:?}"));
+                        }
+                        add(&mut self.v1_child, e);
+                        add(&mut self.v2_child, e);
+                    }
+                    (On::Child, false, Some(e)) => {
+                        rm(&mut self.v1_child, e);
+                        rm(&mut self.v2_child, e);
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        /// v1's child list and the library's, as line sets.
+        pub fn lists(&self) -> (BTreeSet<String>, BTreeSet<String>) {
+            (
+                lines(&self.v1_child),
+                lines(&restrict(&self.v2_child, &self.parent)),
+            )
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    pub struct NCase {
+        pub seed: u64,
+        /// Calls on the parent before the child is made.
+        pub before: Vec<Call>,
+        /// Calls on either after.
+        pub after: Vec<(On, Call)>,
+        pub devices: Vec<(u32, u32)>,
+        /// Calls the model left out (v1 would not keep the intersection).
+        pub skipped: usize,
+    }
+
+    impl NCase {
+        pub fn new(seed: u64) -> NCase {
+            let mut rng = Rng(seed);
+            let hot = Hot::new(&mut rng, false);
+            let mut specs = Vec::new();
+            let mut model = Model::default();
+            let mut before = Vec::new();
+            for _ in 0..rng.range(1, 10) {
+                let call = match rng.below(100) {
+                    0..=4 => Call::AllowAll(rng.range(1, 7) as u8),
+                    5..=74 => Call::Allow(hot.spec(&mut rng)),
+                    _ => Call::Deny(hot.deny_spec(&mut rng, &specs)),
+                };
+                if let Call::Allow(s) | Call::Deny(s) = call {
+                    specs.push(s);
+                }
+                model.apply(On::Parent, &call).unwrap();
+                before.push(call);
+            }
+            model.v1_child = model.parent.clone();
+            model.v2_child = model.parent.clone();
+            let mut after = Vec::new();
+            let mut skipped = 0;
+            for _ in 0..rng.range(1, 16) {
+                let on = if rng.percent(45) {
+                    On::Parent
+                } else {
+                    On::Child
+                };
+                let call = match rng.below(100) {
+                    0..=2 if on == On::Child => Call::DenyAll,
+                    3..=7 => Call::AllowAll(rng.range(1, 7) as u8),
+                    8..=59 => {
+                        // A child's allow mostly inside a parent's rule.
+                        let mut s = hot.spec(&mut rng);
+                        if on == On::Child && !model.parent.is_empty() && rng.percent(70) {
+                            let p = rng.pick(&model.parent);
+                            s.ty = p.0;
+                            if p.1.is_some() || rng.percent(50) {
+                                s.major = p.1;
+                            }
+                            if p.2.is_some() || rng.percent(50) {
+                                s.minor = p.2;
+                            }
+                            let sub = p.3 & s.perms;
+                            s.perms = if sub != 0 {
+                                sub
+                            } else {
+                                p.3 & p.3.wrapping_neg()
+                            };
+                        }
+                        Call::Allow(s)
+                    }
+                    _ => Call::Deny(hot.deny_spec(&mut rng, &specs)),
+                };
+                if let Call::Allow(s) | Call::Deny(s) = call {
+                    specs.push(s);
+                }
+                let mut next = model.clone();
+                let ok = next.apply(on, &call).is_ok() && {
+                    let (v1, lib) = next.lists();
+                    v1 == lib
+                };
+                if ok {
+                    model = next;
+                    after.push((on, call));
+                } else {
+                    skipped += 1;
+                }
+            }
+            let devices = devices_for(&mut rng, &specs, &hot);
+            NCase {
+                seed,
+                before,
+                after,
+                devices,
+                skipped,
+            }
+        }
+    }
+
+    /// The v2 parent and child; the child removed first on drop.
+    pub struct V2Pair {
+        pub parent: Scratch,
+        pub child: PathBuf,
+    }
+
+    impl Drop for V2Pair {
+        fn drop(&mut self) {
+            let _ = api::remove_prog(self.child.to_str().unwrap());
+            remove_cgroup(&self.child);
+        }
+    }
+
+    /// Restricts the v2 parent with its program attached ALLOW_MULTI: an
+    /// allow-all placeholder attached that way first makes the library
+    /// attach beside it; the placeholder is detached after.
+    pub fn multi_parent(mount: &Path) -> Result<V2Pair, String> {
+        let parent = Scratch::new(mount);
+        let p = sys::prog_load(
+            sys::BPF_PROG_TYPE_CGROUP_DEVICE,
+            &[mov64_imm(R0, 1), exit()],
+            "GPL",
+            "placeholder",
+        )
+        .map_err(|e| e.to_string())?;
+        common::attach_raw(&parent.path, &p, sys::BPF_F_ALLOW_MULTI);
+        api::deny_all(parent.p()).map_err(|e| e.to_string())?;
+        let cg = std::fs::File::open(&parent.path).unwrap();
+        sys::prog_detach(cg.as_fd(), p.as_fd(), sys::BPF_CGROUP_DEVICE)
+            .map_err(|e| e.to_string())?;
+        let child = parent.path.join("child");
+        std::fs::create_dir(&child).map_err(|e| e.to_string())?;
+        Ok(V2Pair { parent, child })
+    }
+
+    /// The library's list of a cgroup, as lines.
+    fn lib_list(path: &Path) -> BTreeSet<String> {
+        let c = CString::new(path.to_str().unwrap()).unwrap();
+        list(&c).lines().map(str::to_string).collect()
+    }
+
+    /// Runs a case; one line per disagreement.
+    pub fn run(
+        v2_mount: &Path,
+        v1_mount: &Path,
+        unrestricted: &Scratch,
+        nodes: &mut NodeCache,
+        case: &NCase,
+        probes: &mut u64,
+    ) -> Vec<String> {
+        let v1p = V1Cgroup::new(v1_mount);
+        let pair = match multi_parent(v2_mount) {
+            Ok(p) => p,
+            Err(e) => return vec![format!("setting up the v2 parent: {e}")],
+        };
+        let pp = CString::new(pair.parent.p()).unwrap();
+        let cp = CString::new(pair.child.to_str().unwrap()).unwrap();
+        if let Err(e) = v1p.write("devices.deny", "a") {
+            return vec![e];
+        }
+        for call in &case.before {
+            for (file, line) in call.v1_writes() {
+                if let Err(e) = v1p.write(file, &line) {
+                    return vec![format!("parent {call}: {e}")];
+                }
+            }
+            if let Err(e) = call.apply_v2(&pp) {
+                return vec![format!("parent: {e}")];
+            }
+        }
+        // The children, made now: v1 copies the parent's rules, the v2
+        // child is given them.
+        let v1c = V1Cgroup {
+            path: v1p.path.join("child"),
+        };
+        if let Err(e) = std::fs::create_dir(&v1c.path) {
+            return vec![format!("mkdir the v1 child: {e}")];
+        }
+        let inherited = match v1c.list() {
+            Ok(l) => l,
+            Err(e) => return vec![e],
+        };
+        if let Err(e) = Call::DenyAll.apply_v2(&cp) {
+            return vec![format!("child: {e}")];
+        }
+        for line in &inherited {
+            let r: Rule = line.parse().unwrap();
+            let n = |n: Option<u32>| n.map_or(-1, |n| n as i32);
+            // SAFETY: valid C string.
+            let ret = unsafe {
+                vircgroup_v2_allow_device(
+                    cp.as_ptr(),
+                    r.ty.letter() as libc::c_char,
+                    n(r.major),
+                    n(r.minor),
+                    r.perms,
+                )
+            };
+            if ret != 0 {
+                return vec![format!("child: allow {line}: {}", last_error())];
+            }
+        }
+        for (on, call) in &case.after {
+            let (v1, v2) = match on {
+                On::Parent => (&v1p, &pp),
+                On::Child => (&v1c, &cp),
+            };
+            for (file, line) in call.v1_writes() {
+                if let Err(e) = v1.write(file, &line) {
+                    return vec![format!("{on:?} {call}: {e}")];
+                }
+            }
+            if let Err(e) = call.apply_v2(v2) {
+                return vec![format!("{on:?}: {e}")];
+            }
+        }
+        let mut out = Vec::new();
+        for (what, v1, v2) in [
+            ("parent", &v1p, pair.parent.path.as_path()),
+            ("child", &v1c, pair.child.as_path()),
+        ] {
+            let v1_list: BTreeSet<String> = match v1.list() {
+                Ok(l) => l.into_iter().collect(),
+                Err(e) => return vec![e],
+            };
+            let got = lib_list(v2);
+            if v1_list != got {
+                out.push(format!(
+                    "{what}'s list: v1 {v1_list:?}, the library {got:?}"
+                ));
+            }
+        }
+        let accesses = nodes.accesses(&case.devices);
+        let for_v2 = nodes.accesses(&case.devices);
+        let args = |a: &[Access]| -> Vec<String> { a.iter().map(|a| a.arg.clone()).collect() };
+        let in_v1 = Probe::start(&[&unrestricted.path], &v1c.path, &args(&accesses));
+        let in_v2 = Probe::start(&[v1_mount], &pair.child, &args(&for_v2));
+        let (in_v1, in_v2) = (in_v1.results(), in_v2.results());
+        drop(v1c);
+        drop(v1p);
+        for ((a, r1), r2) in accesses.iter().zip(&in_v1).zip(&in_v2) {
+            let what = describe(a);
+            // access(F_OK) asks for no permission: each v2 program lets it
+            // through when one of its rules names the device, so the two
+            // programs may both let it through with no permission in
+            // common, where v1's one list has no line for it. Not a
+            // permission: compared in neither direction.
+            if a.kind == "f" {
+                continue;
+            }
+            if r1 != r2 {
+                out.push(format!("{what}: v1's child gave {r1}, the v2 child {r2}"));
+            }
+            let Some(allowed) = verdict(r1) else {
+                out.push(format!("{what}: the probe got {r1} in v1"));
+                continue;
+            };
+            *probes += 1;
+            if a.perms != 0 && kernel_checks(a.ty, a.major, a.minor, a.kind) {
+                let got = check(&cp, a.ty.letter() as u8, a.major, a.minor, a.perms);
+                if got != Ok(allowed) {
+                    out.push(format!("{what}: v1 {}, check says {got:?}", word(allowed)));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn nested_shard(k: u64) {
+    let Some((v2_mount, v1_mount)) = mounts() else {
+        return;
+    };
+    let s = Settings::from_env("V1N", DEFAULT_CASES, DEFAULT_SEED ^ 0x11);
+    let seeds = s.shard(k, SHARDS);
+    if seeds.is_empty() {
+        return;
+    }
+    let start = Instant::now();
+    let unrestricted = Scratch::new(&v2_mount);
+    let mut nodes = NodeCache::default();
+    let (mut cases, mut calls, mut skipped, mut probes) = (0u64, 0u64, 0u64, 0u64);
+    let report = |run: &str, case: &nested::NCase, _: &nested::NCase| {
+        format!(
+            "NESTED CGROUP V1 DISAGREEMENT ({run})\n{case:#?}\nreplay: V1N_REPLAY={:#x} \
+             cargo test --features testing --test v1 nested -- --nocapture\ndisagreements:\n",
+            case.seed
+        )
+    };
+    run_seeds(
+        &seeds,
+        nested::NCase::new,
+        |c| {
+            nodes.trim();
+            cases += 1;
+            calls += (c.before.len() + c.after.len()) as u64;
+            skipped += c.skipped as u64;
+            nested::run(
+                &v2_mount,
+                &v1_mount,
+                &unrestricted,
+                &mut nodes,
+                c,
+                &mut probes,
+            )
+        },
+        |c, _| c.clone(),
+        report,
+    );
+    println!(
+        "nested cgroup v1 shard {k}/{SHARDS}: {cases} cases ({}), 0 disagreements in {:.1?}: \
+         {calls} calls on parents and children, {skipped} calls left out (v1 would not keep \
+         the intersection), {probes} probes in each child",
+        s.run_name(),
+        start.elapsed()
+    );
+}
+
+#[test]
+fn v1_nested_shard_0() {
+    nested_shard(0);
+}
+
+#[test]
+fn v1_nested_shard_1() {
+    nested_shard(1);
+}
+
+#[test]
+fn v1_nested_shard_2() {
+    nested_shard(2);
+}
+
+#[test]
+fn v1_nested_shard_3() {
+    nested_shard(3);
+}
+
+/// The cases where cgroup v1 does not keep the intersection of the parent's
+/// and the child's rules, and what the library says there: what the
+/// kernel enforces in cgroup v2 (the probe in the v2 child), not v1.
+#[test]
+fn nested_cases_where_v1_differs() {
+    let Some((v2_mount, v1_mount)) = mounts() else {
+        return;
+    };
+    let major = common::cases::major_pool()[2];
+    let nodes = common::Nodes::new();
+    let m1 = nodes.node("m1", 'c', major.into(), 1);
+    let unrestricted = Scratch::new(&v2_mount);
+    let c = |t: &str| t.replace('M', &major.to_string());
+    struct Scenario<'a> {
+        /// Allowed on the parent before the child is made.
+        before: &'a [&'a str],
+        /// (on the parent?, file, line) after; the library makes the same call.
+        after: &'a [(bool, &'a str, &'a str)],
+        /// Whether v1 refuses the last write (EPERM).
+        v1_refuses_last: bool,
+        v1_list: &'a [&'a str],
+        lib_list: &'a [&'a str],
+        /// Probed on c M:1.
+        access: &'a str,
+        v1_allows: bool,
+        v2_allows: bool,
+    }
+    let scenarios = [
+        // The parent's rule shrinks below a child's narrower rule: v1
+        // drops the child's rule whole; the kernel still allows what both
+        // programs allow (read).
+        Scenario {
+            before: &["c M:* rw"],
+            after: &[
+                (false, "devices.deny", "c M:* rw"),
+                (false, "devices.allow", "c M:1 rw"),
+                (true, "devices.deny", "c M:* w"),
+            ],
+            v1_refuses_last: false,
+            v1_list: &[],
+            lib_list: &["c M:1 r"],
+            access: "r",
+            v1_allows: false,
+            v2_allows: true,
+        },
+        // A permission the parent takes away and gives back: v1's child
+        // lost it for good; the child's own program never did.
+        Scenario {
+            before: &["c M:1 rw"],
+            after: &[
+                (true, "devices.deny", "c M:1 w"),
+                (true, "devices.allow", "c M:1 w"),
+            ],
+            v1_refuses_last: false,
+            v1_list: &["c M:1 r"],
+            lib_list: &["c M:1 rw"],
+            access: "w",
+            v1_allows: false,
+            v2_allows: true,
+        },
+        // A child's allow beyond the parent: v1 refuses it (EPERM); the
+        // library takes it into the child's program, where it allows
+        // nothing beyond the parent.
+        Scenario {
+            before: &["c M:* r"],
+            after: &[(false, "devices.allow", "c M:1 rw")],
+            v1_refuses_last: true,
+            v1_list: &["c M:* r"],
+            lib_list: &["c M:* r", "c M:1 r"],
+            access: "w",
+            v1_allows: false,
+            v2_allows: false,
+        },
+    ];
+    for sc in scenarios {
+        let v1p = V1Cgroup::new(&v1_mount);
+        let pair = nested::multi_parent(&v2_mount).unwrap();
+        let pp = CString::new(pair.parent.p()).unwrap();
+        let cp = CString::new(pair.child.to_str().unwrap()).unwrap();
+        v1p.write("devices.deny", "a").unwrap();
+        let call = |allow: bool, line: &str| {
+            let r: ::vircgroup_v2_devices::rules::Rule = line.parse().unwrap();
+            let spec = Spec {
+                ty: r.ty.letter() as u8,
+                major: r.major,
+                minor: r.minor,
+                perms: r.perms as u8,
+            };
+            if allow {
+                Call::Allow(spec)
+            } else {
+                Call::Deny(spec)
+            }
+        };
+        for line in sc.before {
+            v1p.write("devices.allow", &c(line)).unwrap();
+            call(true, &c(line)).apply_v2(&pp).unwrap();
+        }
+        let v1c = V1Cgroup {
+            path: v1p.path.join("child"),
+        };
+        std::fs::create_dir(&v1c.path).unwrap();
+        Call::DenyAll.apply_v2(&cp).unwrap();
+        for line in v1c.list().unwrap() {
+            call(true, &line).apply_v2(&cp).unwrap();
+        }
+        for (i, &(on_parent, file, line)) in sc.after.iter().enumerate() {
+            let (v1, v2) = if on_parent { (&v1p, &pp) } else { (&v1c, &cp) };
+            let refused = v1.write(file, &c(line)).is_err();
+            let last = i + 1 == sc.after.len();
+            assert_eq!(refused, last && sc.v1_refuses_last, "v1 on {file} {line}");
+            call(file == "devices.allow", &c(line))
+                .apply_v2(v2)
+                .unwrap();
+        }
+        let sorted = |l: &[&str]| -> Vec<String> {
+            let mut v: Vec<String> = l.iter().map(|s| c(s)).collect();
+            v.sort();
+            v
+        };
+        let mut got_v1 = v1c.list().unwrap();
+        got_v1.sort();
+        assert_eq!(got_v1, sorted(sc.v1_list), "v1's child list");
+        let mut got = list(&cp).lines().map(str::to_string).collect::<Vec<_>>();
+        got.sort();
+        assert_eq!(got, sorted(sc.lib_list), "the library's child list");
+        let arg = format!("{}:{m1}", sc.access);
+        let in_v1 =
+            Probe::start(&[&unrestricted.path], &v1c.path, std::slice::from_ref(&arg)).results();
+        let in_v2 = Probe::start(&[&v1_mount], &pair.child, &[arg]).results();
+        assert_eq!(verdict(&in_v1[0]), Some(sc.v1_allows), "v1: {in_v1:?}");
+        assert_eq!(verdict(&in_v2[0]), Some(sc.v2_allows), "v2: {in_v2:?}");
+        let perms = if sc.access == "r" { 1 } else { 2 };
+        assert_eq!(check(&cp, b'c', major, 1, perms), Ok(sc.v2_allows), "check");
+        drop(v1c);
+    }
 }

@@ -4,9 +4,9 @@
 //!
 //! Usage: `vcg2-probe [--join DIR]... [--thread DIR] CGROUP_DIR ACCESS...`
 //! where ACCESS is `r:PATH`, `w:PATH`, `rw:PATH` (open with O_RDONLY /
-//! O_WRONLY / O_RDWR), `f:PATH` (access(F_OK)), `ar:PATH`, `aw:PATH`
-//! (access(R_OK) / access(W_OK): the kernel asks the device cgroup without
-//! opening the device) or `mknod:c|b:MAJOR:MINOR:PATH`. Each `--join`
+//! O_WRONLY / O_RDWR), `f:PATH` (access(F_OK)), `ar:PATH`, `aw:PATH`,
+//! `arw:PATH` (access(2) with R_OK, W_OK, both: the device cgroup check
+//! without opening the node) or `mknod:c|b:MAJOR:MINOR:PATH`. Each `--join`
 //! names a cgroup of another hierarchy to join first (a process is in one
 //! cgroup of each, and the kernel checks a device access in the cgroup v1
 //! devices hierarchy and in cgroup v2). `--thread DIR`: after joining
@@ -61,6 +61,7 @@ fn probe(spec: &str) -> Result<nix::Result<()>, String> {
         "f" => access(rest, AccessFlags::F_OK),
         "ar" => access(rest, AccessFlags::R_OK),
         "aw" => access(rest, AccessFlags::W_OK),
+        "arw" => access(rest, AccessFlags::R_OK | AccessFlags::W_OK),
         "mknod" => {
             let parts: Vec<&str> = rest.splitn(4, ':').collect();
             let [ty, major, minor, path] = parts[..] else {

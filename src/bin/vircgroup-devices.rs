@@ -4,8 +4,10 @@
 //! README's demo. `vircgroup-devices --help` is the manual.
 //!
 //! Arguments are parsed by hand so that the library gains no dependency.
-//! `list` and `check` only read (`api::inspect`): looking at a VM's
-//! cgroup never replaces libvirt's program. `run` and `demo` block the
+//! `list`, `check` and `explain` only read (`api::list`, `check`,
+//! `explain`): looking at a VM's cgroup never replaces libvirt's program.
+//! `--json` output is written here too (a few lines, strings escaped as
+//! RFC 8259 says), no crate needed. `run` and `demo` block the
 //! signals that end them, so a Ctrl-C or SIGTERM at any moment is forwarded
 //! to the child and followed by the removal of the scratch cgroup.
 #![forbid(unsafe_code)]
@@ -19,7 +21,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use vircgroup_v2_devices::api::{self, Edit, Inspection, Program};
+use vircgroup_v2_devices::api::{self, Edit, Explanation, Inspection, Program};
 use vircgroup_v2_devices::cgroup::cgroup2_mount;
 use vircgroup_v2_devices::rollback;
 use vircgroup_v2_devices::rules::{self, Rule};
@@ -33,11 +35,17 @@ See and change the device policy of a cgroup v2: the BPF device program that
 libvirt (or this library) attaches to a VM's cgroup.
 
 Commands:
-  list CGROUP           print the rules, in cgroup v1 devices.list format
+  list [--json] CGROUP  print the rules in force for a process in CGROUP
+                        (every device program on the way), in cgroup v1
+                        devices.list format
   allow CGROUP RULE...  allow devices
   deny CGROUP RULE...   deny devices ('deny CGROUP a' denies every device)
-  check CGROUP RULE     print allowed or denied (exit status 0 or 1; 2 or
-                        3 on an error)
+  check CGROUP RULE     print allowed or denied for a process in CGROUP
+                        (exit status 0 or 1; 2 or 3 on an error)
+  explain [--json] CGROUP RULE
+                        why: each device program the kernel runs for a
+                        process in CGROUP, from the root down, its owner,
+                        verdict and the rule that granted the access
   detach CGROUP         detach the device program: every device is allowed
   to-libvirt CGROUP     replace this library's program by libvirt's own, with
                         the same rules (before going back to stock libvirt)
@@ -64,6 +72,18 @@ devices.deny read it:
                             refused: write 'c 1:3 r' and 'b 1:3 r' instead
   'PATH PERMS'              the device node at PATH ('/dev/kvm rw')
 
+--json (list, explain) prints one JSON document instead, for scripts:
+  list     {\"cgroup\": PATH, \"restricted\": BOOL, \"rules\": [{\"rule\": \"c 1:* rw\",
+           \"type\": \"c\", \"major\": 1, \"minor\": null, \"access\": \"rw\"}, ...]}
+           (null is *; an unrestricted cgroup lists the one rule 'a *:* rwm')
+  explain  {\"cgroup\": PATH, \"rule\": RULE, \"programs\": [{\"cgroup\": PATH,
+           \"prog\": ID, \"owner\": OWNER, \"verdict\": \"allow\" or \"deny\",
+           \"rule\": LINE or null}, ...], \"result\": \"allowed\" or \"denied\"}
+'explain' and 'check' answer for a process in CGROUP: the kernel runs the
+device program of CGROUP and of each ancestor (libvirt's QEMU runs in
+'.../emulator', below its program; systemd may attach one to a slice), and
+an access must pass every one. See 'vircgroup-devices explain --help'.
+
 Exit status: 0 done, 1 failed, 2 usage error; run exits with the command's
 status. check exits 0 when allowed, 1 when denied, 2 on a usage error and 3
 on any other error: never 1 on an error.
@@ -71,14 +91,26 @@ on any other error: never 1 on an error.
 ";
 
 const LIST_HELP: &str = "\
-Usage: vircgroup-devices list CGROUP
+Usage: vircgroup-devices list [--json] CGROUP
 
-Prints the rules of the device program attached to CGROUP, one per line in
-cgroup v1 devices.list format, sorted ('c 1:3 rw'). Both this library's
-program and the one libvirt's C code attaches are read, without changing
-anything. With no device program, every device is allowed: prints
-'a *:* rwm' and says so. Fails with the id and name of a program it does
-not recognise.
+Prints the rules in force for a process in CGROUP, one per line in cgroup
+v1 devices.list format, sorted ('c 1:3 rw'): the kernel runs the device
+program of CGROUP and those of its ancestors (libvirt's QEMU runs in
+'.../emulator', below the cgroup its program is on; systemd attaches its own
+to a slice), and an access must pass each of them, so the rules are what
+all of them allow. Both this library's programs and the one libvirt's C
+code attaches are read, without changing anything. With no device program
+on the way, every device is allowed: prints 'a *:* rwm' and says so. Fails
+(naming it) when a program on the way is someone else's (systemd's, a
+container runtime's): its rules cannot be read, but 'check' and 'explain'
+still answer for one device.
+
+A line can be narrower than any rule of one program: 'c 1:3 r' and
+'c 1:3 w' on two lines mean each alone is allowed, not both at once.
+
+  --json   one JSON document: {\"cgroup\": PATH, \"restricted\": BOOL,
+           \"rules\": [{\"rule\": \"c 1:* rw\", \"type\": \"c\", \"major\": 1,
+           \"minor\": null, \"access\": \"rw\"}, ...]} (null is *)
 ";
 
 const ALLOW_HELP: &str = "\
@@ -117,14 +149,39 @@ first, then allow what is needed.
 const CHECK_HELP: &str = "\
 Usage: vircgroup-devices check CGROUP RULE
 
-Prints 'allowed' (exit status 0) when the rules of CGROUP's device program
-grant the access RULE describes on every device it names, as the kernel
-decides; else 'denied' (exit status 1). 'check CGROUP \"c 1:3 rw\"' asks
-whether /dev/null can be opened read-write. Reads only.
+Prints 'allowed' (exit status 0) when a process in CGROUP may make the
+access RULE describes on every device it names, as the kernel decides: every
+device program it runs there (CGROUP's own and its ancestors') allows it;
+else 'denied' (exit status 1). 'check CGROUP \"c 1:3 rw\"' asks whether
+/dev/null can be opened read-write. A program that is not this library's
+nor libvirt's is run from its instructions as the kernel reports them; one
+that cannot be evaluated is an error naming it, never a guess. Reads only.
+'explain' says which program decided.
 
 Exit status: 0 allowed, 1 denied, 2 usage error (a bad RULE, a missing
 argument), 3 any other error (no such cgroup, a device program it cannot
-read): an error never exits 1, so a script can tell denied from failed.
+evaluate): an error never exits 1, so a script can tell denied from failed.
+";
+
+const EXPLAIN_HELP: &str = "\
+Usage: vircgroup-devices explain [--json] CGROUP RULE
+
+Why the access RULE describes is allowed or denied for a process in CGROUP:
+one line per device program the kernel runs there, from the root down,
+
+  cgroup=PATH prog=ID owner=OWNER verdict=allow|deny[ rule=\"V1 LINE\"]
+
+then 'result=allowed' or 'result=denied' (the answer 'check' gives). OWNER
+is vircgroup-v2-devices/N (this library, program format N), libvirt
+(libvirt's own C program) or other:NAME (anyone else's, by the name the
+kernel shows, such as systemd's sd_devices); rule is the line that granted
+the access, where the owner's rules are known. Exit status 0 whatever the
+answer. Reads only.
+
+  --json   one JSON document: {\"cgroup\": PATH, \"rule\": RULE,
+           \"programs\": [{\"cgroup\": PATH, \"prog\": ID, \"owner\": OWNER,
+           \"verdict\": \"allow\", \"rule\": \"c 1:* rw\" or null}, ...],
+           \"result\": \"allowed\"}
 ";
 
 const DETACH_HELP: &str = "\
@@ -250,11 +307,15 @@ fn strings(args: &[OsString]) -> Res<Vec<&str>> {
 }
 
 /// Runs `cmd` (not `run`) on CGROUP `cg` and the other arguments.
-fn command(cmd: &str, cg: Option<&std::ffi::OsStr>, args: &[&str]) -> Res<u8> {
+fn command(cmd: &str, cg: Option<&std::ffi::OsStr>, args: &[&str], json: bool) -> Res<u8> {
     let usage = |what: &str| Fail::Usage(format!("{cmd}: {what} (see '{NAME} {cmd} --help')"));
     match (cmd, cg, args) {
         ("demo", None, []) => demo(),
-        ("list", Some(cg), []) => list(&cgroup_path(cg)?),
+        ("list", Some(cg), []) => list(&cgroup_path(cg)?, json),
+        ("explain", Some(cg), [rule]) => {
+            let rule = parse_rule(rule)?;
+            explain(&cgroup_path(cg)?, &rule, json)
+        }
         ("detach", Some(cg), []) => detach(&cgroup_path(cg)?),
         ("to-libvirt", Some(cg), []) => to_libvirt(&cgroup_path(cg)?),
         ("check", Some(cg), [rule]) => {
@@ -271,7 +332,7 @@ fn command(cmd: &str, cg: Option<&std::ffi::OsStr>, args: &[&str]) -> Res<u8> {
         }
         ("demo", ..) => Err(usage("takes no argument")),
         ("list" | "detach" | "to-libvirt", ..) => Err(usage("expected CGROUP")),
-        ("check", ..) => Err(usage("expected CGROUP and one RULE")),
+        ("check" | "explain", ..) => Err(usage("expected CGROUP and one RULE")),
         _ => Err(usage("expected CGROUP and at least one RULE")),
     }
 }
@@ -311,6 +372,13 @@ fn dispatch(args: &[OsString]) -> Res<u8> {
     if cmd == "run" {
         return run(cmd, rest);
     }
+    // --json (list, explain) anywhere among the arguments.
+    let json = matches!(cmd, "list" | "explain") && rest.iter().any(|a| a == "--json");
+    let rest: Vec<OsString> = rest
+        .iter()
+        .filter(|a| !json || *a != "--json")
+        .cloned()
+        .collect();
     // CGROUP (the first argument) is bytes, as the kernel takes a cgroup's
     // name; every other argument is text.
     let texts: Vec<Option<&str>> = rest.iter().map(|a| a.to_str()).collect();
@@ -330,7 +398,7 @@ fn dispatch(args: &[OsString]) -> Res<u8> {
         Some((cg, args)) => (Some(cg.as_os_str()), strings(args)?),
         None => (None, Vec::new()),
     };
-    command(cmd, cg, &args)
+    command(cmd, cg, &args, json)
 }
 
 fn help_of(cmd: &str) -> Option<&'static str> {
@@ -339,6 +407,7 @@ fn help_of(cmd: &str) -> Option<&'static str> {
         "allow" => ALLOW_HELP,
         "deny" => DENY_HELP,
         "check" => CHECK_HELP,
+        "explain" => EXPLAIN_HELP,
         "detach" => DETACH_HELP,
         "to-libvirt" => TO_LIBVIRT_HELP,
         "run" => RUN_HELP,
@@ -518,47 +587,126 @@ fn unknown(cg: &Path, others: &[Program]) -> String {
     )
 }
 
-fn list(cg: &Path) -> Res<u8> {
+fn list(cg: &Path, json: bool) -> Res<u8> {
     let shown = show(cg);
-    let Inspection { rules, others, .. } = api::inspect(cg)?;
-    let Some((prog, entries)) = rules else {
-        if !others.is_empty() {
-            return Err(failed(format!(
-                "{}: its rules cannot be read",
-                unknown(cg, &others)
-            )));
-        }
-        eprintln!("{NAME}: no device program is attached to '{shown}': every device is allowed");
-        print!("{}", rules::UNRESTRICTED_LIST);
-        return Ok(0);
-    };
-    print!("{}", rules::list_text(&entries));
-    if entries.is_empty() {
-        eprintln!(
-            "{NAME}: device program {} on '{shown}' has no rule: every device is denied",
-            prog.id
+    let rules = api::rules_in_force(cg)?;
+    if json {
+        let each: Vec<String> = match &rules {
+            None => vec![json_rule(&Rule::new(b'a', -1, -1, rules::RWM)?)],
+            Some(r) => {
+                let mut r = r.clone();
+                sort_rules(&mut r);
+                r.iter().map(json_rule).collect()
+            }
+        };
+        println!(
+            "{{\"cgroup\":{},\"restricted\":{},\"rules\":[{}]}}",
+            json_str(&show(cg)),
+            rules.is_some(),
+            each.join(",")
         );
+        return Ok(0);
     }
-    if !others.is_empty() {
-        eprintln!("{NAME}: note: {}; it may deny more", unknown(cg, &others));
+    match rules {
+        None => {
+            eprintln!(
+                "{NAME}: no device program applies to '{shown}' (nor to its ancestors): \
+                 every device is allowed"
+            );
+            print!("{}", rules::UNRESTRICTED_LIST);
+        }
+        Some(r) => {
+            let mut r = r.clone();
+            sort_rules(&mut r);
+            for rule in &r {
+                println!("{rule}");
+            }
+            if r.is_empty() {
+                eprintln!("{NAME}: no rule is in force for '{shown}': every device is denied");
+            }
+        }
     }
     Ok(0)
 }
 
-fn check(cg: &Path, rule: &Rule) -> Res<u8> {
-    let Inspection { rules, others, .. } = api::inspect(cg)?;
-    let allowed = match rules {
-        None if others.is_empty() => true,
-        None => return Err(failed(format!("cannot tell: {}", unknown(cg, &others)))),
-        Some((_, entries)) => {
-            rules::grants(rule, |key| entries.iter().find(|e| e.0 == key).map(|e| e.1))
+/// Sorted as `list` prints them (b then c, numbers, `*` last), each once.
+fn sort_rules(r: &mut Vec<Rule>) {
+    r.sort_by_key(|r| {
+        (
+            r.ty,
+            r.major.unwrap_or(u32::MAX),
+            r.minor.unwrap_or(u32::MAX),
+            r.perms,
+        )
+    });
+    r.dedup();
+}
+
+/// A JSON string: `"` and `\` escaped, control characters as `\uXXXX`.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
         }
-    };
-    if allowed && !others.is_empty() {
-        eprintln!("{NAME}: note: {}; it may deny {rule}", unknown(cg, &others));
     }
+    out.push('"');
+    out
+}
+
+fn json_rule(r: &Rule) -> String {
+    let num = |n: Option<u32>| n.map_or("null".to_string(), |n| n.to_string());
+    format!(
+        "{{\"rule\":{},\"type\":\"{}\",\"major\":{},\"minor\":{},\"access\":\"{}\"}}",
+        json_str(&r.to_string()),
+        r.ty.letter(),
+        num(r.major),
+        num(r.minor),
+        rules::perms_text(r.perms)
+    )
+}
+
+fn check(cg: &Path, rule: &Rule) -> Res<u8> {
+    let allowed = api::check(cg, rule)?;
     println!("{}", if allowed { "allowed" } else { "denied" });
     Ok(if allowed { 0 } else { 1 })
+}
+
+fn explain(cg: &Path, rule: &Rule, json: bool) -> Res<u8> {
+    let e: Explanation = api::explain(cg, rule)?;
+    if !json {
+        print!("{}", e.text());
+        return Ok(0);
+    }
+    let each: Vec<String> = e
+        .programs
+        .iter()
+        .map(|v| {
+            format!(
+                "{{\"cgroup\":{},\"prog\":{},\"owner\":{},\"verdict\":\"{}\",\"rule\":{}}}",
+                json_str(&show(&v.cgroup)),
+                v.id,
+                json_str(&v.owner.to_string()),
+                if v.allowed { "allow" } else { "deny" },
+                v.rule.as_deref().map_or("null".to_string(), json_str)
+            )
+        })
+        .collect();
+    println!(
+        "{{\"cgroup\":{},\"rule\":{},\"programs\":[{}],\"result\":\"{}\"}}",
+        json_str(&show(cg)),
+        json_str(&rule.to_string()),
+        each.join(","),
+        if e.allowed { "allowed" } else { "denied" }
+    );
+    Ok(0)
 }
 
 fn change(cg: &Path, arg: &OsStr, changes: &[Edit]) -> Res<u8> {

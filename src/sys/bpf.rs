@@ -674,11 +674,27 @@ pub struct Attached {
 
 /// `BPF_PROG_QUERY`: the programs attached to the cgroup `target` itself.
 pub fn prog_query(target: BorrowedFd<'_>, attach_type: u32) -> Result<Attached> {
+    query(target, attach_type, 0)
+}
+
+/// `BPF_F_QUERY_EFFECTIVE`: a query of the programs the kernel runs for
+/// the cgroup, its ancestors' included.
+pub const BPF_F_QUERY_EFFECTIVE: u32 = 1;
+
+/// `BPF_PROG_QUERY` with `BPF_F_QUERY_EFFECTIVE`: the ids of every program
+/// the kernel runs for a process in the cgroup `target`, in run order (its
+/// own first, then its ancestors' that apply).
+pub fn prog_query_effective(target: BorrowedFd<'_>, attach_type: u32) -> Result<Vec<u32>> {
+    query(target, attach_type, BPF_F_QUERY_EFFECTIVE).map(|a| a.ids)
+}
+
+fn query(target: BorrowedFd<'_>, attach_type: u32, query_flags: u32) -> Result<Attached> {
     let mut ids: Vec<u32> = vec![0; 8];
     loop {
         let mut attr = ProgQueryAttr {
             target_fd: target.as_raw_fd() as u32,
             attach_type,
+            query_flags,
             prog_ids: ptr(ids.as_mut_ptr()),
             prog_cnt: ids.len() as u32,
             ..Default::default()
@@ -849,6 +865,45 @@ pub fn prog_info(prog: BorrowedFd<'_>) -> Result<ProgInfo> {
             run_cnt: info.run_cnt,
         });
     }
+}
+
+/// The instructions of a program as the kernel runs them
+/// (`xlated_prog_insns`: after the verifier's rewrites, with map references
+/// as map ids); None when the kernel withholds them (without
+/// `CAP_BPF`/`CAP_SYS_ADMIN`, or a constant-blinded program when raw dumps
+/// are not allowed: `kernel.kptr_restrict`).
+pub fn prog_xlated(prog: BorrowedFd<'_>) -> Result<Option<Vec<Insn>>> {
+    let mut info = RawProgInfo::default();
+    obj_info(prog, &mut info)?;
+    let len = info.xlated_prog_len as usize;
+    if len == 0 {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; len];
+    let mut info = RawProgInfo {
+        xlated_prog_len: len as u32,
+        xlated_prog_insns: ptr(buf.as_mut_ptr()),
+        ..Default::default()
+    };
+    obj_info(prog, &mut info)?;
+    if info.xlated_prog_insns == 0 || info.xlated_prog_len as usize != len {
+        return Ok(None);
+    }
+    Ok(Some(
+        buf.chunks_exact(8)
+            .map(|b| {
+                let regs = b[1];
+                let off = i16::from_ne_bytes([b[2], b[3]]);
+                let imm = i32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
+                Insn {
+                    code: b[0],
+                    regs,
+                    off,
+                    imm,
+                }
+            })
+            .collect(),
+    ))
 }
 
 /// The leading fields of `struct bpf_map_info`.

@@ -272,7 +272,7 @@ impl Cgroup {
             self.open_private_lock_file()
         } else {
             let flags = libc::O_WRONLY | libc::O_NOCTTY | libc::O_NOFOLLOW;
-            let what = format_args!("'{}/cgroup.kill', O_WRONLY", self.path.display());
+            let what = format!("'{}/cgroup.kill', O_WRONLY", self.path.display());
             match sys::open_at(self.fd.as_fd(), c"cgroup.kill", flags, what) {
                 // No cgroup.kill in a live cgroup: a kernel before 5.14.
                 Err(e) if e.errno() == libc::ENOENT && self.exists() => {

@@ -44,16 +44,6 @@ fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name}: run by its test"))
 }
 
-/// Becomes nobody: no capability, no privilege.
-fn become_nobody() {
-    // SAFETY: plain syscalls on this process's credentials.
-    unsafe {
-        assert_eq!(libc::setgroups(0, std::ptr::null()), 0);
-        assert_eq!(libc::setgid(65534), 0);
-        assert_eq!(libc::setuid(65534), 0);
-    }
-}
-
 /// The unprivileged attacker: as nobody, opens the cgroup directory and
 /// every file in it that it can, takes every lock it can on each (flock
 /// exclusive, or shared where exclusive is refused, and an OFD read lock),

@@ -156,6 +156,18 @@ pub fn hold_beacon(mount: &Path) -> Scratch {
     s
 }
 
+/// Becomes `nobody` (65534), which drops every capability: for a test's
+/// own child process (the privileges are gone for good).
+pub fn become_nobody() {
+    // SAFETY: plain syscalls on this process's credentials (glibc applies
+    // them to every thread).
+    unsafe {
+        assert_eq!(libc::setgroups(0, std::ptr::null()), 0);
+        assert_eq!(libc::setgid(65534), 0);
+        assert_eq!(libc::setuid(65534), 0);
+    }
+}
+
 /// Runs the admin tool with `args` in another process; fails the test
 /// unless it succeeds.
 pub fn tool(args: &[&str]) {

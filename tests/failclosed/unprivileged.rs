@@ -44,17 +44,6 @@ fn keep_only_caps(caps: &[u32]) {
     assert_eq!(ret, 0, "capset: {}", std::io::Error::last_os_error());
 }
 
-/// Becomes `nobody` (65534), which drops every capability.
-fn become_nobody() {
-    // SAFETY: plain syscalls on this process's credentials (glibc applies
-    // them to every thread).
-    unsafe {
-        assert_eq!(libc::setgroups(0, std::ptr::null()), 0);
-        assert_eq!(libc::setgid(65534), 0);
-        assert_eq!(libc::setuid(65534), 0);
-    }
-}
-
 /// The unprivileged side of scenario 8, run in its own process (the
 /// privileges it drops are gone for good): drops them as VCG2_UNPRIV_MODE
 /// says, calls the library on VCG2_UNPRIV_FRESH (a cgroup with no program)

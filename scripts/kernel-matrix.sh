@@ -26,9 +26,10 @@
 #                        /var/cache/vircgroup-v2-devices unless set)
 #   KMATRIX_MESON_BUILD  a compiled Meson build directory whose C harness
 #                        runs (else one is set up in target/kernel-matrix)
-#   KMATRIX_MIRROR       the Debian archive (else the host's, from its apt
-#                        sources)
-#   KMATRIX_REFRESH=1    refresh the apt lists now (else after 30 days)
+#   VCG2_MIRROR          the Debian archive (else the host's, from its apt
+#                        sources; KMATRIX_MIRROR is the same)
+#   VCG2_APT_REFRESH=1   refresh the apt lists now (else after 30 days;
+#                        KMATRIX_REFRESH is the same)
 #   KMATRIX_TIMEOUT      seconds one guest may take in all (1500)
 #   ORACLE_CASES, ORACLE_SEED, RUST_BACKTRACE reach the tests in the guests.
 #
@@ -42,7 +43,6 @@ trap 'echo "kernel-matrix: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
 case $0 in */*) repo=${0%/*}/.. ;; *) repo=.. ;; esac
 repo=$(cd "$repo" && pwd) # no dirname: the guest runs this before its PATH is set
 self=$repo/scripts/kernel-matrix.sh
-cache=${KMATRIX_CACHE:-${VCG2_CACHE:-/var/cache/vircgroup-v2-devices}/kernels}
 passed_env=(ORACLE_CASES ORACLE_SEED V1_CASES V1_SEED RUST_BACKTRACE)
 # Under TCG a test runs 15 to 90 times slower than on the host. The
 # guests run the oracle and tests/v1.rs on their first 200 cases
@@ -143,83 +143,22 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-need=()
-for tool in qemu-system-x86_64:qemu-system-x86 objcopy:binutils; do
-    command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    echo "== kernel-matrix: installing ${need[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 \
-        --no-install-recommends "${need[@]}" >/dev/null
-fi
+# shellcheck source=scripts/lib/common.sh
+. "$repo/scripts/lib/common.sh"
+cache=${KMATRIX_CACHE:-$CACHE_ROOT/kernels}
+VCG2_MIRROR=${VCG2_MIRROR:-${KMATRIX_MIRROR:-}}
+VCG2_APT_REFRESH=${VCG2_APT_REFRESH:-${KMATRIX_REFRESH:-}}
 
-mkdir -p "$cache"
-exec 9>"$cache/.lock"
-flock -w 3600 9 || { echo "kernel-matrix: $cache is locked by another run" >&2; exit 1; }
+apt_install qemu-system-x86 binutils
+lock_file "$cache/.lock" 3600
 
-secs() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }'; }
+secs() { since "$1" 0; }
 
-# The URI of the host's Debian archive: the apt source whose suite is the
-# host's codename.
-debian_mirror() {
-    if [ -n "${KMATRIX_MIRROR:-}" ]; then
-        echo "$KMATRIX_MIRROR"
-        return
-    fi
-    local codename f
-    codename=$(sed -n 's/^VERSION_CODENAME=//p' /etc/os-release)
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
-        [ ! -f "$f" ] || { cat "$f"; echo; }
-    done | awk -v c="$codename" '
-            /^deb / { sub(/\[[^]]*\] */, ""); if ($3 == c) { print $2; exit } }
-            /^URIs:/ { uri = $2 }
-            /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == c) found = 1 }
-            /^[ \t]*$/ { if (found && uri) { print uri; exit } uri = ""; found = 0 }
-            END { if (found && uri) print uri }' | head -n1 || true
-}
-
-# Sets apt_opts to a private configuration of SUITE: its own sources file,
-# lists and cache; the host's sources and lists are never read.
-apt_opts=()
+# The private apt configuration of SUITE's binary packages (apt_dir).
+apt_dir=
 private_apt() {
-    local suite=$1 dir=$cache/apt/$1 mirror
-    mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial"
-    if [ ! -s "$dir/sources.list" ]; then
-        mirror=$(debian_mirror)
-        if [ -z "$mirror" ]; then
-            echo "kernel-matrix: no Debian archive in the host's apt sources; set KMATRIX_MIRROR" >&2
-            exit 1
-        fi
-        echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg target=Packages] $mirror $suite main" \
-            >"$dir/sources.list"
-    fi
-    apt_opts=(-q -o "Dir::Etc::sourcelist=$dir/sources.list" -o Dir::Etc::sourceparts=-
-        -o "Dir::State::Lists=$dir/lists" -o "Dir::Cache=$dir/cache"
-        -o APT::Architectures=amd64 -o APT::Sandbox::User=root)
-    if [ "${KMATRIX_REFRESH:-}" = 1 ] || [ -z "$(find "$dir/lists" -maxdepth 1 -name '*_Packages*' -mtime -30)" ]; then
-        apt-get "${apt_opts[@]}" update >"$dir/update.log" 2>&1 ||
-            { cat "$dir/update.log" >&2; exit 1; }
-    fi
-}
-
-candidate() {
-    apt-cache "${apt_opts[@]}" show --no-all-versions "$1" | awk '/^Version:/ { print $2; exit }'
-}
-
-# Unpacks PACKAGE of SUITE (its candidate version) into DIR with
-# dpkg-deb: only PATHS (./boot), or all of it. Refreshes the lists and tries
-# once more if that version is gone from the archive.
-unpack() {
-    local suite=$1 pkg=$2 dir=$3 paths=("${@:4}")
-    mkdir -p "$dir/root"
-    if ! (cd "$dir" && apt-get "${apt_opts[@]}" download "$pkg" >download.log 2>&1); then
-        KMATRIX_REFRESH=1 private_apt "$suite"
-        (cd "$dir" && apt-get "${apt_opts[@]}" download "$pkg" >download.log 2>&1) ||
-            { cat "$dir/download.log" >&2; exit 1; }
-    fi
-    dpkg-deb --fsys-tarfile "$dir"/*.deb | tar -x -C "$dir/root" "${paths[@]}"
-    rm "$dir"/*.deb
+    apt_dir=$cache/apt/$1
+    apt_private_init "$apt_dir" "deb $1"
 }
 
 # Sets kimg, kver and kpkg for SUITE's linux-image-amd64, whose .deb's
@@ -227,13 +166,13 @@ unpack() {
 kernel() {
     local suite=$1 dir ver opt
     private_apt "$suite"
-    kpkg=$(apt-cache "${apt_opts[@]}" depends linux-image-amd64 | awk '/Depends: linux-image-/ { print $2; exit }')
-    ver=$(candidate "$kpkg")
+    kpkg=$(apt_private_cache "$apt_dir" depends linux-image-amd64 | awk '/Depends: linux-image-/ { print $2; exit }')
+    ver=$(apt_private_candidate "$apt_dir" "$kpkg")
     dir=$cache/$suite/$ver
     if [ ! -e "$dir/ready" ]; then
         echo "== kernel-matrix: fetching $kpkg $ver ($suite)"
         rm -rf "${cache:?}/$suite"
-        unpack "$suite" "$kpkg" "$dir" ./boot
+        apt_private_unpack "$apt_dir" "$dir/root" "$kpkg=$ver" ./boot
         touch "$dir/ready"
     fi
     kimg=$(ls "$dir"/root/boot/vmlinuz-*)
@@ -241,7 +180,7 @@ kernel() {
     kpkg="$kpkg $ver"
     for opt in "${kernel_config[@]}"; do
         grep -q "^CONFIG_$opt=y" "$dir/root/boot/config-$kver" ||
-            { echo "kernel-matrix: $kpkg lacks CONFIG_$opt=y, which the guest needs" >&2; exit 1; }
+            die "$kpkg lacks CONFIG_$opt=y, which the guest needs"
     done
 }
 
@@ -250,11 +189,11 @@ busybox=
 fetch_busybox() {
     local ver dir
     private_apt bookworm
-    ver=$(candidate busybox-static)
+    ver=$(apt_private_candidate "$apt_dir" busybox-static)
     dir=$cache/busybox/$ver
     if [ ! -x "$dir/root/bin/busybox" ]; then
         rm -rf "$cache/busybox"
-        unpack bookworm busybox-static "$dir" ./bin/busybox
+        apt_private_unpack "$apt_dir" "$dir/root" "busybox-static=$ver" ./bin/busybox
     fi
     busybox=$dir/root/bin/busybox
 }

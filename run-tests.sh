@@ -20,8 +20,9 @@
 #            (scripts/packaging-tests.sh)
 #   kernels: the privileged tests on Debian's 5.10, 6.1 and 6.12 under QEMU
 #            and on this kernel (scripts/kernel-matrix.sh)
-#   libvirt: libvirt 9.0.0 and 11.3.0 built with the library, their own
-#            tests and real QEMU guests (libvirt/e2e.sh, docs/libvirt.md)
+#   libvirt: libvirt 9.0.0 and 11.3.0 built with the library, and 11.3.0
+#            with the upstream series (its Meson option on and off), their
+#            own tests and real QEMU guests (libvirt/e2e.sh, docs/libvirt.md)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -104,5 +105,5 @@ stage "packaging: release tarball offline, MSRV, Debian packages" scripts/packag
 stage "kernel matrix: Debian's 5.10, 6.1 and 6.12 under QEMU, and this kernel" \
     env KMATRIX_MESON_BUILD="$build" scripts/kernel-matrix.sh
 
-stage "libvirt e2e: patched libvirt 9.0.0 and 11.3.0 with real QEMU guests (libvirt/e2e.sh)" \
-    libvirt/e2e.sh 9.0.0 11.3.0
+stage "libvirt e2e: libvirt 9.0.0, 11.3.0 and 11.3.0 with the upstream series, with real QEMU guests (libvirt/e2e.sh)" \
+    libvirt/e2e.sh 9.0.0 11.3.0 11.3.0-upstream

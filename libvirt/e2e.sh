@@ -44,6 +44,7 @@ URI=
 VMS=()
 LOOPS=()
 SCRATCH=
+STATE_LOCKS=
 made_pfx=
 made_machine=
 
@@ -289,7 +290,15 @@ vm_setup() {
     # Runs with other caches (VCG2_CACHE) build the same paths: this lock
     # makes this run the only user of $ST and $PFX, so what is there is left
     # from a killed run.
-    lock_file "/run/lock/vcg2-e2e-$(basename "$ST").lock" 3600
+    # Once per state directory: a second flock of this process would wait
+    # for its own.
+    case " $STATE_LOCKS " in
+        *" $ST "*) ;;
+        *)
+            lock_file "/run/lock/vcg2-e2e-$(basename "$ST").lock" 3600
+            STATE_LOCKS+=" $ST"
+            ;;
+    esac
     rm -rf "$ST"
     trap cleanup EXIT
     trap 'exit 143' TERM INT HUP

@@ -22,8 +22,9 @@
 #   kernels: the privileged tests on this kernel and under QEMU on Debian's
 #            5.10, 6.1, 6.12, trixie-backports' 6.17 and the newest Debian
 #            kernel (scripts/kernel-matrix.sh)
-#   libvirt: libvirt 9.0.0 and 11.3.0 built with the library, their own
-#            tests and real QEMU guests (libvirt/e2e.sh, docs/libvirt.md)
+#   libvirt: libvirt 9.0.0 and 11.3.0 built with the library, and 11.3.0
+#            with the upstream series (its Meson option on and off), their
+#            own tests and real QEMU guests (libvirt/e2e.sh, docs/libvirt.md)
 #   distro:  Debian's libvirt package rebuilt with the series and this
 #            project's .debs, installed with apt over stock in a booted
 #            Debian 13 under systemd, VMs run with virsh
@@ -116,8 +117,8 @@ stage "packaging: release tarball offline, MSRV, Debian packages" scripts/packag
 stage "kernel matrix: Debian's 5.10, 6.1, 6.12, 6.17 and newest under QEMU, and this kernel" \
     env KMATRIX_MESON_BUILD="$build" scripts/kernel-matrix.sh
 
-stage "libvirt e2e: patched libvirt 9.0.0 and 11.3.0 with real QEMU guests (libvirt/e2e.sh)" \
-    libvirt/e2e.sh 9.0.0 11.3.0
+stage "libvirt e2e: libvirt 9.0.0, 11.3.0 and 11.3.0 with the upstream series, with real QEMU guests (libvirt/e2e.sh)" \
+    libvirt/e2e.sh 9.0.0 11.3.0 11.3.0-upstream
 
 stage "distro e2e: Debian 13's libvirt package rebuilt with the series, installed with apt over stock in a booted trixie under systemd (libvirt/distro-e2e.sh)" \
     libvirt/distro-e2e.sh

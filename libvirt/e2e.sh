@@ -214,7 +214,9 @@ hotplug() {
         fail "$what: $dev is reachable from VM $vm before the hot-plug"
     virsh_ attach-disk "$vm" "$dev" sdb --targetbus usb --sourcetype block >/dev/null ||
         fail "$what: attach-disk $dev to $vm failed"
-    admin list "$pcg" | grep -qx "$rule" ||
+    # No grep -q: under pipefail it would fail the pipeline through SIGPIPE
+    # when the rule is on list's first line.
+    admin list "$pcg" | grep -x -- "$rule" >/dev/null ||
         fail "$what: '$rule' is not in the rules of $pcg after the hot-plug: $(admin list "$pcg" | tr '\n' ',')"
     [ "$(probe "$cg" "r:$dev")" = ok ] ||
         fail "$what: the probe in $cg cannot open $dev after the hot-plug"

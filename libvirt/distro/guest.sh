@@ -178,7 +178,9 @@ new_loop() {
     LNODE=$(node b "${mm% *}" "${mm#* }")
 }
 
-has_rule() { admin list "$1" | grep -qx "$2"; }
+# grep without -q reads all of list's output: with pipefail, a grep -q that
+# stops at the first line would fail the pipeline through SIGPIPE.
+has_rule() { admin list "$1" | grep -x -- "$2" >/dev/null; }
 # hotplug VM LOOP RULE NODE: attach-disk (USB: unplugs with no guest OS)
 # adds RULE and the probe opens NODE; detach-disk removes it and the probe
 # is denied. Returns 1 with the reason.

@@ -55,13 +55,17 @@ trap 'echo "kernel-matrix: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
 case $0 in */*) repo=${0%/*}/.. ;; *) repo=.. ;; esac
 repo=$(cd "$repo" && pwd) # no dirname: the guest runs this before its PATH is set
 self=$repo/scripts/kernel-matrix.sh
-passed_env=(ORACLE_CASES ORACLE_SEED V1_CASES V1_SEED RUST_BACKTRACE)
+passed_env=(ORACLE_CASES ORACLE_SEED V1_CASES V1_SEED V1N_CASES EFFECTIVE_CASES VCG2_KILLS
+            RUST_BACKTRACE)
 # Under TCG a test runs 15 to 90 times slower than on the host. The
-# guests run the oracle and tests/v1.rs on their first 200 cases
-# (ORACLE_CASES, V1_CASES override; the host's row runs their default
-# 1,000) and skip what has no kernel in it (each TEST::NAME here runs in
-# the host's row).
+# guests run the oracles (tests/oracle.rs, tests/v1.rs flat and nested,
+# tests/effective.rs) on their first 200 cases and the killed-writer
+# attack 20 times (ORACLE_CASES, V1_CASES, V1N_CASES, EFFECTIVE_CASES,
+# VCG2_KILLS override; the host's row runs their defaults, 1,000 cases and
+# 100 kills) and skip what has no kernel in it (each TEST::NAME here runs
+# in the host's row).
 guest_cases=200
+guest_kills=20
 guest_skip=(
     oracle::model_and_interpreter_agree_without_the_kernel # 2,000 cases, userspace only
 )
@@ -409,12 +413,13 @@ make_initramfs() {
     fi
     cp "$guest_list" "$root/kmatrix/full.list"
     cp "$subset_list" "$root/kmatrix/subset.list"
-    echo "export ORACLE_CASES=$guest_cases V1_CASES=$guest_cases" >"$root/kmatrix/env"
+    echo "export ORACLE_CASES=$guest_cases V1_CASES=$guest_cases V1N_CASES=$guest_cases" \
+        "EFFECTIVE_CASES=$guest_cases VCG2_KILLS=$guest_kills" >"$root/kmatrix/env"
     local v
     for v in "${passed_env[@]}"; do
         [ -z "${!v:-}" ] || printf 'export %s=%q\n' "$v" "${!v}" >>"$root/kmatrix/env"
     done
-    guest_note="In the guests: ORACLE_CASES=${ORACLE_CASES:-$guest_cases} V1_CASES=${V1_CASES:-$guest_cases}; not run (they run in the host's row): ${guest_skip[*]}"
+    guest_note="In the guests: ORACLE_CASES=${ORACLE_CASES:-$guest_cases} V1_CASES=${V1_CASES:-$guest_cases} V1N_CASES=${V1N_CASES:-$guest_cases} EFFECTIVE_CASES=${EFFECTIVE_CASES:-$guest_cases} VCG2_KILLS=${VCG2_KILLS:-$guest_kills}; not run (they run in the host's row): ${guest_skip[*]}"
     (cd "$root" && find . | "$busybox" cpio -o -H newc 2>/dev/null) >"$initramfs"
 }
 
